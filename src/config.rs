@@ -1,0 +1,327 @@
+//! Configuration: figment layers, lowest to highest priority —
+//! defaults < `polos.toml` (path from `--config` or `POLOS_CONFIG`) < `POLOS_*` environment
+//! variables (nested keys joined with `__`, e.g. `POLOS_NATS__URL`) < command-line flags.
+//!
+//! Every key is listed in the README with its environment variable; unknown keys are errors so a
+//! typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::CatchupPolicy;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach NATS.
+    pub nats: NatsConfig,
+    /// How the JetStream buckets and streams are stored.
+    pub storage: StorageConfig,
+    /// Scheduler (ticker and leadership) settings.
+    pub scheduler: SchedulerConfig,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[nats]`: server addresses and credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated (`nats://a:4222,nats://b:4222`). Empty means "none
+    /// configured": `polos dev` then starts its own server, other commands use
+    /// `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Additional server URLs (same as listing them in `url`).
+    pub urls: Vec<String>,
+    /// Connection name shown by `nats server report connections`.
+    pub name: String,
+    /// User for user/password auth.
+    pub user: Option<String>,
+    /// Password for user/password auth.
+    pub password: Option<String>,
+    /// Token auth.
+    pub token: Option<String>,
+    /// NKey seed (`SU…`) for nkey auth.
+    pub nkey_seed: Option<String>,
+    /// Path of a `.creds` file (JWT + seed).
+    pub creds_file: Option<PathBuf>,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// How long to wait for the first connection, in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: String::new(),
+            urls: Vec::new(),
+            name: "polos".into(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls: TlsConfig::default(),
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// The URL used when nothing is configured.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl NatsConfig {
+    /// Every configured server URL; `[DEFAULT_NATS_URL]` when none is.
+    pub fn server_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .chain(self.urls.iter().cloned())
+            .collect();
+        if urls.is_empty() {
+            urls.push(DEFAULT_NATS_URL.to_string());
+        }
+        urls
+    }
+
+    /// Whether any URL was configured (`polos dev` starts its own server otherwise).
+    pub fn is_configured(&self) -> bool {
+        !self.url.trim().is_empty() || !self.urls.is_empty()
+    }
+}
+
+/// `[nats.tls]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Require TLS even if the server does not ask for it.
+    pub required: bool,
+    /// CA certificate (PEM) to verify the server with.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub key: Option<PathBuf>,
+}
+
+/// Where JetStream keeps data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// On disk: survives server restarts (the default).
+    #[default]
+    File,
+    /// In memory: fast, lost on restart. For tests and benchmarks.
+    Memory,
+}
+
+/// `[storage]`: how `streams apply` creates buckets and streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Replicas of every bucket and stream: 1 on a single server, 3 (or 5) on a cluster.
+    pub replicas: usize,
+    /// `file` or `memory`.
+    pub kind: StorageKind,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            replicas: 1,
+            kind: StorageKind::File,
+        }
+    }
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Seconds a leadership lease lasts without renewal; a standby takes over after it expires.
+    pub lease_ttl_secs: u64,
+    /// Default catch-up policy for schedules that do not set one: `latest`, `all` or `skip`.
+    pub catchup_policy: CatchupPolicy,
+    /// Default catch-up window in seconds: missed instants older than this are not fired.
+    pub catchup_window_secs: u64,
+    /// Most fires one schedule gets from catch-up policy `all` at one takeover.
+    pub catchup_max_fires: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            lease_ttl_secs: 5,
+            catchup_policy: CatchupPolicy::Latest,
+            catchup_window_secs: 24 * 3600,
+            catchup_max_fires: 100,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// The lease TTL as a duration.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Most runs one worker process executes at once (per workflow).
+    pub concurrency: usize,
+    /// Attempts before a run is recorded `failed` and terminated.
+    pub max_attempts: u32,
+    /// Seconds the server waits for an ack before redelivering; long runs send in-progress acks.
+    pub ack_wait_secs: u64,
+    /// First retry delay in seconds; doubles per attempt.
+    pub retry_backoff_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            max_attempts: 3,
+            ack_wait_secs: 30,
+            retry_backoff_secs: 1,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `polos=debug,async_nats=warn`, …
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that cannot be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file named by `--config`/`POLOS_CONFIG` does not exist.
+    #[error("config file {0} does not exist; create it or drop --config / POLOS_CONFIG")]
+    MissingFile(PathBuf),
+    /// A value is malformed or a key is unknown.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+impl Config {
+    /// Loads defaults < `polos.toml` < `POLOS_*` env < `overrides` (the command-line flags).
+    ///
+    /// `path` is `--config`; when `None`, `POLOS_CONFIG` is used, then `./polos.toml` if present.
+    /// An explicitly named file must exist.
+    pub fn load(path: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let explicit = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("POLOS_CONFIG").map(PathBuf::from));
+        let toml = match &explicit {
+            Some(p) if !p.is_file() => return Err(ConfigError::MissingFile(p.clone())),
+            Some(p) => Toml::file_exact(p),
+            None => Toml::file("polos.toml"),
+        };
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(toml)
+            .merge(
+                Env::prefixed("POLOS_")
+                    .ignore(&["config", "nats_server", "tools_dir"])
+                    .split("__"),
+            )
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// Loads from defaults and environment only (handy in examples and tests).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::load(None, Figment::new())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "polos.toml",
+                "[nats]\nurl = \"nats://file:4222\"\n[worker]\nmax_attempts = 7\nconcurrency = 2\n",
+            )?;
+            jail.set_env("POLOS_WORKER__MAX_ATTEMPTS", "9");
+            jail.set_env("POLOS_STORAGE__REPLICAS", "3");
+            let overrides = Figment::new().merge(Serialized::default("worker.concurrency", 5));
+            let c = Config::load(None, overrides).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats.url, "nats://file:4222");
+            assert_eq!(c.worker.max_attempts, 9, "env beats file");
+            assert_eq!(c.worker.concurrency, 5, "flags beat env");
+            assert_eq!(c.storage.replicas, 3);
+            assert_eq!(c.scheduler.lease_ttl_secs, 5, "defaults fill the rest");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("polos.toml", "[worker]\nmax_atempts = 3\n")?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("max_atempts"), "{e}");
+            let e = Config::load(Some(Path::new("nope.toml")), Figment::new()).unwrap_err();
+            assert!(e.to_string().contains("nope.toml"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn urls_from_both_keys() {
+        let n = NatsConfig {
+            url: "nats://a:1, nats://b:2".into(),
+            urls: vec!["nats://c:3".into()],
+            ..NatsConfig::default()
+        };
+        assert_eq!(n.server_urls(), ["nats://a:1", "nats://b:2", "nats://c:3"]);
+        assert_eq!(NatsConfig::default().server_urls(), [DEFAULT_NATS_URL]);
+    }
+}

@@ -1,0 +1,25 @@
+//! polos — scheduled, durable workflows for Rust on NATS JetStream.
+//!
+//! # Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`model`] | the contract: ids, key encoding, KV records, `SchedulePayload`, subject names |
+//! | [`cron`] | pure cron + time-zone engine: parse, normalize into saffron, DST rules, `next_after` |
+//! | [`config`] | figment layers: defaults < `polos.toml` < `POLOS_*` env < flags |
+//! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
+//! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
+//!
+//! # How data flows
+//!
+//! Users upsert schedules (API service or straight into KV `polos_schedules`). The scheduler
+//! watches that bucket, keeps a timer on the earliest due instant and publishes a
+//! `SchedulePayload` to `polos.runs.<workflow>` (stream `POLOS_RUNS`) at each fire. Workers share
+//! one durable consumer per workflow, record runs in `polos_runs` and step results in
+//! `polos_steps`, so a redelivered run skips completed steps.
+
+pub mod cli;
+pub mod config;
+pub mod cron;
+pub mod model;
+pub mod nats;

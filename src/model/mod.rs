@@ -1,0 +1,25 @@
+//! The contract: identifiers, KV key encoding, the JSON records stored in JetStream and the
+//! `SchedulePayload` delivered to workflows. Every name and field here is part of what users,
+//! other-language clients and the `nats` CLI depend on (design §3); change nothing casually.
+
+mod error;
+mod ids;
+mod key;
+pub mod names;
+mod payload;
+mod records;
+pub mod time;
+
+pub use error::ValidationError;
+pub use ids::{
+    manual_run_id, run_id_for, schedule_id, validate_key, validate_workflow, DEFAULT_KEY,
+    MAX_KEY_BYTES, MAX_WORKFLOW_LEN,
+};
+pub use key::{
+    decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,
+};
+pub use payload::SchedulePayload;
+pub use records::{
+    CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
+    ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
+};

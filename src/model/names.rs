@@ -1,0 +1,47 @@
+//! JetStream resource names and subjects of the contract (design §3).
+
+/// KV bucket of schedule definitions, keyed `<workflow>.<encoded key>`.
+pub const SCHEDULES_BUCKET: &str = "polos_schedules";
+/// KV bucket of per-schedule state written by the scheduler, same keys as [`SCHEDULES_BUCKET`].
+pub const SCHEDULE_STATE_BUCKET: &str = "polos_schedule_state";
+/// KV bucket of workflow registrations written by workers, keyed `<workflow>`.
+pub const WORKFLOWS_BUCKET: &str = "polos_workflows";
+/// KV bucket of run records, keyed `<workflow>.<run_id>`.
+pub const RUNS_BUCKET: &str = "polos_runs";
+/// KV bucket of durable step results, keyed `<run_id>.<encoded step>`.
+pub const STEPS_BUCKET: &str = "polos_steps";
+/// Work-queue stream holding fires, subjects `polos.runs.<workflow>`.
+pub const RUNS_STREAM: &str = "POLOS_RUNS";
+/// Prefix of the runs stream subjects.
+pub const RUNS_SUBJECT_PREFIX: &str = "polos.runs";
+
+/// The subject a workflow's fires are published to: `polos.runs.<workflow>`.
+pub fn runs_subject(workflow: &str) -> String {
+    format!("{RUNS_SUBJECT_PREFIX}.{workflow}")
+}
+
+/// Name of the NATS micro service that serves the schedules API.
+pub const SERVICE_NAME: &str = "polos";
+/// `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?}` → `{"schedule_id","created","next"}`.
+pub const API_UPSERT: &str = "polos.schedules.upsert";
+/// `{"workflow","key"?}` → the record plus its state.
+pub const API_GET: &str = "polos.schedules.get";
+/// `{"workflow"?}` → `{"schedules":[...]}`.
+pub const API_LIST: &str = "polos.schedules.list";
+/// `{"workflow","key"?}` → `{"deleted":bool}`.
+pub const API_DELETE: &str = "polos.schedules.delete";
+/// `{"workflow","key"?,"note"?}` → the record.
+pub const API_PAUSE: &str = "polos.schedules.pause";
+/// `{"workflow","key"?,"note"?}` → the record.
+pub const API_RESUME: &str = "polos.schedules.resume";
+/// `{"workflow","key"?}` → `{"run_id"}`.
+pub const API_TRIGGER: &str = "polos.schedules.trigger";
+/// `{}` → `{"workflows":[...]}`.
+pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
+
+/// Message header carrying the de-duplication id `<schedule_id>@<timestamp>`.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Message header carrying the run id.
+pub const HEADER_RUN_ID: &str = "Polos-Run-Id";
+/// Message header carrying the trigger: `schedule`, `catchup` or `manual`.
+pub const HEADER_TRIGGER: &str = "Polos-Trigger";

@@ -1,0 +1,392 @@
+//! The JSON values stored in the KV buckets (design §3). Field names are the contract.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::time::{rfc3339, rfc3339_opt};
+use super::{schedule_id, split_schedule_kv_key, DEFAULT_KEY};
+
+/// Who owns a schedule record: the API (users) or a worker's inline declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleSource {
+    /// Created through `polos.schedules.upsert`, the CLI, the client or a hand-written KV value.
+    #[default]
+    Api,
+    /// Declared in a worker's code (`schedule = "0 9 * * *"`); workers keep it in sync.
+    Inline,
+}
+
+/// What the scheduler does with instants it missed while no scheduler was leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchupPolicy {
+    /// One fire (trigger `catchup`) for the most recent missed instant inside the window.
+    #[default]
+    Latest,
+    /// Every missed instant inside the window, oldest first, up to a cap.
+    All,
+    /// No catch-up: missed instants are only counted.
+    Skip,
+}
+
+/// A schedule definition in `polos_schedules` at `<workflow>.<encoded key>`.
+///
+/// Only `cron` is required in a stored value: a value written by hand with just
+/// `{"cron": "0 8 * * *", "timezone": "America/Los_Angeles"}` is a valid schedule whose
+/// workflow, key and id come from its KV key (see [`ScheduleRecord::from_kv`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// `sch_` + base32 of SHA-256(workflow, key); derived, never chosen.
+    #[serde(default)]
+    pub schedule_id: String,
+    /// The workflow this schedule fires.
+    #[serde(default)]
+    pub workflow: String,
+    /// The schedule key (user id or `global`), verbatim.
+    #[serde(default)]
+    pub key: String,
+    /// The 5-field cron expression as the user wrote it.
+    pub cron: String,
+    /// IANA zone the cron's wall clock is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// A paused schedule keeps its definition but does not fire.
+    #[serde(default)]
+    pub paused: bool,
+    /// Free text for operators (why it was paused, who asked for it).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Who owns the record; workers only touch `inline` ones.
+    #[serde(default)]
+    pub source: ScheduleSource,
+    /// When the record was first created.
+    #[serde(default, with = "rfc3339_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the record was last changed.
+    #[serde(default, with = "rfc3339_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Per-schedule catch-up policy; `None` uses the scheduler's configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<CatchupPolicy>,
+    /// Per-schedule catch-up window in seconds; `None` uses the scheduler's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_window_secs: Option<u64>,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+/// Why a stored value could not be read as a record.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    /// The KV key is not `<workflow>.<encoded key>` with a valid workflow and key.
+    #[error("KV key {kv_key:?} is not <workflow>.<key> with a valid workflow id and key; delete it or re-create the schedule through the API")]
+    BadKvKey {
+        /// The offending KV key.
+        kv_key: String,
+    },
+    /// The value is not JSON of the expected shape.
+    #[error(
+        "value at {kv_key:?} is not a valid {what} record: {source}; write JSON like {example}"
+    )]
+    BadJson {
+        /// The KV key whose value is broken.
+        kv_key: String,
+        /// Which record type was expected.
+        what: &'static str,
+        /// An example of a valid value.
+        example: &'static str,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The value names a different workflow or key than its KV key.
+    #[error("value at {kv_key:?} says {field} {found:?} but its KV key says {expected:?}; remove the field or fix the key")]
+    Mismatch {
+        /// The KV key.
+        kv_key: String,
+        /// `workflow`, `key` or `schedule_id`.
+        field: &'static str,
+        /// What the value says.
+        found: String,
+        /// What the KV key implies.
+        expected: String,
+    },
+}
+
+impl ScheduleRecord {
+    /// A new API record with defaults for everything but the identity and the cron.
+    pub fn new(workflow: &str, key: &str, cron: &str, timezone: &str) -> Self {
+        ScheduleRecord {
+            schedule_id: schedule_id(workflow, key),
+            workflow: workflow.to_string(),
+            key: key.to_string(),
+            cron: cron.to_string(),
+            timezone: timezone.to_string(),
+            paused: false,
+            note: None,
+            source: ScheduleSource::Api,
+            created_at: None,
+            updated_at: None,
+            catchup: None,
+            catchup_window_secs: None,
+        }
+    }
+
+    /// Reads a stored value, filling `workflow`, `key` and `schedule_id` from the KV key.
+    ///
+    /// The KV key is authoritative; a value that names another workflow, key or id is refused
+    /// rather than silently moved. Cron and zone are *not* validated here (that is the cron
+    /// layer's job, so its error message can name the field).
+    pub fn from_kv(kv_key: &str, value: &[u8]) -> Result<Self, RecordError> {
+        let (workflow, key) =
+            split_schedule_kv_key(kv_key).ok_or_else(|| RecordError::BadKvKey {
+                kv_key: kv_key.to_string(),
+            })?;
+        let mut record: ScheduleRecord =
+            serde_json::from_slice(value).map_err(|source| RecordError::BadJson {
+                kv_key: kv_key.to_string(),
+                what: "schedule",
+                example: r#"{"cron":"0 8 * * *","timezone":"America/Los_Angeles"}"#,
+                source,
+            })?;
+        let id = schedule_id(&workflow, &key);
+        for (field, found, expected) in [
+            ("workflow", &record.workflow, &workflow),
+            ("key", &record.key, &key),
+            ("schedule_id", &record.schedule_id, &id),
+        ] {
+            if !found.is_empty() && found != expected {
+                return Err(RecordError::Mismatch {
+                    kv_key: kv_key.to_string(),
+                    field,
+                    found: found.clone(),
+                    expected: expected.clone(),
+                });
+            }
+        }
+        record.workflow = workflow;
+        record.key = key;
+        record.schedule_id = id;
+        Ok(record)
+    }
+
+    /// Whether this record uses the default key `global`.
+    pub fn is_global(&self) -> bool {
+        self.key == DEFAULT_KEY
+    }
+}
+
+/// What the scheduler knows about a schedule, in `polos_schedule_state` (same key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// The scheduled instant of the most recent fire (`SchedulePayload.timestamp`).
+    #[serde(default, with = "rfc3339_opt")]
+    pub last_timestamp: Option<DateTime<Utc>>,
+    /// The next instant the scheduler will fire, `null` when paused or invalid.
+    #[serde(default, with = "rfc3339_opt")]
+    pub next: Option<DateTime<Utc>>,
+    /// How many fires were published for this schedule.
+    #[serde(default)]
+    pub fires: u64,
+    /// How many due instants were not fired (scheduler down beyond the catch-up policy).
+    #[serde(default)]
+    pub missed: u64,
+    /// Run id of the most recent fire.
+    #[serde(default)]
+    pub last_run_id: Option<String>,
+    /// Why the schedule cannot fire (bad cron, bad zone, unreadable value), `null` when healthy.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A workflow's registration in `polos_workflows`, written by workers at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    /// The workflow id.
+    pub workflow: String,
+    /// Whether the API may create schedules for it.
+    pub schedulable: bool,
+    /// The inline schedule its code declares, if any.
+    pub schedule: Option<InlineSchedule>,
+    /// When a worker last registered it.
+    #[serde(with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An inline schedule as declared in code: cron plus zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineSchedule {
+    /// The 5-field cron expression.
+    pub cron: String,
+    /// IANA zone; `UTC` when the code does not say.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A cron instant fired on time.
+    Schedule,
+    /// A missed instant fired when a scheduler took the lease.
+    Catchup,
+    /// `polos.schedules.trigger` / `polos schedules trigger`.
+    Manual,
+}
+
+impl Trigger {
+    /// The header / JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Catchup => "catchup",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    /// Parses the header spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "schedule" => Some(Trigger::Schedule),
+            "catchup" => Some(Trigger::Catchup),
+            "manual" => Some(Trigger::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// A worker is executing it (or died executing it and redelivery is pending).
+    Running,
+    /// The handler returned `Ok`; `output` holds its value.
+    Completed,
+    /// Retries are exhausted or the error was terminal; `error` says why.
+    Failed,
+}
+
+/// A run in `polos_runs` at `<workflow>.<run_id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `<schedule_id>-<YYYYMMDDTHHMMSSZ>` or `<schedule_id>-m<nuid>`.
+    pub run_id: String,
+    /// The workflow that ran.
+    pub workflow: String,
+    /// The schedule that fired it.
+    pub schedule_id: String,
+    /// The schedule key.
+    pub key: String,
+    /// What started the run.
+    pub trigger: Trigger,
+    /// The payload's `timestamp`.
+    #[serde(with = "rfc3339")]
+    pub scheduled_for: DateTime<Utc>,
+    /// Current status.
+    pub status: RunStatus,
+    /// 1 for the first delivery, incremented on each retry.
+    pub attempt: u32,
+    /// When the current attempt started.
+    #[serde(with = "rfc3339")]
+    pub started_at: DateTime<Utc>,
+    /// When it completed or failed.
+    #[serde(default, with = "rfc3339_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The handler's return value once completed.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// The last error, if any.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A durable step result in `polos_steps` at `<run_id>.<encoded step>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's serialized output.
+    pub output: serde_json::Value,
+    /// When the step finished.
+    #[serde(with = "rfc3339")]
+    pub completed_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_written_value_gets_defaults_and_identity() {
+        let r = ScheduleRecord::from_kv(
+            "user-reminder.user_123",
+            br#"{"cron":"0 8 * * *","timezone":"America/Los_Angeles"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.workflow, "user-reminder");
+        assert_eq!(r.key, "user_123");
+        assert_eq!(r.schedule_id, schedule_id("user-reminder", "user_123"));
+        assert_eq!(r.source, ScheduleSource::Api);
+        assert!(!r.paused);
+        let only_cron = ScheduleRecord::from_kv("wf.global", br#"{"cron":"0 8 * * *"}"#).unwrap();
+        assert_eq!(only_cron.timezone, "UTC");
+    }
+
+    #[test]
+    fn broken_values_are_named() {
+        let e = ScheduleRecord::from_kv("wf.k", b"not json").unwrap_err();
+        assert!(e.to_string().contains("wf.k"), "{e}");
+        let e = ScheduleRecord::from_kv("wf.k", br#"{"timezone":"UTC"}"#).unwrap_err();
+        assert!(e.to_string().contains("cron"), "{e}");
+        let e = ScheduleRecord::from_kv("wf.k", br#"{"cron":"* * * * *","workflow":"other"}"#)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            RecordError::Mismatch {
+                field: "workflow",
+                ..
+            }
+        ));
+        assert!(matches!(
+            ScheduleRecord::from_kv("no-dot", br#"{"cron":"* * * * *"}"#),
+            Err(RecordError::BadKvKey { .. })
+        ));
+    }
+
+    #[test]
+    fn record_json_has_contract_fields() {
+        let mut r = ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC");
+        r.created_at = Some(crate::model::time::parse_instant("2026-01-01T00:00:00Z").unwrap());
+        let v = serde_json::to_value(&r).unwrap();
+        for f in [
+            "schedule_id",
+            "workflow",
+            "key",
+            "cron",
+            "timezone",
+            "paused",
+            "note",
+            "source",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(v.get(f).is_some(), "missing {f}: {v}");
+        }
+        assert_eq!(v["source"], "api");
+        assert_eq!(v["created_at"], "2026-01-01T00:00:00Z");
+        let s = serde_json::to_value(ScheduleState::default()).unwrap();
+        for f in [
+            "last_timestamp",
+            "next",
+            "fires",
+            "missed",
+            "last_run_id",
+            "error",
+        ] {
+            assert!(s.get(f).is_some(), "missing {f}: {s}");
+        }
+    }
+}
