@@ -3,6 +3,7 @@
 //! other-language clients and the `nats` CLI depend on (design §3); change nothing casually.
 
 mod error;
+mod fire;
 mod ids;
 mod key;
 pub mod names;
@@ -11,6 +12,7 @@ mod records;
 pub mod time;
 
 pub use error::ValidationError;
+pub use fire::{payload, Fire, FireError};
 pub use ids::{
     manual_run_id, run_id_for, schedule_id, validate_key, validate_workflow, DEFAULT_KEY,
     MAX_KEY_BYTES, MAX_WORKFLOW_LEN,
