@@ -1,0 +1,29 @@
+//! The ticker: fires every schedule on time, exactly once, across restarts, failover and DST
+//! (design §5). Runs inside `polos scheduler`.
+//!
+//! | file | concept |
+//! |---|---|
+//! | `clock` | injected time: [`SystemClock`], [`ManualClock`] for tests |
+//! | `index` | schedule table + timeline ordered by next instant, interned crons |
+//! | `loader` | full read then live follow of a KV bucket, caught-up detection |
+//! | `lease` | leadership among replicas in KV `polos_leases` |
+//! | `catchup` | the `latest` / `all` / `skip` policies, pure |
+//! | `firing` | pipelined publishing of fires |
+//! | `state` | batched writes of `polos_schedule_state` and why they keep fires exact |
+//! | `runner` | the loop tying them together: [`run`] |
+
+mod catchup;
+mod clock;
+mod error;
+mod firing;
+mod index;
+mod lease;
+mod loader;
+mod runner;
+mod state;
+
+pub use catchup::{plan, CatchupPlan, CatchupSettings, MAX_SCAN};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::TickerError;
+pub use lease::{LeaseValue, LEASE_KEY};
+pub use runner::{run, LATE_GRACE, LEASES_BUCKET};
