@@ -6,7 +6,8 @@
 //! a few round trips, not 10,000.
 
 use async_nats::jetstream;
-use futures::StreamExt;
+use futures::future::Either;
+use futures::stream::{FuturesOrdered, StreamExt};
 
 use crate::model::Fire;
 
@@ -19,15 +20,27 @@ pub(crate) async fn publish_all(
     js: &jetstream::Context,
     fires: &[Fire],
 ) -> Vec<Result<bool, String>> {
-    futures::stream::iter(fires)
-        .map(|fire| async move {
-            let ack = js
-                .publish_with_headers(fire.subject(), fire.headers(), fire.body())
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map(|a| a.duplicate).map_err(|e| e.to_string())
-        })
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await
+    let mut results = Vec::with_capacity(fires.len());
+    let mut acks = FuturesOrdered::new();
+    for fire in fires {
+        if acks.len() >= IN_FLIGHT {
+            if let Some(r) = acks.next().await {
+                results.push(r);
+            }
+        }
+        // Sending only queues the message on the connection; the ack is awaited later.
+        match js
+            .publish_with_headers(fire.subject(), fire.headers(), fire.body())
+            .await
+        {
+            Ok(ack) => acks.push_back(Either::Left(async move {
+                ack.await.map(|a| a.duplicate).map_err(|e| e.to_string())
+            })),
+            Err(e) => acks.push_back(Either::Right(std::future::ready(Err(e.to_string())))),
+        }
+    }
+    while let Some(r) = acks.next().await {
+        results.push(r);
+    }
+    results
 }

@@ -10,7 +10,8 @@
 //! | `catchup` | the `latest` / `all` / `skip` policies, pure |
 //! | `firing` | pipelined publishing of fires |
 //! | `state` | batched writes of `polos_schedule_state` and why they keep fires exact |
-//! | `runner` | the loop tying them together: [`run`] |
+//! | `status` | [`TickerStatus`]: leading, schedules, fires, next fire |
+//! | `runner` | the loop tying them together: [`Ticker`], [`run`] |
 
 mod catchup;
 mod clock;
@@ -21,9 +22,11 @@ mod lease;
 mod loader;
 mod runner;
 mod state;
+mod status;
 
 pub use catchup::{plan, CatchupPlan, CatchupSettings, MAX_SCAN};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::TickerError;
 pub use lease::{LeaseValue, LEASE_KEY};
-pub use runner::{run, LATE_GRACE, LEASES_BUCKET};
+pub use runner::{run, Ticker, LATE_GRACE, LEASES_BUCKET};
+pub use status::TickerStatus;

@@ -18,6 +18,7 @@ use super::index::{Entry, Index};
 use super::lease;
 use super::loader::{self, Change};
 use super::state::StateWriter;
+use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
 use crate::cron::CronSchedule;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
@@ -44,16 +45,8 @@ const PUBLISH_RETRIES: [Duration; 4] = [
 /// due fires.
 const CHANGE_BATCH: usize = 4096;
 
-/// Runs the scheduler's ticker until `shutdown` completes.
-///
-/// Competes for the lease in `polos_leases` with every other replica; while it leads, it fires
-/// every schedule of `polos_schedules` at its instants (design §5) and keeps
-/// `polos_schedule_state` current. Schedule times come from `clock` (pass
-/// [`SystemClock`](super::SystemClock) in production, a [`ManualClock`](super::ManualClock) in
-/// tests). The buckets must exist (`polos streams apply`).
-///
-/// On shutdown it stops firing, flushes state, then releases the lease so a standby takes over
-/// at once.
+/// Runs the scheduler's ticker with `clock` until `shutdown` completes: shorthand for
+/// `Ticker::new(client, config).clock(clock).run(shutdown)`.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,48 +67,119 @@ pub async fn run<F>(
 where
     F: Future<Output = ()>,
 {
-    let js = jetstream::new(client);
-    let schedules = open(&js, SCHEDULES_BUCKET).await?;
-    let states = open(&js, SCHEDULE_STATE_BUCKET).await?;
-    let leases = open(&js, LEASES_BUCKET).await?;
-    let holder = format!("{}-{}", std::process::id(), nuid::next());
-    info!(holder = %holder, lease_ttl = ?config.scheduler.lease_ttl(), "scheduler ticker starting");
+    Ticker::new(client, config).clock(clock).run(shutdown).await
+}
 
-    let (lead_tx, lead_rx) = watch::channel(false);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let lease_task = tokio::spawn(lease::run(
-        leases,
-        holder,
-        config.scheduler.lease_ttl(),
-        lead_tx,
-        stop_rx,
-    ));
-    let (change_tx, change_rx) = mpsc::channel(8192);
-    let loader_task = tokio::spawn(async move {
-        if let Err(e) = loader::follow(schedules, change_tx).await {
-            error!(error = %e, "schedule loader stopped");
+/// The scheduler's ticker, configured and ready to [`run`](Ticker::run).
+///
+/// It competes for the lease in `polos_leases` with every other replica; while it leads, it
+/// fires every schedule of `polos_schedules` at its instants (design §5) and keeps
+/// `polos_schedule_state` current. Schedule times come from its [`Clock`]
+/// ([`SystemClock`](super::SystemClock) unless set). The buckets must exist
+/// (`polos streams apply`).
+pub struct Ticker {
+    /// The NATS connection (JetStream is used on it).
+    client: async_nats::Client,
+    /// `[scheduler]` settings: lease TTL, catch-up defaults.
+    config: SchedulerConfig,
+    /// Where schedule time comes from.
+    clock: Arc<dyn Clock>,
+    /// Published status; receivers come from [`Ticker::status`].
+    status: watch::Sender<TickerStatus>,
+}
+
+impl Ticker {
+    /// A ticker on `client` with the `[scheduler]` section of `config` and the system clock.
+    pub fn new(client: async_nats::Client, config: &Config) -> Self {
+        Ticker {
+            client,
+            config: config.scheduler.clone(),
+            clock: Arc::new(super::SystemClock),
+            status: watch::channel(TickerStatus::default()).0,
         }
-    });
-    let mut ticker = Ticker {
-        index: Index::default(),
-        clock,
-        js,
-        states: states.clone(),
-        writer: StateWriter::spawn(states),
-        defaults: config.scheduler.clone(),
-        leader: false,
-        loaded: false,
-        active: false,
-    };
-    let result = ticker.run_loop(change_rx, lead_rx, shutdown).await;
-    // Order matters: stop firing, write state, and only then let a standby take over.
-    loader_task.abort();
-    let Ticker { writer, .. } = ticker;
-    writer.close(Duration::from_secs(10)).await;
-    let _ = stop_tx.send(true);
-    let _ = lease_task.await;
-    info!("scheduler ticker stopped");
-    result
+    }
+
+    /// Uses `clock` for schedule time (tests pass a [`ManualClock`](super::ManualClock)).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A receiver of the ticker's status (leading, schedules, fires, next fire).
+    pub fn status(&self) -> watch::Receiver<TickerStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` completes. On shutdown it stops firing, flushes state, then
+    /// releases the lease so a standby takes over at once. Dropping the future instead (an
+    /// aborted task) stops everything too, without the flush and release: like a crash.
+    pub async fn run<F>(self, shutdown: F) -> Result<(), TickerError>
+    where
+        F: Future<Output = ()>,
+    {
+        let js = jetstream::new(self.client);
+        let schedules = open(&js, SCHEDULES_BUCKET).await?;
+        let states = open(&js, SCHEDULE_STATE_BUCKET).await?;
+        let leases = open(&js, LEASES_BUCKET).await?;
+        let holder = format!("{}-{}", std::process::id(), nuid::next());
+        info!(holder = %holder, lease_ttl = ?self.config.lease_ttl(), "scheduler ticker starting");
+
+        let (lead_tx, lead_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (change_tx, change_rx) = mpsc::channel(8192);
+        let mut tasks = Tasks(vec![
+            tokio::spawn(lease::run(
+                leases,
+                holder,
+                self.config.lease_ttl(),
+                lead_tx,
+                stop_rx,
+            )),
+            tokio::spawn(async move {
+                if let Err(e) = loader::follow(schedules, change_tx).await {
+                    error!(error = %e, "schedule loader stopped");
+                }
+            }),
+        ]);
+        let mut ticker = Loop {
+            index: Index::default(),
+            clock: self.clock,
+            js,
+            states: states.clone(),
+            writer: StateWriter::spawn(states),
+            defaults: self.config,
+            leader: false,
+            loaded: false,
+            active: false,
+            status: self.status,
+        };
+        let result = ticker.run_loop(change_rx, lead_rx, shutdown).await;
+        // Order matters: stop firing, write state, and only then let a standby take over.
+        ticker.status.send_modify(|s| {
+            s.active = false;
+            s.next_fire = None;
+        });
+        let Loop { writer, .. } = ticker;
+        writer.close(Duration::from_secs(10)).await;
+        let _ = stop_tx.send(true);
+        if let Some(lease_task) = tasks.0.first_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+        }
+        info!("scheduler ticker stopped");
+        result
+    }
+}
+
+/// Background tasks of one ticker, aborted when it stops or its future is dropped, so an
+/// aborted ticker also stops renewing its lease.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 async fn open(js: &jetstream::Context, bucket: &str) -> Result<Store, TickerError> {
@@ -130,7 +194,7 @@ async fn open(js: &jetstream::Context, bucket: &str) -> Result<Store, TickerErro
 /// One planned fire: slot, instant, trigger.
 type Planned = (usize, DateTime<Utc>, Trigger);
 
-struct Ticker {
+struct Loop {
     /// Every schedule and the timeline.
     index: Index,
     /// Source of schedule time.
@@ -149,9 +213,11 @@ struct Ticker {
     loaded: bool,
     /// We lead, are loaded, and have planned: the timeline is armed and we fire.
     active: bool,
+    /// Where [`TickerStatus`] snapshots go.
+    status: watch::Sender<TickerStatus>,
 }
 
-impl Ticker {
+impl Loop {
     async fn run_loop<F>(
         &mut self,
         mut changes: mpsc::Receiver<Change>,
@@ -174,6 +240,7 @@ impl Ticker {
                     }
                 }
             }
+            self.publish_status();
             let sleep = match self.index.earliest().filter(|_| self.active) {
                 Some(t) => self.clock.sleep_until(t),
                 None => Box::pin(std::future::pending()),
@@ -213,6 +280,22 @@ impl Ticker {
                 _ = sleep => {}
             }
         }
+    }
+
+    fn publish_status(&self) {
+        let (active, loaded, schedules) = (self.active, self.loaded, self.index.len());
+        let next_fire = self.index.earliest().filter(|_| active);
+        self.status.send_if_modified(|s| {
+            let changed = s.active != active
+                || s.loaded != loaded
+                || s.schedules != schedules
+                || s.next_fire != next_fire;
+            s.active = active;
+            s.loaded = loaded;
+            s.schedules = schedules;
+            s.next_fire = next_fire;
+            changed
+        });
     }
 
     fn settings(&self, e: &Entry) -> CatchupSettings {
@@ -465,6 +548,7 @@ impl Ticker {
                     let p = plan(cron, base, now, settings);
                     e.missed += p.missed;
                     missed_total += p.missed;
+                    self.status.send_modify(|s| s.missed += p.missed);
                     for (k, instant) in p.fire.into_iter().enumerate() {
                         if rounds.len() <= k {
                             rounds.push(Vec::new());
@@ -530,6 +614,7 @@ impl Ticker {
             if let Some(e) = self.index.get_mut(slot) {
                 e.missed += p.missed;
             }
+            self.status.send_modify(|s| s.missed += p.missed);
             self.index.arm(slot, p.next);
         }
         self.fire_rounds(rounds).await;
@@ -602,6 +687,10 @@ impl Ticker {
             let late_ms = (now - *instant).num_milliseconds();
             match result {
                 Ok(duplicate) => {
+                    self.status.send_modify(|s| {
+                        s.fires += 1;
+                        s.last_fire = s.last_fire.max(Some(*instant));
+                    });
                     e.last = Some(*instant);
                     e.fires += 1;
                     e.error = None;
@@ -617,6 +706,7 @@ impl Ticker {
                     );
                 }
                 Err(message) => {
+                    self.status.send_modify(|s| s.missed += 1);
                     e.missed += 1;
                     e.error = Some(
                         format!(

@@ -82,25 +82,12 @@ async fn write_loop(kv: Store, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)
         while let Ok((key, write)) = rx.try_recv() {
             batch.insert(key, write);
         }
-        let failures: Vec<String> = futures::stream::iter(batch.drain())
-            .map(|(key, write)| {
-                let kv = &kv;
-                async move {
-                    let result = match write {
-                        Write::Put(state) => {
-                            let body = serde_json::to_vec(&state).unwrap_or_default();
-                            kv.put(&*key, Bytes::from(body))
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string())
-                        }
-                        Write::Delete => kv.delete(&*key).await.map_err(|e| e.to_string()),
-                    };
-                    result.err().map(|e| format!("{key}: {e}"))
-                }
-            })
+        let writes = batch
+            .drain()
+            .map(|(key, write)| write_one(kv.clone(), key, write));
+        let failures: Vec<String> = futures::stream::iter(writes)
             .buffer_unordered(WRITES_IN_FLIGHT)
-            .filter_map(|r| async move { r })
+            .filter_map(std::future::ready)
             .collect()
             .await;
         if let Some(first) = failures.first() {
@@ -110,4 +97,19 @@ async fn write_loop(kv: Store, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)
             );
         }
     }
+}
+
+/// Writes one state change; the error text (naming the key) when it fails.
+async fn write_one(kv: Store, key: Arc<str>, write: Write) -> Option<String> {
+    let result = match write {
+        Write::Put(state) => {
+            let body = serde_json::to_vec(&state).unwrap_or_default();
+            kv.put(&*key, Bytes::from(body))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Write::Delete => kv.delete(&*key).await.map_err(|e| e.to_string()),
+    };
+    result.err().map(|e| format!("{key}: {e}"))
 }
