@@ -1,2 +1,3 @@
 mod streams;
 mod ticker;
+mod ticker_failover;

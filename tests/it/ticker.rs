@@ -119,7 +119,7 @@ impl Running {
     pub fn start(client: async_nats::Client, config: &Config, clock: Arc<dyn Clock>) -> Running {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("POLOS_TEST_LOG")
+                tracing_subscriber::EnvFilter::try_from_env("TICKER_TEST_LOG")
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("polos=info")),
             )
             .with_test_writer()
