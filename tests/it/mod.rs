@@ -1,3 +1,4 @@
 mod streams;
 mod ticker;
+mod ticker_dst;
 mod ticker_failover;
