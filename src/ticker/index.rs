@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cron::{CronError, CronSchedule};
-use crate::model::{run_id_for, CatchupPolicy, ScheduleState};
+use crate::model::{run_id_for, schedule_id, CatchupPolicy, ScheduleState};
 
 /// One schedule as the ticker knows it: the parts of its record the ticker needs plus what it
 /// has fired.
@@ -24,8 +24,6 @@ pub(crate) struct Entry {
     pub workflow: Arc<str>,
     /// The schedule key, verbatim (payload `key`).
     pub key: Box<str>,
-    /// `sch_…` (payload `schedule_id`, run ids, `Nats-Msg-Id`).
-    pub schedule_id: Box<str>,
     /// The compiled cron; `None` while the stored value is invalid.
     pub cron: Option<Arc<CronSchedule>>,
     /// The zone as the record spells it (payload `timezone`), interned.
@@ -35,7 +33,7 @@ pub(crate) struct Entry {
     /// Per-schedule catch-up policy override.
     pub catchup: Option<CatchupPolicy>,
     /// Per-schedule catch-up window override, seconds.
-    pub catchup_window_secs: Option<u64>,
+    pub catchup_window_secs: Option<u32>,
     /// KV revision of the record version this entry reflects; older deliveries are ignored.
     pub revision: u64,
     /// When that version was written, on the ticker's clock: the base for "created/resumed/updated
@@ -54,6 +52,17 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// `sch_…` (payload `schedule_id`, run ids, `Nats-Msg-Id`). Derived on demand rather than
+    /// stored: a SHA-256 of a few dozen bytes per fire is cheaper than 60 bytes per schedule
+    /// for a million schedules. Empty for a value whose KV key names no valid schedule.
+    pub fn schedule_id(&self) -> String {
+        if self.workflow.is_empty() {
+            String::new()
+        } else {
+            schedule_id(&self.workflow, &self.key)
+        }
+    }
+
     /// The state record that describes this entry.
     pub fn state(&self) -> ScheduleState {
         ScheduleState {
@@ -61,7 +70,7 @@ impl Entry {
             next: self.next,
             fires: self.fires,
             missed: self.missed,
-            last_run_id: self.last.map(|t| run_id_for(&self.schedule_id, t)),
+            last_run_id: self.last.map(|t| run_id_for(&self.schedule_id(), t)),
             error: self.error.as_deref().map(str::to_string),
         }
     }
@@ -224,7 +233,6 @@ mod tests {
             kv_key: Arc::from(kv_key),
             workflow: index.intern("wf"),
             key: "k".into(),
-            schedule_id: "sch_x".into(),
             cron: Some(index.cron(cron, "UTC").unwrap()),
             timezone: index.intern("UTC"),
             paused: false,
@@ -266,5 +274,17 @@ mod tests {
         let e = entry(&mut index, "wf.c", "0 * * * *");
         let c = index.insert(e);
         assert_eq!(c, a, "slots are reused");
+    }
+}
+
+#[cfg(test)]
+mod size {
+    #[test]
+    fn entry_stays_small() {
+        // The inline part of an entry; with its strings, map and timeline slots a schedule costs
+        // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
+        let size = std::mem::size_of::<Option<super::Entry>>();
+        eprintln!("Entry: {size} bytes");
+        assert!(size <= 168, "Entry is {size} bytes");
     }
 }

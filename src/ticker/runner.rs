@@ -159,13 +159,23 @@ impl Ticker {
             s.active = false;
             s.next_fire = None;
         });
-        let Loop { writer, .. } = ticker;
+        let Loop {
+            writer,
+            status: ticker_status,
+            ..
+        } = ticker;
         writer.close(Duration::from_secs(10)).await;
         let _ = stop_tx.send(true);
         if let Some(lease_task) = tasks.0.first_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
         }
-        info!("scheduler ticker stopped");
+        let status = ticker_status.borrow().clone();
+        info!(
+            fires = status.fires,
+            missed = status.missed,
+            last_fire = ?status.last_fire.map(crate::model::time::format_instant),
+            "scheduler ticker stopped"
+        );
         result
     }
 }
@@ -303,7 +313,7 @@ impl Loop {
             policy: e.catchup.unwrap_or(self.defaults.catchup_policy),
             window: secs(
                 e.catchup_window_secs
-                    .unwrap_or(self.defaults.catchup_window_secs),
+                    .map_or(self.defaults.catchup_window_secs, u64::from),
             ),
             max_fires: self.defaults.catchup_max_fires,
         }
@@ -318,7 +328,7 @@ impl Loop {
             }
             Change::Delete { kv_key } => {
                 if let Some(e) = self.index.remove(&kv_key) {
-                    info!(kv_key = %kv_key, schedule_id = %e.schedule_id, "schedule deleted: no further fires");
+                    info!(kv_key = %kv_key, schedule_id = %e.schedule_id(), "schedule deleted: no further fires");
                     if self.active {
                         self.writer.delete(e.kv_key);
                     }
@@ -382,7 +392,7 @@ impl Loop {
                 e.timezone = timezone;
                 e.paused = record.paused;
                 e.catchup = record.catchup;
-                e.catchup_window_secs = record.catchup_window_secs;
+                e.catchup_window_secs = window_secs(record.catchup_window_secs);
                 e.revision = revision;
                 e.written_at = written_at;
                 e.error = None;
@@ -393,12 +403,11 @@ impl Loop {
                 kv_key: Arc::from(kv_key.as_str()),
                 workflow,
                 key: record.key.into(),
-                schedule_id: record.schedule_id.into(),
                 cron: Some(cron),
                 timezone,
                 paused: record.paused,
                 catchup: record.catchup,
-                catchup_window_secs: record.catchup_window_secs,
+                catchup_window_secs: window_secs(record.catchup_window_secs),
                 revision,
                 written_at,
                 last: None,
@@ -454,11 +463,6 @@ impl Loop {
                 let entry = Entry {
                     kv_key: Arc::from(kv_key),
                     workflow: self.index.intern(&workflow),
-                    schedule_id: if workflow.is_empty() {
-                        Box::from("")
-                    } else {
-                        crate::model::schedule_id(&workflow, &key).into()
-                    },
                     key: key.into(),
                     cron: None,
                     timezone: self.index.intern("UTC"),
@@ -641,22 +645,23 @@ impl Loop {
     }
 
     async fn publish_round(&mut self, round: &[Planned]) {
-        let fires: Vec<Fire> = round
+        let (planned, fires): (Vec<Planned>, Vec<Fire>) = round
             .iter()
-            .filter_map(|(slot, instant, trigger)| {
-                let e = self.index.get(*slot)?;
+            .filter_map(|&(slot, instant, trigger)| {
+                let e = self.index.get(slot)?;
                 let cron = e.cron.as_ref()?;
                 let payload = SchedulePayload {
-                    timestamp: *instant,
+                    timestamp: instant,
                     last_timestamp: e.last,
                     timezone: e.timezone.to_string(),
-                    schedule_id: e.schedule_id.to_string(),
+                    schedule_id: e.schedule_id(),
                     key: e.key.to_string(),
-                    upcoming: cron.next_after(*instant).unwrap_or(*instant),
+                    upcoming: cron.next_after(instant).unwrap_or(instant),
                 };
-                Some(Fire::scheduled(&e.workflow, *trigger, payload))
+                let fire = Fire::scheduled(&e.workflow, trigger, payload);
+                Some(((slot, instant, trigger), fire))
             })
-            .collect();
+            .unzip();
         let mut results = publish_all(&self.js, &fires).await;
         for delay in PUBLISH_RETRIES {
             let failed: Vec<usize> = (0..results.len())
@@ -676,10 +681,8 @@ impl Loop {
             }
         }
         let now = self.clock.now();
-        // `fires` skipped nothing: every planned slot is live and valid (checked when planned,
-        // and nothing ran in between), so the three sequences line up.
         for ((slot, instant, trigger), (fire, result)) in
-            round.iter().zip(fires.iter().zip(results))
+            planned.iter().zip(fires.iter().zip(results))
         {
             let Some(e) = self.index.get_mut(*slot) else {
                 continue;
@@ -724,4 +727,9 @@ impl Loop {
 
 fn secs(s: u64) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+}
+
+/// A per-schedule window in the compact form the table keeps (over 136 years saturates).
+fn window_secs(secs: Option<u64>) -> Option<u32> {
+    secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX))
 }
