@@ -102,7 +102,8 @@ pub(crate) async fn run(
         });
         let pause = match role {
             Role::Standby { .. } => poll_interval(ttl),
-            Role::Leader { .. } => ttl / 3,
+            // Never sleep past our own deadline: a leader that cannot renew must notice in time.
+            Role::Leader { renewed, .. } => (ttl / 3).min(ttl.saturating_sub(renewed.elapsed())),
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
