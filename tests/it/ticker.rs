@@ -322,23 +322,31 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
         serde_json::json!({"cron": "0 * * * *", "catchup": "skip"}),
     )
     .await;
+    // Policy latest, but a 20-minute window.
+    put(
+        &env,
+        "sync",
+        "short",
+        serde_json::json!({"cron": "0 * * * *", "catchup_window_secs": 1200}),
+    )
+    .await;
 
     let mut a = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     a.wait_active().await;
-    a.wait("3 schedules armed", |s| {
+    a.wait("4 schedules armed", |s| {
         s.next_fire == Some(at("2026-05-01T09:00:00Z"))
     })
     .await;
     clock.set(at("2026-05-01T09:00:00Z"));
-    log.wait_for(3).await;
+    log.wait_for(4).await;
     // Graceful stop between fires, start again before the next one.
     a.stop().await;
     clock.set(at("2026-05-01T09:20:00Z"));
     let mut b = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     b.wait_active().await;
     clock.set(at("2026-05-01T10:00:00Z"));
-    let fires = log.wait_for(6).await;
-    for r in &fires[3..6] {
+    let fires = log.wait_for(8).await;
+    for r in &fires[4..8] {
         assert_eq!(r.fire.trigger, Trigger::Schedule);
         assert_eq!(r.fire.payload.timestamp, at("2026-05-01T10:00:00Z"));
         assert_eq!(
@@ -377,8 +385,8 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
     clock.set(at("2026-05-01T12:30:00Z"));
     let mut d = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     d.wait_active().await;
-    let fires = log.wait_for(6 + 3).await.to_vec();
-    let late: Vec<(&str, &str)> = fires[6..]
+    let fires = log.wait_for(8 + 3).await.to_vec();
+    let late: Vec<(&str, &str)> = fires[8..]
         .iter()
         .map(|r| {
             (
@@ -392,12 +400,12 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
     assert_eq!(
         late_sorted,
         [("all", "11:00"), ("all", "12:00"), ("global", "12:00")],
-        "latest fires 12:00 only, all fires both, skip none"
+        "latest fires 12:00 only, all fires both, skip none, 20-min window none"
     );
-    for r in &fires[6..] {
+    for r in &fires[8..] {
         assert_eq!(r.fire.trigger, Trigger::Catchup);
     }
-    let all_12 = fires[6..]
+    let all_12 = fires[8..]
         .iter()
         .find(|r| {
             r.fire.payload.key == "all" && r.fire.payload.timestamp.format("%H").to_string() == "12"
@@ -420,11 +428,19 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
         s.missed == 0 && s.fires == 4
     })
     .await;
+    wait_state(
+        &env,
+        "sync",
+        "short",
+        "12:00 is outside a 20-min window",
+        |s| s.missed == 2 && s.fires == 2 && s.next == Some(at("2026-05-01T13:00:00Z")),
+    )
+    .await;
 
     // And on time again afterwards.
     clock.set(at("2026-05-01T13:00:00Z"));
-    let fires = log.wait_for(12).await;
-    assert!(fires[9..]
+    let fires = log.wait_for(15).await;
+    assert!(fires[11..]
         .iter()
         .all(|r| r.fire.trigger == Trigger::Schedule
             && r.fire.payload.timestamp == at("2026-05-01T13:00:00Z")));
