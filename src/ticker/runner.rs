@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::catchup::{plan, CatchupSettings};
 use super::clock::Clock;
 use super::error::TickerError;
-use super::firing::publish_all;
+use super::firing::{publish_all, Pipeline};
 use super::index::{Entry, Index};
 use super::lease;
 use super::loader::{self, Change};
@@ -645,24 +645,31 @@ impl Loop {
     }
 
     async fn publish_round(&mut self, round: &[Planned]) {
-        let (planned, fires): (Vec<Planned>, Vec<Fire>) = round
-            .iter()
-            .filter_map(|&(slot, instant, trigger)| {
-                let e = self.index.get(slot)?;
-                let cron = e.cron.as_ref()?;
-                let payload = SchedulePayload {
-                    timestamp: instant,
-                    last_timestamp: e.last,
-                    timezone: e.timezone.to_string(),
-                    schedule_id: e.schedule_id(),
-                    key: e.key.to_string(),
-                    upcoming: cron.next_after(instant).unwrap_or(instant),
-                };
-                let fire = Fire::scheduled(&e.workflow, trigger, payload);
-                Some(((slot, instant, trigger), fire))
-            })
-            .unzip();
-        let mut results = publish_all(&self.js, &fires).await;
+        // Build each fire right before sending it, so building overlaps with publishing.
+        let mut planned = Vec::with_capacity(round.len());
+        let mut fires = Vec::with_capacity(round.len());
+        let mut pipeline = Pipeline::new(&self.js, round.len());
+        for &(slot, instant, trigger) in round {
+            let Some(e) = self.index.get(slot) else {
+                continue;
+            };
+            let Some(cron) = e.cron.as_ref() else {
+                continue;
+            };
+            let payload = SchedulePayload {
+                timestamp: instant,
+                last_timestamp: e.last,
+                timezone: e.timezone.to_string(),
+                schedule_id: e.schedule_id(),
+                key: e.key.to_string(),
+                upcoming: cron.next_after(instant).unwrap_or(instant),
+            };
+            let fire = Fire::scheduled(&e.workflow, trigger, payload);
+            pipeline.send(&fire).await;
+            planned.push((slot, instant, trigger));
+            fires.push(fire);
+        }
+        let mut results = pipeline.finish().await;
         for delay in PUBLISH_RETRIES {
             let failed: Vec<usize> = (0..results.len())
                 .filter(|i| results[*i].is_err())
@@ -681,6 +688,7 @@ impl Loop {
             }
         }
         let now = self.clock.now();
+        let (mut fired, mut failed, mut last_fire) = (0u64, 0u64, None);
         for ((slot, instant, trigger), (fire, result)) in
             planned.iter().zip(fires.iter().zip(results))
         {
@@ -690,10 +698,8 @@ impl Loop {
             let late_ms = (now - *instant).num_milliseconds();
             match result {
                 Ok(duplicate) => {
-                    self.status.send_modify(|s| {
-                        s.fires += 1;
-                        s.last_fire = s.last_fire.max(Some(*instant));
-                    });
+                    fired += 1;
+                    last_fire = last_fire.max(Some(*instant));
                     e.last = Some(*instant);
                     e.fires += 1;
                     e.error = None;
@@ -709,7 +715,7 @@ impl Loop {
                     );
                 }
                 Err(message) => {
-                    self.status.send_modify(|s| s.missed += 1);
+                    failed += 1;
                     e.missed += 1;
                     e.error = Some(
                         format!(
@@ -722,6 +728,12 @@ impl Loop {
                 }
             }
         }
+        // One status update per round, not per fire: watchers wake once.
+        self.status.send_modify(|s| {
+            s.fires += fired;
+            s.missed += failed;
+            s.last_fire = s.last_fire.max(last_fire);
+        });
     }
 }
 
