@@ -1,0 +1,1 @@
+//! DST property tests against an independent brute-force oracle.
