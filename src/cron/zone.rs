@@ -146,8 +146,9 @@ pub(crate) fn transitions(tz: Tz, year: i32) -> Arc<[Transition]> {
         .clone()
 }
 
-/// Sampling step: no zone changes its offset twice within an hour and back.
-const STEP: i64 = 3600;
+/// Sampling step. A change and its reversal inside one step would be missed; tz data has none
+/// that close (DST changes are months apart), and `every_zone_matches_an_hourly_scan` checks it.
+const STEP: i64 = 3 * 3600;
 
 fn compute_transitions(tz: Tz, year: i32) -> Vec<Transition> {
     let first = year_start(year);
@@ -250,6 +251,36 @@ mod tests {
         assert_eq!(s.start.map(|t| t.at), Some(secs(2026, 3, 29, 1, 0)));
         let s = segment(tz, secs(2026, 12, 31, 23, 0));
         assert_eq!(s.end.at, secs(2027, 3, 28, 1, 0));
+    }
+
+    #[test]
+    fn every_zone_matches_an_hourly_scan() {
+        for tz in chrono_tz::TZ_VARIANTS {
+            for year in [1942, 1975, 2011, 2026] {
+                let (start, end) = (secs(year, 1, 1, 0, 0), secs(year + 1, 1, 1, 0, 0));
+                // Compare inside the hourly grid only: a change in the year's last hour cannot
+                // be placed in a year by an hourly scan.
+                let list: Vec<Transition> = transitions(tz, year)
+                    .iter()
+                    .copied()
+                    .filter(|t| t.at > start && t.at <= end - 3600)
+                    .collect();
+                let mut hourly = Vec::new();
+                let mut u = start;
+                while u < end - 3600 {
+                    if offset_at(tz, u) != offset_at(tz, u + 3600) {
+                        hourly.push(u);
+                    }
+                    u += 3600;
+                }
+                assert_eq!(list.len(), hourly.len(), "{tz} {year}: {list:?}");
+                for (tr, h) in list.iter().zip(hourly) {
+                    assert!(tr.at > h && tr.at <= h + 3600, "{tz} {year}: {tr:?}");
+                    assert_eq!(offset_at(tz, tr.at - 1), tr.before);
+                    assert_eq!(offset_at(tz, tr.at), tr.after);
+                }
+            }
+        }
     }
 
     #[test]
