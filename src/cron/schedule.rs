@@ -150,6 +150,7 @@ impl CronSchedule {
                 return None;
             }
             let (before, after) = (i64::from(end.before), i64::from(end.after));
+            // Spring gap: a fixed-time wall that never occurs fires once, when the gap ends.
             if fixed
                 && after > before
                 && self
@@ -158,6 +159,9 @@ impl CronSchedule {
             {
                 return Some(end.at);
             }
+            // Next segment. Fixed-time: `low` never goes back, so a wall fires only the first
+            // time it occurs (a fold's repeated walls are skipped). Interval: every wall of the
+            // new segment counts, including repeated ones.
             low = if fixed {
                 low.max(end.at + before.max(after) - 1)
             } else {
