@@ -1,3 +1,4 @@
+mod cron_cli;
 mod streams;
 mod ticker;
 mod ticker_dst;
