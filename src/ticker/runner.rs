@@ -1,11 +1,13 @@
 //! The ticker loop: one task owns the schedule table, applies changes from the loader, follows
 //! the lease, and fires on a timer set to the earliest due instant.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv::Store};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -152,6 +154,7 @@ impl Ticker {
             loaded: false,
             active: false,
             status: self.status,
+            state_load: None,
         };
         let result = ticker.run_loop(change_rx, lead_rx, shutdown).await;
         // Order matters: stop firing, write state, and only then let a standby take over.
@@ -225,7 +228,12 @@ struct Loop {
     active: bool,
     /// Where [`TickerStatus`] snapshots go.
     status: watch::Sender<TickerStatus>,
+    /// State records being read since leadership was won, for the takeover.
+    state_load: Option<StateLoad>,
 }
+
+/// A background read of every state record.
+type StateLoad = tokio::task::JoinHandle<Result<HashMap<String, Bytes>, TickerError>>;
 
 impl Loop {
     async fn run_loop<F>(
@@ -281,6 +289,19 @@ impl Loop {
                         });
                     }
                     self.leader = *leading.borrow_and_update();
+                    if self.leader && !self.active && self.state_load.is_none() {
+                        // Read the state records while the schedules are still loading: a cold
+                        // start then costs about one bucket load, not two in a row.
+                        let states = self.states.clone();
+                        self.state_load = Some(tokio::spawn(async move {
+                            loader::load_all(&states).await
+                        }));
+                    }
+                    if !self.leader {
+                        if let Some(task) = self.state_load.take() {
+                            task.abort();
+                        }
+                    }
                     if !self.leader && self.active {
                         self.active = false;
                         self.index.disarm_all();
@@ -501,9 +522,18 @@ impl Loop {
     /// Becoming the firing leader: read every state record, continue each schedule where the
     /// previous leader stopped, apply catch-up for what nobody fired, arm the timeline.
     async fn take_over(&mut self) -> Result<(), TickerError> {
+        // Read when leadership was won (see `run_loop`); a failed prefetch is simply redone.
+        let mut prefetched = match self.state_load.take() {
+            Some(task) => task.await.ok().and_then(Result::ok),
+            None => None,
+        };
         let mut raw = None;
         for attempt in 0..3u32 {
-            match loader::load_all(&self.states).await {
+            let result = match prefetched.take() {
+                Some(r) => Ok(r),
+                None => loader::load_all(&self.states).await,
+            };
+            match result {
                 Ok(r) => {
                     raw = Some(r);
                     break;
