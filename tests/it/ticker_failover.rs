@@ -214,3 +214,82 @@ async fn kill_9_of_the_leader_process_fires_the_instant_once() {
     log.assert_no_more(Duration::from_millis(1500)).await;
     drop(leader);
 }
+
+/// Three replicas; the leader is killed twice, each time while an instant passes: every instant
+/// is fired exactly once, and the payloads chain.
+#[tokio::test]
+async fn three_replicas_survive_two_leader_kills() {
+    let env = TestEnv::start().await;
+    let mut log = FireLog::start(&env.js).await;
+    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let cfg = config(&env);
+    put(
+        &env,
+        "hourly",
+        "global",
+        serde_json::json!({"cron": "0 * * * *"}),
+    )
+    .await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut r = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
+        r.wait("loaded", |s| s.loaded).await;
+        replicas.push(r);
+    }
+    let leader = |replicas: &[Running]| replicas.iter().position(|r| r.status.borrow().active);
+    let mut l = 0;
+    within("a leader", async {
+        loop {
+            if let Some(i) = leader(&replicas) {
+                l = i;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    wait_state(&env, "hourly", "global", "armed", |s| {
+        s.next == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
+    clock.set(at("2026-05-01T09:00:00Z"));
+    log.wait_for(1).await;
+    for (n, instant) in ["2026-05-01T10:00:00Z", "2026-05-01T11:00:00Z"]
+        .into_iter()
+        .enumerate()
+    {
+        replicas.remove(l).kill();
+        clock.set(at(instant));
+        l = within("a new leader", async {
+            loop {
+                if let Some(i) = leader(&replicas) {
+                    return i;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let fires = log.wait_for(n + 2).await;
+        assert_eq!(fires[n + 1].fire.payload.timestamp, at(instant));
+    }
+    clock.set(at("2026-05-01T12:00:00Z"));
+    let fires = log.wait_for(4).await.to_vec();
+    log.assert_no_more(Duration::from_millis(500)).await;
+    let stamps: Vec<_> = fires.iter().map(|r| r.fire.payload.timestamp).collect();
+    assert_eq!(
+        stamps,
+        [
+            at("2026-05-01T09:00:00Z"),
+            at("2026-05-01T10:00:00Z"),
+            at("2026-05-01T11:00:00Z"),
+            at("2026-05-01T12:00:00Z")
+        ]
+    );
+    for w in fires.windows(2) {
+        assert_eq!(
+            w[1].fire.payload.last_timestamp,
+            Some(w[0].fire.payload.timestamp)
+        );
+    }
+    replicas.pop().unwrap().stop().await;
+}
