@@ -10,6 +10,7 @@
 //! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
 //! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows` |
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
+//! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
 //! # How data flows
@@ -22,8 +23,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cron;
 pub mod model;
 pub mod nats;
 pub mod store;
+
+pub use client::{schedules, PolosClient};

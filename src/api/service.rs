@@ -38,6 +38,8 @@ const SHARDS: usize = 32;
 const SHARD_QUEUE: usize = 256;
 /// Most read requests in flight at once.
 const MAX_READS: usize = 256;
+/// How long a round trip to the server may take at start and shutdown.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests already accepted to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,6 +76,9 @@ pub struct ApiServer {
     requests: BoxStream<'static, (Op, Request)>,
     /// What answers them.
     handlers: Arc<Handlers>,
+    /// The service's connection, checked at shutdown so the unsubscribes reach the server
+    /// before `run` returns (a request sent afterwards gets "no responders", not a timeout).
+    client: async_nats::Client,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -113,14 +118,14 @@ pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiSe
             .map_err(|e| ServeError::Service(format!("endpoint {name}: {e}")))?;
         streams.push(endpoint.map(move |request| (op, request)).boxed());
     }
-    client
-        .flush()
+    round_trip(&client)
         .await
-        .map_err(|e| ServeError::Service(format!("flushing subscriptions: {e}")))?;
+        .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?;
     Ok(ApiServer {
         service,
         requests: select_all(streams).boxed(),
         handlers: Arc::new(Handlers { store, js }),
+        client,
     })
 }
 
@@ -149,6 +154,7 @@ impl ApiServer {
             service,
             mut requests,
             handlers,
+            client,
         } = self;
         let mut tasks = JoinSet::new();
         let mut shards = Vec::with_capacity(SHARDS);
@@ -192,6 +198,9 @@ impl ApiServer {
         if let Err(e) = service.stop().await {
             tracing::warn!(error = %e, "stopping the micro service");
         }
+        if let Err(e) = round_trip(&client).await {
+            tracing::warn!(error = %e, "confirming the unsubscribes of the schedules API");
+        }
         drop(shards);
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while tasks.join_next().await.is_some() {}
@@ -203,6 +212,28 @@ impl ApiServer {
             );
         }
         Ok(())
+    }
+}
+
+/// Waits until the server has processed everything this connection sent so far (subscribes,
+/// unsubscribes): a message to our own inbox comes back only after them. `flush` alone only
+/// empties our socket buffer, which leaves another connection's request free to race ahead.
+async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the connection closed".to_string()),
+        Err(_) => Err(format!(
+            "no echo from the server within {ROUND_TRIP_TIMEOUT:?}"
+        )),
     }
 }
 

@@ -246,6 +246,11 @@ impl ScheduleStore {
                 }),
             }
         }
+        // The replay comes in write order; people and scripts expect key order.
+        listing
+            .schedules
+            .sort_by(|a, b| (&a.workflow, &a.key).cmp(&(&b.workflow, &b.key)));
+        listing.invalid.sort_by(|a, b| a.kv_key.cmp(&b.kv_key));
         Ok(listing)
     }
 
@@ -320,6 +325,7 @@ impl ScheduleStore {
                 }),
             }
         }
+        valid.sort_by(|a, b| a.workflow.cmp(&b.workflow));
         Ok((valid, invalid))
     }
 

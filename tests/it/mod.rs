@@ -1,1 +1,2 @@
+mod schedules_api;
 mod streams;
