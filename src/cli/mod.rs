@@ -1,6 +1,7 @@
 //! The `polos` command line. Each subcommand lives in its own file and returns an exit code;
 //! `src/main.rs` only parses arguments and calls [`run`].
 
+mod schedules;
 mod streams;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub enum Command {
     /// JetStream buckets and streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Create, inspect and manage schedules through the API.
+    Schedules(schedules::SchedulesArgs),
 }
 
 impl Cli {
@@ -55,6 +58,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
+        Command::Schedules(ref args) => schedules::run(&cli, args).await,
     }
 }
 

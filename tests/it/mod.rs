@@ -1,2 +1,3 @@
 mod schedules_api;
+mod schedules_cli;
 mod streams;
