@@ -1,3 +1,4 @@
 mod schedules_api;
 mod schedules_cli;
+mod schedules_py;
 mod streams;
