@@ -8,7 +8,7 @@ use super::error::{ApiError, ErrorCode};
 use super::service::MAX_NOTE_BYTES;
 use super::types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
-    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest,
+    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };
 use crate::cron::CronSchedule;
 use crate::model::time::now_seconds;
@@ -129,36 +129,66 @@ impl Handlers {
     }
 
     /// `polos.schedules.list`: valid schedules with their state and next instant; stored values
-    /// that are not valid schedules (bad JSON, bad cron, bad zone) go to `invalid`.
+    /// that are not valid schedules (bad JSON, bad cron, bad zone) go to `invalid`. One page of
+    /// at most `limit` entries in KV key order, after `after`.
     pub async fn list(&self, body: &[u8]) -> Result<ListReply, ApiError> {
         let request: ListRequest = decode(body)?;
         if let Some(workflow) = &request.workflow {
             validate_workflow(workflow)?;
         }
+        let limit = match request.limit {
+            None => MAX_LIST_PAGE,
+            Some(0) => {
+                return Err(ApiError::invalid_request(
+                    "field \"limit\" must be at least 1; leave it out for the largest page",
+                ))
+            }
+            Some(n) => n.min(MAX_LIST_PAGE),
+        };
         let workflow = request.workflow.as_deref();
         let listing = self.store.list(workflow).await?;
         let mut states = self.store.states(workflow).await?;
         let now = Utc::now();
-        let mut reply = ListReply {
-            schedules: Vec::with_capacity(listing.schedules.len()),
-            invalid: listing.invalid,
-        };
+        // Valid and invalid entries share one KV key order, so pages never skip or repeat one.
+        let mut entries: Vec<(String, Result<ScheduleView, InvalidEntry>)> = listing
+            .invalid
+            .into_iter()
+            .map(|invalid| (invalid.kv_key.clone(), Err(invalid)))
+            .collect();
         for record in listing.schedules {
             let kv_key = schedule_kv_key(&record.workflow, &record.key);
-            match CronSchedule::parse(&record.cron, &record.timezone) {
-                Ok(cron) => reply.schedules.push(ScheduleView {
+            let entry = match CronSchedule::parse(&record.cron, &record.timezone) {
+                Ok(cron) => Ok(ScheduleView {
                     state: states.remove(&kv_key),
                     next: cron.next_after(now).into_iter().collect(),
                     error: None,
                     record,
                 }),
-                Err(e) => reply.invalid.push(InvalidEntry {
-                    kv_key,
+                Err(e) => Err(InvalidEntry {
+                    kv_key: kv_key.clone(),
                     error: format!("{e}; fix it with an upsert"),
                 }),
+            };
+            entries.push((kv_key, entry));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut reply = ListReply::default();
+        let mut page = entries
+            .into_iter()
+            .filter(|(kv_key, _)| request.after.as_ref().is_none_or(|after| kv_key > after))
+            .peekable();
+        let mut taken = 0;
+        while let Some((kv_key, entry)) = page.next() {
+            match entry {
+                Ok(view) => reply.schedules.push(view),
+                Err(invalid) => reply.invalid.push(invalid),
+            }
+            taken += 1;
+            if taken == limit && page.peek().is_some() {
+                reply.next_after = Some(kv_key);
+                break;
             }
         }
-        reply.invalid.sort_by(|a, b| a.kv_key.cmp(&b.kv_key));
         Ok(reply)
     }
 

@@ -15,5 +15,5 @@ pub use error::{ApiError, ErrorCode, ServeError};
 pub use service::{serve, start, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
-    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest,
+    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };

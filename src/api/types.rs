@@ -146,18 +146,36 @@ impl ApiRequest for PauseRequest {
     ];
 }
 
-/// `list`: every schedule, or those of one workflow.
+/// `list`: every schedule, or those of one workflow, one page at a time.
+///
+/// A reply must fit in one NATS message (1 MiB by default), so it holds at most `limit`
+/// entries (valid and invalid together, in KV key order); when more remain, the reply's
+/// `next_after` is the `after` of the next page. [`crate::schedules::list`] follows the pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequest {
     /// Only this workflow's schedules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    /// Start after this KV key (the previous reply's `next_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Most entries in the reply; at most (and by default) [`MAX_LIST_PAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
+
+/// The largest page `list` replies with: 500 entries of at most ~1.5 KiB each stay well under
+/// the 1 MiB default max payload.
+pub const MAX_LIST_PAGE: u64 = 500;
 
 impl ApiRequest for ListRequest {
     const EXAMPLE: &'static str = r#"{"workflow":"user-reminder"}"#;
-    const FIELDS: &'static [Field] = &[Field::optional("workflow", Kind::String)];
+    const FIELDS: &'static [Field] = &[
+        Field::optional("workflow", Kind::String),
+        Field::optional("after", Kind::String),
+        Field::optional("limit", Kind::Uint),
+    ];
     const EMPTY_OK: bool = true;
 }
 
@@ -197,6 +215,9 @@ pub struct ListReply {
     /// Stored values that are not valid schedules, with the reason; never fatal.
     #[serde(default)]
     pub invalid: Vec<InvalidEntry>,
+    /// Present when more entries remain: send it as `after` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// The reply to `delete`.
@@ -283,6 +304,8 @@ mod tests {
         });
         fields_match(ListRequest {
             workflow: Some("wf".into()),
+            after: Some("wf.a".into()),
+            limit: Some(5),
         });
         fields_match(WorkflowsRequest {});
     }

@@ -66,13 +66,24 @@ pub async fn get(
     client.request(API_GET, &key_request(workflow, key)).await
 }
 
-/// Every schedule, or every schedule of `workflow`; stored values that are not valid schedules
-/// are listed in `invalid` rather than failing the call.
+/// Every schedule, or every schedule of `workflow`, in KV key order; stored values that are not
+/// valid schedules are listed in `invalid` rather than failing the call. Follows the API's pages
+/// until the end, so the reply never has `next_after`.
 pub async fn list(client: &PolosClient, workflow: Option<&str>) -> Result<ListReply, ClientError> {
-    let request = ListRequest {
+    let mut request = ListRequest {
         workflow: workflow.map(str::to_string),
+        ..ListRequest::default()
     };
-    client.request(API_LIST, &request).await
+    let mut all = ListReply::default();
+    loop {
+        let page: ListReply = client.request(API_LIST, &request).await?;
+        all.schedules.extend(page.schedules);
+        all.invalid.extend(page.invalid);
+        match page.next_after {
+            Some(after) => request.after = Some(after),
+            None => return Ok(all),
+        }
+    }
 }
 
 /// Deletes a schedule; returns whether it existed.

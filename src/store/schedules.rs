@@ -77,7 +77,7 @@ pub struct InvalidEntry {
 /// All valid records under a filter plus the values that could not be read.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    /// The valid records, in KV key order.
+    /// The valid records, in KV key order (`<workflow>.<encoded key>`).
     pub schedules: Vec<ScheduleRecord>,
     /// The values that are not records.
     pub invalid: Vec<InvalidEntry>,

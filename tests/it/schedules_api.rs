@@ -827,3 +827,62 @@ async fn a_stopped_api_is_reported_as_no_service() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn list_replies_are_pages_that_fit_in_a_message_and_the_client_follows_them() {
+    let api = ApiEnv::start().await;
+    let kv = api.kv("polos_schedules").await;
+    // Long keys make big entries: 1,100 of them are far more than one 1 MiB message holds.
+    let puts = (0..1100).map(|i| {
+        let kv = kv.clone();
+        async move {
+            let key = format!("user-{i:04}-{}", "x".repeat(200));
+            kv.put(
+                schedule_kv_key("bulk", &key),
+                r#"{"cron":"0 8 * * *","note":"bulk"}"#.into(),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    futures::future::join_all(puts).await;
+    kv.put("bulk.0000-broken", "{".into()).await.unwrap();
+
+    let (status, first) = api
+        .raw(
+            "polos.schedules.list",
+            json!({"workflow": "bulk"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, None, "{first}");
+    assert_eq!(first["schedules"].as_array().unwrap().len(), 499);
+    assert_eq!(first["invalid"][0]["kv_key"], "bulk.0000-broken");
+    let after = first["next_after"].as_str().unwrap().to_string();
+    let (_, second) = api
+        .raw(
+            "polos.schedules.list",
+            json!({"workflow": "bulk", "after": after, "limit": 3}).to_string(),
+        )
+        .await;
+    let keys: Vec<&str> = second["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys[0].starts_with("user-0499-"), "{keys:?}");
+
+    let all = schedules::list(&api.client, Some("bulk")).await.unwrap();
+    assert_eq!(all.schedules.len(), 1100);
+    assert_eq!(all.invalid.len(), 1);
+    assert_eq!(all.next_after, None);
+    let mut keys: Vec<&str> = all
+        .schedules
+        .iter()
+        .map(|s| s.record.key.as_str())
+        .collect();
+    keys.dedup();
+    assert_eq!(keys.len(), 1100, "no entry twice");
+    api.stop().await;
+}
