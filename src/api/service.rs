@@ -329,3 +329,28 @@ fn header_text(error: &ApiError) -> String {
         .collect();
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `polos scheduler` spawns the API next to the ticker: the future must be `Send`. This
+    /// does not compile otherwise.
+    #[allow(dead_code)]
+    fn serve_is_send(client: async_nats::Client, config: &Config) -> impl Send + '_ {
+        serve(client, config, async {})
+    }
+
+    #[test]
+    fn writes_of_one_schedule_share_a_worker() {
+        let a = shard_of(br#"{"workflow":"wf","cron":"0 8 * * *","key":"user_1"}"#);
+        let b = shard_of(br#"{"key":"user_1","workflow":"wf","note":"x"}"#);
+        assert_eq!(a, b);
+        // No key means the default key.
+        assert_eq!(
+            shard_of(br#"{"workflow":"wf"}"#),
+            shard_of(br#"{"workflow":"wf","key":"global"}"#)
+        );
+        assert!((0..SHARDS).contains(&shard_of(b"not json")));
+    }
+}
