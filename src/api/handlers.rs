@@ -5,6 +5,7 @@ use chrono::Utc;
 
 use super::decode::decode;
 use super::error::{ApiError, ErrorCode};
+use super::registry::Registry;
 use super::service::MAX_NOTE_BYTES;
 use super::types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
@@ -21,12 +22,14 @@ use crate::store::{InvalidEntry, ScheduleStore};
 const NEXT_COUNT: usize = 5;
 
 /// The endpoints' shared handles.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Handlers {
     /// The buckets.
     pub store: ScheduleStore,
     /// For publishing manual fires to `POLOS_RUNS`.
     pub js: jetstream::Context,
+    /// Workflows known to be schedulable, so most upserts skip a KV read.
+    pub registry: Registry,
 }
 
 fn check_note(note: Option<&str>) -> Result<(), ApiError> {
@@ -53,21 +56,26 @@ impl Handlers {
         validate_key(&request.key)?;
         check_note(request.note.as_deref())?;
         let cron = CronSchedule::parse(&request.cron, &request.timezone)?;
-        let warning = match self.store.workflow(&request.workflow).await? {
-            Some(registration) if !registration.schedulable => {
-                return Err(ApiError::new(
-                    ErrorCode::NotSchedulable,
-                    format!(
-                        "workflow {:?} is registered as not schedulable; declare it with schedule = true in the worker's code to create schedules for it through the API",
-                        request.workflow
-                    ),
-                ))
+        // A workflow known to be schedulable needs no KV read; anything else is confirmed.
+        let warning = if self.registry.is_schedulable(&request.workflow) {
+            None
+        } else {
+            match self.store.workflow(&request.workflow).await? {
+                Some(registration) if !registration.schedulable => {
+                    return Err(ApiError::new(
+                        ErrorCode::NotSchedulable,
+                        format!(
+                            "workflow {:?} is registered as not schedulable; declare it with schedule = true in the worker's code to create schedules for it through the API",
+                            request.workflow
+                        ),
+                    ))
+                }
+                Some(_) => None,
+                None => Some(format!(
+                    "no worker has registered workflow {:?} yet; the schedule is stored and its fires wait in stream POLOS_RUNS until a worker for it runs",
+                    request.workflow
+                )),
             }
-            Some(_) => None,
-            None => Some(format!(
-                "no worker has registered workflow {:?} yet; the schedule is stored and its fires wait in stream POLOS_RUNS until a worker for it runs",
-                request.workflow
-            )),
         };
         let now = now_seconds();
         let upserted = self

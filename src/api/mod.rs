@@ -7,6 +7,7 @@
 mod decode;
 mod error;
 mod handlers;
+mod registry;
 mod service;
 mod types;
 

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::error::{ApiError, ErrorBody, ServeError};
 use super::handlers::Handlers;
+use super::registry::Registry;
 use crate::config::Config;
 use crate::model::names::SERVICE_NAME;
 use crate::model::DEFAULT_KEY;
@@ -33,7 +34,7 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest `note`, in bytes.
 pub const MAX_NOTE_BYTES: usize = 4096;
 /// Number of sequential write workers.
-const SHARDS: usize = 32;
+const SHARDS: usize = 128;
 /// Requests queued per write worker before the dispatcher waits (backpressure).
 const SHARD_QUEUE: usize = 256;
 /// Most read requests in flight at once.
@@ -124,7 +125,11 @@ pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiSe
     Ok(ApiServer {
         service,
         requests: select_all(streams).boxed(),
-        handlers: Arc::new(Handlers { store, js }),
+        handlers: Arc::new(Handlers {
+            registry: Registry::start(store.clone()),
+            store,
+            js,
+        }),
         client,
     })
 }

@@ -329,6 +329,18 @@ impl ScheduleStore {
         Ok((valid, invalid))
     }
 
+    /// A watch over `polos_workflows` that first delivers every current registration.
+    pub async fn watch_workflows(&self) -> Result<async_nats::jetstream::kv::Watch, StoreError> {
+        self.workflows
+            .watch_with_history(">")
+            .await
+            .map_err(|e| StoreError::Scan {
+                bucket: WORKFLOWS_BUCKET,
+                filter: ">".to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     async fn entry(
         &self,
         kv_key: &str,
