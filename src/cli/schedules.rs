@@ -311,7 +311,7 @@ fn describe(view: &ScheduleView) -> String {
     let mut lines = vec![
         format!("schedule_id  {}", r.schedule_id),
         format!("workflow     {}", r.workflow),
-        format!("key          {}", r.key),
+        format!("key          {}", printable(&r.key)),
         format!("cron         {}", r.cron),
         format!("timezone     {}", r.timezone),
         format!("paused       {}", r.paused),
@@ -352,6 +352,16 @@ fn describe(view: &ScheduleView) -> String {
     lines.join("\n")
 }
 
+/// A key as one printable line: control characters (a key may hold any UTF-8) are escaped so
+/// they cannot break the table or the terminal.
+fn printable(key: &str) -> String {
+    if key.chars().any(char::is_control) {
+        key.escape_debug().to_string()
+    } else {
+        key.to_string()
+    }
+}
+
 fn table(views: &[ScheduleView]) -> String {
     if views.is_empty() {
         return "no schedules".to_string();
@@ -363,7 +373,7 @@ fn table(views: &[ScheduleView]) -> String {
         let cron = CronSchedule::parse(&r.cron, &r.timezone).ok();
         rows.push([
             r.workflow.clone(),
-            r.key.clone(),
+            printable(&r.key),
             r.cron.clone(),
             r.timezone.clone(),
             if r.paused { "yes" } else { "no" }.to_string(),

@@ -494,6 +494,11 @@ async fn hostile_inputs_are_refused_and_odd_keys_round_trip() {
         "trailing.",
         "ünïcødé ✓",
         "日本語",
+        "tab\there\nnewline",
+        "nul\0byte",
+        "=looks-encoded",
+        "*",
+        ">",
         &"k".repeat(256),
     ];
     for key in odd {
