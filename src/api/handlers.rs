@@ -215,15 +215,14 @@ impl Handlers {
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         check_note(request.note.as_deref())?;
-        let now = now_seconds();
         self.store
-            .modify(&request.workflow, &request.key, |record| {
-                record.paused = paused;
-                if let Some(note) = &request.note {
-                    record.note = Some(note.clone());
-                }
-                record.updated_at = Some(now);
-            })
+            .set_paused(
+                &request.workflow,
+                &request.key,
+                paused,
+                request.note.as_deref(),
+                now_seconds(),
+            )
             .await?
             .ok_or_else(|| not_found(&request.workflow, &request.key))
     }

@@ -199,6 +199,27 @@ impl ScheduleStore {
         Err(self.contended(kv_key))
     }
 
+    /// Pauses or resumes a schedule, replacing its note when one is given and stamping
+    /// `updated_at` (the scheduler resumes from that instant, without catching up the paused
+    /// time). `Ok(None)` when there is no such schedule.
+    pub async fn set_paused(
+        &self,
+        workflow: &str,
+        key: &str,
+        paused: bool,
+        note: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.modify(workflow, key, |record| {
+            record.paused = paused;
+            if let Some(note) = note {
+                record.note = Some(note.to_string());
+            }
+            record.updated_at = Some(now);
+        })
+        .await
+    }
+
     /// Deletes a schedule (a KV tombstone, so watchers see the delete) and purges its state.
     /// Returns whether a live value existed.
     pub async fn delete(&self, workflow: &str, key: &str) -> Result<bool, StoreError> {
