@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod api;
 mod raw;
 mod support;
 
@@ -31,6 +32,13 @@ async fn main() -> anyhow::Result<()> {
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
         );
+    }
+    if run("api") {
+        let b = Bench::start().await?;
+        let (n, concurrency) = (20_000, 64);
+        let raw = raw::kv_cas(&b.js, "polos_schedules", n, concurrency).await?;
+        let api = api::upserts(&b, n, concurrency).await?;
+        report("API upserts vs raw KV CAS (/s)", api, raw, "writes/s", true, "≥ 0.5");
     }
     Ok(())
 }

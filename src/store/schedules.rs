@@ -147,6 +147,17 @@ impl ScheduleStore {
         F: FnMut(Option<&ScheduleRecord>) -> ScheduleRecord,
     {
         let kv_key = schedule_kv_key(workflow, key);
+        // Optimistic create first: a new schedule then costs one KV round trip instead of a
+        // read plus a write. If the key has any history (a value or a tombstone) the write is
+        // refused and the read-modify-CAS loop below takes over.
+        let record = build(None);
+        if let Some(revision) = self.cas(&kv_key, &record, 0).await? {
+            return Ok(Upserted {
+                record,
+                revision,
+                created: true,
+            });
+        }
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let entry = self.entry(&kv_key).await?;
             let live = entry.as_ref().filter(|e| e.operation == Operation::Put);
