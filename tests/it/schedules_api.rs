@@ -908,9 +908,8 @@ async fn api_throughput_vs_raw_kv_cas() {
         .for_each_concurrent(IN_FLIGHT, |i| {
             let kv = kv.clone();
             async move {
-                let key = format!("raw.k{i}");
-                let revision = kv.entry(&key).await.unwrap().map_or(0, |e| e.revision);
-                kv.update(&key, r#"{"cron":"0 8 * * *"}"#.into(), revision)
+                // A compare-and-swap create, like the bench's raw baseline.
+                kv.create(format!("raw.k{i}"), r#"{"cron":"0 8 * * *"}"#.into())
                     .await
                     .unwrap();
             }
