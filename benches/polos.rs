@@ -38,7 +38,14 @@ async fn main() -> anyhow::Result<()> {
         let (n, concurrency) = (20_000, 64);
         let raw = raw::kv_cas(&b.js, "polos_schedules", n, concurrency).await?;
         let api = api::upserts(&b, n, concurrency).await?;
-        report("API upserts vs raw KV CAS (/s)", api, raw, "writes/s", true, "≥ 0.5");
+        report(
+            "API upserts vs raw KV CAS (/s)",
+            api,
+            raw,
+            "writes/s",
+            true,
+            "≥ 0.5",
+        );
     }
     Ok(())
 }
