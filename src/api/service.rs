@@ -168,7 +168,14 @@ impl ApiServer {
             let handlers = handlers.clone();
             tasks.spawn(async move {
                 while let Some((op, request)) = rx.recv().await {
-                    handle(&handlers, op, request).await;
+                    // Each request in its own task, awaited in order: a bug that panics in one
+                    // handler then fails that request, not every later write of this worker.
+                    let handlers = handlers.clone();
+                    let handled =
+                        tokio::spawn(async move { handle(&handlers, op, request).await }).await;
+                    if let Err(e) = handled {
+                        tracing::error!(error = %e, "a schedules API handler failed");
+                    }
                 }
             });
             shards.push(tx);
