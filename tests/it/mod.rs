@@ -1,1 +1,2 @@
+mod cron_cli;
 mod streams;
