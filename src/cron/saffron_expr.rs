@@ -9,7 +9,7 @@
 use super::fields::{Fields, ALL_DOM, ALL_DOW, DAY_NAMES};
 
 /// saffron's compiled form plus what it cannot express.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Compiled {
     /// Matches a superset of our wall times (exact unless `dow_filter`).
     pub(crate) cron: saffron::Cron,

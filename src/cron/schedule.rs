@@ -44,7 +44,7 @@ const DAY: i64 = 86_400;
 ///     ]
 /// );
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CronSchedule {
     /// The expression as given, for display and for records.
     expr: Box<str>,
@@ -126,6 +126,9 @@ impl CronSchedule {
     }
 
     fn next_after_secs(&self, t: i64) -> Option<i64> {
+        if t >= HORIZON {
+            return None;
+        }
         let fixed = !self.fields.is_interval();
         let mut seg = zone::segment(self.tz, t);
         // Exclusive lower bound on the wall clock of the next fire.
@@ -147,6 +150,7 @@ impl CronSchedule {
                 return None;
             }
             let (before, after) = (i64::from(end.before), i64::from(end.after));
+            // Spring gap: a fixed-time wall that never occurs fires once, when the gap ends.
             if fixed
                 && after > before
                 && self
@@ -155,6 +159,9 @@ impl CronSchedule {
             {
                 return Some(end.at);
             }
+            // Next segment. Fixed-time: `low` never goes back, so a wall fires only the first
+            // time it occurs (a fold's repeated walls are skipped). Interval: every wall of the
+            // new segment counts, including repeated ones.
             low = if fixed {
                 low.max(end.at + before.max(after) - 1)
             } else {
@@ -311,11 +318,24 @@ mod tests {
     }
 
     #[test]
+    fn extreme_instants_terminate() {
+        let s = CronSchedule::parse("* * * * *", "America/New_York").unwrap();
+        assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
+        // Far before any tz data; it only has to terminate with a later instant.
+        let first = s.next_after(DateTime::<Utc>::MIN_UTC).unwrap();
+        assert!(first > DateTime::<Utc>::MIN_UTC);
+    }
+
+    #[test]
     fn accessors_and_size() {
         let s = CronSchedule::parse("@daily", "Europe/London").unwrap();
         assert_eq!(s.expr(), "@daily");
         assert_eq!(s.timezone(), Tz::Europe__London);
         assert!(!s.is_interval());
+        println!(
+            "size_of::<CronSchedule>() = {}",
+            std::mem::size_of::<CronSchedule>()
+        );
         assert!(
             std::mem::size_of::<CronSchedule>() <= 96,
             "{}",
