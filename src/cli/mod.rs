@@ -1,6 +1,7 @@
 //! The `polos` command line. Each subcommand lives in its own file and returns an exit code;
 //! `src/main.rs` only parses arguments and calls [`run`].
 
+mod cron;
 mod schedules;
 mod streams;
 
@@ -39,6 +40,9 @@ pub enum Command {
     /// JetStream buckets and streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Cron expressions: check when one fires.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Create, inspect and manage schedules through the API.
     Schedules(schedules::SchedulesArgs),
 }
@@ -58,6 +62,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
+        Command::Cron(ref cmd) => cron::run(cmd),
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
     }
 }
