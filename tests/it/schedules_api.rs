@@ -156,7 +156,6 @@ async fn seed_per_user_example_two_users_two_zones() {
 }
 
 #[tokio::test]
-#[ignore = "needs the cron engine of branch `cron`: the provisional one reads every cron in UTC"]
 async fn seed_per_user_schedules_fire_at_eight_in_each_users_zone() {
     let api = ApiEnv::start().await;
     seed_per_user_setup(&api).await;

@@ -231,7 +231,6 @@ async fn exit_codes_distinguish_invalid_not_found_and_unreachable() {
 }
 
 #[tokio::test]
-#[ignore = "needs the cron engine of branch `cron`: the provisional one reads every cron in UTC"]
 async fn list_shows_eight_am_pacific_for_a_pacific_eight_am_schedule() {
     let api = ApiEnv::start().await;
     let out = polos(
