@@ -3,6 +3,7 @@
 
 mod cron;
 pub mod scheduler;
+mod schedules;
 mod streams;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub enum Command {
     /// Cron expressions: check when one fires.
     #[command(subcommand)]
     Cron(cron::CronCommand),
+    /// Create, inspect and manage schedules through the API.
+    Schedules(schedules::SchedulesArgs),
     /// Run the scheduler service (ticker + schedules API) until Ctrl-C / SIGTERM.
     Scheduler,
 }
@@ -63,6 +66,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
         Command::Cron(ref cmd) => cron::run(cmd),
+        Command::Schedules(ref args) => schedules::run(&cli, args).await,
         Command::Scheduler => scheduler::run(&cli).await,
     }
 }

@@ -30,18 +30,47 @@ pub(super) async fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-/// Runs every service of `polos scheduler` until `shutdown`. Today: the ticker. The schedules
-/// API joins here: `let api = crate::api::serve(client.clone(), config, shutdown.clone());`
-/// and `tokio::try_join!` it with the ticker.
+/// Runs every service of `polos scheduler` until `shutdown`: the ticker (fires while this
+/// replica holds the lease) and the schedules API (answers on every replica, queue group
+/// `polos`). If either fails, both stop.
 pub async fn serve(
     client: async_nats::Client,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    // Shared so each service gets its own copy of the same signal.
-    let shutdown = shutdown.boxed().shared();
-    let ticker = ticker::run(client, config, Arc::new(SystemClock), shutdown.clone());
-    ticker.await.map_err(|e| e.to_string())
+    // Shared so each service gets its own copy of the same signal; `failed` stops the other
+    // service when one returns an error.
+    let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
+    let stop = futures::future::select(
+        shutdown.boxed(),
+        async move {
+            let mut failed_rx = failed_rx;
+            let _ = failed_rx.wait_for(|f| *f).await;
+        }
+        .boxed(),
+    )
+    .map(|_| ())
+    .shared();
+    let ticker = async {
+        let r = ticker::run(client.clone(), config, Arc::new(SystemClock), stop.clone())
+            .await
+            .map_err(|e| e.to_string());
+        if r.is_err() {
+            let _ = failed_tx.send(true);
+        }
+        r
+    };
+    let api = async {
+        let r = crate::api::serve(client.clone(), config, stop.clone())
+            .await
+            .map_err(|e| e.to_string());
+        if r.is_err() {
+            let _ = failed_tx.send(true);
+        }
+        r
+    };
+    let (ticker, api) = tokio::join!(ticker, api);
+    ticker.and(api)
 }
 
 /// Ctrl-C, or SIGTERM on Unix (how process supervisors stop services).

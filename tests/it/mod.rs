@@ -1,4 +1,7 @@
 mod cron_cli;
+mod schedules_api;
+mod schedules_cli;
+mod schedules_py;
 mod streams;
 mod ticker;
 mod ticker_dst;

@@ -293,3 +293,50 @@ async fn three_replicas_survive_two_leader_kills() {
     }
     replicas.pop().unwrap().stop().await;
 }
+
+/// `polos scheduler` serves the schedules API beside the ticker: a schedule upserted through
+/// the API is armed by the ticker, and `get` shows the ticker's state.
+#[tokio::test]
+async fn scheduler_process_serves_the_api_and_arms_upserts() {
+    let env = TestEnv::start().await;
+    let replica = Replica::spawn(&env);
+    let reply = within("upsert answered", async {
+        loop {
+            let request =
+                serde_json::json!({"workflow": "api-wf", "cron": "0 9 * * *", "key": "u1"});
+            match env
+                .client
+                .request("polos.schedules.upsert", request.to_string().into())
+                .await
+            {
+                Ok(m) => return serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        reply["schedule_id"],
+        polos::model::schedule_id("api-wf", "u1"),
+        "{reply}\n{}",
+        replica.output()
+    );
+    let next = reply["next"][0].as_str().unwrap().to_string();
+    wait_state(&env, "api-wf", "u1", "ticker armed the upsert", |s| {
+        s.next.map(polos::model::time::format_instant).as_deref() == Some(next.as_str())
+    })
+    .await;
+    let got = env
+        .client
+        .request(
+            "polos.schedules.get",
+            serde_json::json!({"workflow": "api-wf", "key": "u1"})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_eq!(got["state"]["next"], next.as_str(), "{got}");
+    assert_eq!(got["state"]["fires"], 0, "{got}");
+}

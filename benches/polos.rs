@@ -1,0 +1,64 @@
+//! `cargo bench` — polos against raw JetStream, measured in one run on a private nats-server.
+//!
+//! `cargo bench -- <section>` runs one section: publish, latency, load, worker, api, cron.
+//! Results and the command that produced them are recorded in BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod api;
+mod raw;
+mod support;
+
+use support::{percentile, report, Bench};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    println!(
+        "polos benchmarks (release build, private nats-server {})",
+        polos::nats::server::PINNED_VERSION
+    );
+
+    if run("publish") {
+        let b = Bench::start().await?;
+        let n = 100_000;
+        let raw = raw::publish_throughput(&b.js, "polos.runs.bench-raw", n).await?;
+        report(
+            "pipelined publish (msgs/s)",
+            raw,
+            raw,
+            "msg/s",
+            true,
+            "baseline",
+        );
+    }
+    if run("latency") {
+        let b = Bench::start().await?;
+        let samples = raw::publish_latency(&b.js, "polos.runs.bench-lat", 2000).await?;
+        println!(
+            "{:<34} raw p50 {:.3} ms  p99 {:.3} ms",
+            "publish→ack latency",
+            percentile(&samples, 50.0),
+            percentile(&samples, 99.0)
+        );
+    }
+    if run("api") {
+        let b = Bench::start().await?;
+        let (n, concurrency) = (20_000, 64);
+        let raw = raw::kv_cas(&b.js, "polos_schedules", n, concurrency).await?;
+        let api = api::upserts(&b, n, concurrency).await?;
+        report(
+            "API upserts vs raw KV CAS (/s)",
+            api,
+            raw,
+            "writes/s",
+            true,
+            "≥ 0.5",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Shared benchmark plumbing: a private nats-server, timing and reporting helpers.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use polos::config::{StorageConfig, StorageKind};
+use polos::nats::server::NatsServer;
+
+/// A private server with the polos streams applied (file storage, like production).
+pub struct Bench {
+    /// Kept alive for the benchmark's duration.
+    pub server: NatsServer,
+    /// A connected client.
+    pub client: async_nats::Client,
+    /// JetStream on that client.
+    pub js: jetstream::Context,
+}
+
+impl Bench {
+    /// Starts a fresh server and applies `streams/`.
+    pub async fn start() -> anyhow::Result<Bench> {
+        let server = NatsServer::start()?;
+        let client = async_nats::connect(server.url()).await?;
+        let js = jetstream::new(client.clone());
+        let storage = StorageConfig {
+            replicas: 1,
+            kind: StorageKind::File,
+        };
+        polos::nats::streams::apply(&js, &storage).await?;
+        Ok(Bench { server, client, js })
+    }
+}
+
+/// Runs `f` and returns its result with the elapsed wall time.
+pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f.await;
+    (out, start.elapsed())
+}
+
+/// Resident set size of this process in bytes (Linux `/proc/self/status`).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Percentile (0..=100) of a sample, in the sample's unit.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Prints one result line: name, ours, raw, ratio and the target it is held to.
+pub fn report(name: &str, ours: f64, raw: f64, unit: &str, higher_is_better: bool, target: &str) {
+    let ratio = if higher_is_better {
+        ours / raw
+    } else {
+        raw / ours
+    };
+    println!(
+        "{name:<34} ours {ours:>12.1} {unit:<8} raw {raw:>12.1} {unit:<8} ratio {ratio:>5.2}  (target {target})"
+    );
+}
