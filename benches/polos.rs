@@ -1,6 +1,6 @@
 //! `cargo bench` — polos against raw JetStream, measured in one run on a private nats-server.
 //!
-//! `cargo bench -- <section>` runs one section: publish, latency, load, worker, api, cron.
+//! `cargo bench -- <section>` runs one section: publish, latency, fire, load, worker, api, cron.
 //! Results and the command that produced them are recorded in BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -8,6 +8,7 @@
 mod api;
 mod raw;
 mod support;
+mod ticker;
 
 use support::{percentile, report, Bench};
 
@@ -44,6 +45,36 @@ async fn main() -> anyhow::Result<()> {
             "publish→ack latency",
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
+        );
+    }
+    if run("fire") {
+        let b = Bench::start().await?;
+        let n = 100_000;
+        let (ours, raw) = ticker::fire(&b, n).await?;
+        report(
+            "100k fires at one instant (/s)",
+            ours,
+            raw,
+            "msg/s",
+            true,
+            "≥ 0.8",
+        );
+    }
+    if run("load") {
+        let b = Bench::start().await?;
+        let n = 1_000_000;
+        let (ours, raw, per_schedule) = ticker::load(&b, n).await?;
+        report(
+            "ticker cold start, 1M schedules (s)",
+            ours,
+            raw,
+            "s",
+            false,
+            "≥ 0.67, i.e. ≤ 1.5× raw",
+        );
+        println!(
+            "{:<34} {per_schedule:.0} bytes (target ≤ 300)",
+            "ticker memory per schedule"
         );
     }
     if run("api") {

@@ -128,7 +128,7 @@ impl Ticker {
 
         let (lead_tx, lead_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (change_tx, change_rx) = mpsc::channel(8192);
+        let (change_tx, change_rx) = mpsc::channel(64);
         let mut tasks = Tasks(vec![
             tokio::spawn(lease::run(
                 leases,
@@ -238,7 +238,7 @@ type StateLoad = tokio::task::JoinHandle<Result<HashMap<String, Bytes>, TickerEr
 impl Loop {
     async fn run_loop<F>(
         &mut self,
-        mut changes: mpsc::Receiver<Change>,
+        mut changes: mpsc::Receiver<Vec<Change>>,
         mut leading: watch::Receiver<bool>,
         shutdown: F,
     ) -> Result<(), TickerError>
@@ -266,17 +266,21 @@ impl Loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                change = changes.recv() => {
-                    let Some(change) = change else {
+                batch = changes.recv() => {
+                    let Some(batch) = batch else {
                         return Err(TickerError::Task {
                             task: "schedule loader",
                             message: "the watch of polos_schedules ended (see the log above)".into(),
                         });
                     };
-                    self.apply(change);
-                    for _ in 0..CHANGE_BATCH {
+                    let mut applied = batch.len();
+                    batch.into_iter().for_each(|c| self.apply(c));
+                    while applied < CHANGE_BATCH {
                         match changes.try_recv() {
-                            Ok(change) => self.apply(change),
+                            Ok(batch) => {
+                                applied += batch.len();
+                                batch.into_iter().for_each(|c| self.apply(c));
+                            }
                             Err(_) => break,
                         }
                     }

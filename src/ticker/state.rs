@@ -90,6 +90,10 @@ async fn write_loop(kv: Store, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)
             .filter_map(std::future::ready)
             .collect()
             .await;
+        // A cold start or a takeover may queue a million writes at once: give that memory back.
+        if batch.capacity() > 4096 {
+            batch = HashMap::new();
+        }
         if let Some(first) = failures.first() {
             warn!(
                 failed = failures.len(),
