@@ -58,7 +58,8 @@ pub fn plan(
         CatchupPolicy::All => settings.max_fires as usize,
         CatchupPolicy::Skip => 0,
     };
-    let mut kept: VecDeque<DateTime<Utc>> = VecDeque::with_capacity(keep.min(64));
+    // No allocation until an instant is actually kept (the common takeover keeps none).
+    let mut kept: VecDeque<DateTime<Utc>> = VecDeque::new();
     let mut t = after;
     let mut scanned = 0u64;
     while let Some(instant) = cron.next_after(t) {

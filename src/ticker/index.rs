@@ -87,8 +87,8 @@ pub(crate) struct Index {
     by_key: HashMap<Arc<str>, usize>,
     /// Armed schedules ordered by their next instant.
     timeline: BTreeSet<(DateTime<Utc>, usize)>,
-    /// Compiled crons by (expression, zone).
-    crons: HashMap<(Box<str>, Box<str>), Arc<CronSchedule>>,
+    /// Compiled crons by zone, then expression (two levels so a lookup borrows, never allocates).
+    crons: HashMap<Box<str>, HashMap<Box<str>, Arc<CronSchedule>>>,
     /// Interned workflow ids and zone names.
     strings: HashMap<Box<str>, Arc<str>>,
 }
@@ -96,12 +96,14 @@ pub(crate) struct Index {
 impl Index {
     /// The compiled cron for `(expr, timezone)`, parsing it once.
     pub fn cron(&mut self, expr: &str, timezone: &str) -> Result<Arc<CronSchedule>, CronError> {
-        if let Some(c) = self.crons.get(&(expr.into(), timezone.into())) {
+        if let Some(c) = self.crons.get(timezone).and_then(|m| m.get(expr)) {
             return Ok(c.clone());
         }
         let compiled = Arc::new(CronSchedule::parse(expr, timezone)?);
         self.crons
-            .insert((expr.into(), timezone.into()), compiled.clone());
+            .entry(timezone.into())
+            .or_default()
+            .insert(expr.into(), compiled.clone());
         Ok(compiled)
     }
 
@@ -164,10 +166,14 @@ impl Index {
         if let Some(old) = old {
             // 2 = the caller's entry + the interner's copy.
             if Arc::strong_count(old) <= 2 {
-                let key = (Box::from(old.expr()), Box::from(old.timezone().name()));
-                if self.crons.get(&key).is_some_and(|c| Arc::ptr_eq(c, old)) {
-                    self.crons.remove(&key);
+                // Find it by identity: the zone it was interned under is the name it was given.
+                for by_expr in self.crons.values_mut() {
+                    if by_expr.get(old.expr()).is_some_and(|c| Arc::ptr_eq(c, old)) {
+                        by_expr.remove(old.expr());
+                        break;
+                    }
                 }
+                self.crons.retain(|_, by_expr| !by_expr.is_empty());
             }
         }
     }

@@ -15,9 +15,12 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::error::TickerError;
+use crate::model::ScheduleRecord;
 
 /// One change of a bucket, in revision order.
 #[derive(Debug)]
+// Nearly every change is a `Put`; boxing it would add an allocation per schedule.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Change {
     /// A key was written.
     Put {
@@ -25,8 +28,9 @@ pub(crate) enum Change {
         kv_key: String,
         /// Its revision (stream sequence).
         revision: u64,
-        /// The raw value.
-        value: Bytes,
+        /// The value read as a schedule record (parsed here, on the loader's task, so a cold
+        /// start parses in parallel with the ticker building its table), or why it is not one.
+        record: Result<ScheduleRecord, String>,
         /// How long ago the server stored it (real time), to place "written a moment before
         /// its instant" on the ticker's clock.
         age: Duration,
@@ -61,9 +65,10 @@ fn to_change(entry: Entry) -> Change {
                 .duration_since(written)
                 .unwrap_or(Duration::ZERO);
             Change::Put {
+                record: ScheduleRecord::from_kv(&entry.key, &entry.value)
+                    .map_err(|e| e.to_string()),
                 kv_key: entry.key,
                 revision: entry.revision,
-                value: entry.value,
                 age,
             }
         }

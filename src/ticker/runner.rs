@@ -362,7 +362,7 @@ impl Loop {
             Change::Put {
                 kv_key,
                 revision,
-                value,
+                record,
                 age,
             } => {
                 let slot = self.index.slot(&kv_key);
@@ -373,7 +373,7 @@ impl Loop {
                 }
                 let written_at =
                     self.clock.now() - chrono::Duration::from_std(age).unwrap_or_default();
-                match self.parse(&kv_key, &value) {
+                match self.compile(&kv_key, record) {
                     Ok((record, cron)) => {
                         self.upsert(slot, kv_key, revision, written_at, record, cron)
                     }
@@ -383,12 +383,12 @@ impl Loop {
         }
     }
 
-    fn parse(
+    fn compile(
         &mut self,
         kv_key: &str,
-        value: &[u8],
+        record: Result<ScheduleRecord, String>,
     ) -> Result<(ScheduleRecord, Arc<CronSchedule>), String> {
-        let record = ScheduleRecord::from_kv(kv_key, value).map_err(|e| e.to_string())?;
+        let record = record?;
         let cron = self
             .index
             .cron(&record.cron, &record.timezone)

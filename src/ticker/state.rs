@@ -14,6 +14,10 @@
 //!   instants fired in the last flush interval (milliseconds, far inside the window), which the
 //!   stream drops as duplicates; it never skips an instant that was not fired.
 //! - A graceful stop flushes the writer before releasing the lease.
+//! - The one thing a crash inside that window can skew is a payload field: if the leader dies
+//!   after the stream stored fire T but before it recorded T, a successor whose catch-up fires a
+//!   later instant (policy `latest`) reports the instant before T as `last_timestamp`, and counts
+//!   T as missed. Which instants fire, and how often, is unaffected.
 
 use std::collections::HashMap;
 use std::sync::Arc;
