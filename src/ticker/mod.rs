@@ -11,10 +11,12 @@
 //! | `firing` | pipelined publishing of fires |
 //! | `state` | batched writes of `polos_schedule_state` and why they keep fires exact |
 //! | `status` | [`TickerStatus`]: leading, schedules, fires, next fire |
-//! | `runner` | the loop tying them together: [`Ticker`], [`run`] |
+//! | `driver` | the firing loop: applies changes, takes over, fires due schedules |
+//! | `runner` | the public entry wiring it all: [`Ticker`], [`run`] |
 
 mod catchup;
 mod clock;
+mod driver;
 mod error;
 mod firing;
 mod index;
@@ -26,7 +28,8 @@ mod status;
 
 pub use catchup::{plan, CatchupPlan, CatchupSettings, MAX_SCAN};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use driver::LATE_GRACE;
 pub use error::TickerError;
 pub use lease::{LeaseValue, LEASE_KEY};
-pub use runner::{run, Ticker, LATE_GRACE, LEASES_BUCKET};
+pub use runner::{run, Ticker, LEASES_BUCKET};
 pub use status::TickerStatus;
