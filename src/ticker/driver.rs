@@ -302,7 +302,6 @@ impl Loop {
             None => self.index.insert(Entry {
                 kv_key: Arc::from(kv_key.as_str()),
                 workflow,
-                key: record.key.into(),
                 cron: Some(cron),
                 timezone,
                 paused: record.paused,
@@ -359,11 +358,11 @@ impl Loop {
         let slot = match slot {
             Some(slot) => slot,
             None => {
-                let (workflow, key) = split_schedule_kv_key(kv_key).unwrap_or_default();
+                // An unreadable KV key keeps an empty workflow (no id, no key).
+                let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
                 let entry = Entry {
                     kv_key: Arc::from(kv_key),
                     workflow: self.index.intern(&workflow),
-                    key: key.into(),
                     cron: None,
                     timezone: self.index.intern("UTC"),
                     paused: false,
@@ -565,12 +564,13 @@ impl Loop {
             let Some(cron) = e.cron.as_ref() else {
                 continue;
             };
+            let key = e.key();
             let payload = SchedulePayload {
                 timestamp: instant,
                 last_timestamp: e.last,
                 timezone: e.timezone.to_string(),
-                schedule_id: e.schedule_id(),
-                key: e.key.to_string(),
+                schedule_id: crate::model::schedule_id(&e.workflow, &key),
+                key,
                 upcoming: cron.next_after(instant).unwrap_or(instant),
             };
             let fire = Fire::scheduled(&e.workflow, trigger, payload);
@@ -614,7 +614,7 @@ impl Loop {
                     e.error = None;
                     info!(
                         workflow = %e.workflow,
-                        key = %e.key,
+                        key = %fire.payload.key,
                         run_id = %fire.run_id,
                         scheduled = %crate::model::time::format_instant(*instant),
                         trigger = trigger.as_str(),
@@ -633,7 +633,7 @@ impl Loop {
                         )
                         .into(),
                     );
-                    error!(workflow = %e.workflow, key = %e.key, run_id = %fire.run_id, error = %message, "fire not published");
+                    error!(workflow = %e.workflow, key = %fire.payload.key, run_id = %fire.run_id, error = %message, "fire not published");
                 }
             }
         }

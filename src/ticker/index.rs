@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cron::{CronError, CronSchedule};
-use crate::model::{run_id_for, schedule_id, CatchupPolicy, ScheduleState};
+use crate::model::{decode_key, run_id_for, schedule_id, CatchupPolicy, ScheduleState};
 
 /// One schedule as the ticker knows it: the parts of its record the ticker needs plus what it
 /// has fired.
@@ -22,8 +22,6 @@ pub(crate) struct Entry {
     pub kv_key: Arc<str>,
     /// Workflow id, interned (many schedules share one workflow).
     pub workflow: Arc<str>,
-    /// The schedule key, verbatim (payload `key`).
-    pub key: Box<str>,
     /// The compiled cron; `None` while the stored value is invalid.
     pub cron: Option<Arc<CronSchedule>>,
     /// The zone as the record spells it (payload `timezone`), interned.
@@ -59,8 +57,20 @@ impl Entry {
         if self.workflow.is_empty() {
             String::new()
         } else {
-            schedule_id(&self.workflow, &self.key)
+            schedule_id(&self.workflow, &self.key())
         }
+    }
+
+    /// The schedule key, verbatim (payload `key`): decoded from the KV key rather than stored
+    /// twice. Empty for a value whose KV key names no valid schedule.
+    pub fn key(&self) -> String {
+        if self.workflow.is_empty() {
+            return String::new();
+        }
+        self.kv_key
+            .get(self.workflow.len() + 1..)
+            .and_then(decode_key)
+            .unwrap_or_default()
     }
 
     /// The state record that describes this entry.
@@ -238,7 +248,6 @@ mod tests {
         Entry {
             kv_key: Arc::from(kv_key),
             workflow: index.intern("wf"),
-            key: "k".into(),
             cron: Some(index.cron(cron, "UTC").unwrap()),
             timezone: index.intern("UTC"),
             paused: false,
@@ -291,6 +300,6 @@ mod size {
         // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
         let size = std::mem::size_of::<Option<super::Entry>>();
         eprintln!("Entry: {size} bytes");
-        assert!(size <= 168, "Entry is {size} bytes");
+        assert!(size <= 152, "Entry is {size} bytes");
     }
 }
