@@ -71,16 +71,15 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
     t.status
         .wait_for(|s| s.active && s.schedules == n && s.next_fire.is_some())
         .await?;
-    // The takeover writes every schedule's `next`: let that finish so the instant is measured
-    // on a quiet server, as it would be long after the schedules were armed.
-    while state_messages(b).await? < n as u64 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let started = Instant::now();
     t.clock
         .set(Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap());
     t.status.wait_for(|s| s.fires == n as u64).await?;
     let ours = n as f64 / started.elapsed().as_secs_f64();
+    // Let the fires' state writes finish before the raw run shares the server.
+    while state_messages(b).await? < n as u64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t.shutdown().await;
     // Like the ticker: its own connection, in a spawned task (not the runtime's main thread).
     let js = async_nats::jetstream::new(async_nats::connect(b.server.url()).await?);
@@ -110,10 +109,6 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<(f64, f64, f64)> {
     })
     .await;
     let t = t?;
-    // Memory once the takeover's state writes have drained (steady state).
-    while state_messages(b).await? < n as u64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_schedule = rss_bytes().saturating_sub(before) as f64 / n as f64;
     t.shutdown().await;

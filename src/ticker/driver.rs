@@ -475,7 +475,15 @@ impl Loop {
             self.index.arm(slot, next);
             if let Some(e) = self.index.get(slot) {
                 let state = e.state();
-                if state != before {
+                // A schedule that has no record yet and nothing to report gets one at its first
+                // fire: a cold start with a million new schedules must not queue a million
+                // state writes just to say when each fires next (the API computes that too).
+                let nothing_to_report = stored.is_none()
+                    && state.last_timestamp.is_none()
+                    && state.fires == 0
+                    && state.missed == 0
+                    && state.error.is_none();
+                if state != before && !nothing_to_report {
                     self.writer.put(e.kv_key.clone(), state);
                 }
             }
