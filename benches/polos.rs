@@ -12,15 +12,28 @@ use support::{percentile, report, Bench};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
-    println!("polos benchmarks (release build, private nats-server {})", polos::nats::server::PINNED_VERSION);
+    println!(
+        "polos benchmarks (release build, private nats-server {})",
+        polos::nats::server::PINNED_VERSION
+    );
 
     if run("publish") {
         let b = Bench::start().await?;
         let n = 100_000;
         let raw = raw::publish_throughput(&b.js, "polos.runs.bench-raw", n).await?;
-        report("pipelined publish (msgs/s)", raw, raw, "msg/s", true, "baseline");
+        report(
+            "pipelined publish (msgs/s)",
+            raw,
+            raw,
+            "msg/s",
+            true,
+            "baseline",
+        );
     }
     if run("latency") {
         let b = Bench::start().await?;

@@ -190,6 +190,9 @@ pub struct WorkerConfig {
     pub ack_wait_secs: u64,
     /// First retry delay in seconds; doubles per attempt.
     pub retry_backoff_secs: u64,
+    /// Seconds a stopping worker waits for in-flight runs before releasing them to other
+    /// workers (they resume from their last completed step).
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -199,6 +202,7 @@ impl Default for WorkerConfig {
             max_attempts: 3,
             ack_wait_secs: 30,
             retry_backoff_secs: 1,
+            shutdown_timeout_secs: 30,
         }
     }
 }

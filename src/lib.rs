@@ -8,6 +8,7 @@
 //! | [`cron`] | pure cron + time-zone engine: parse, normalize into saffron, DST rules, `next_after` |
 //! | [`config`] | figment layers: defaults < `polos.toml` < `POLOS_*` env < flags |
 //! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
+//! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
 //! # How data flows
@@ -23,3 +24,4 @@ pub mod config;
 pub mod cron;
 pub mod model;
 pub mod nats;
+pub mod worker;
