@@ -113,22 +113,23 @@ pub(crate) async fn fetch_loop(
         // Drain the batch in its own task so the next pull can go out as soon as a slot frees.
         let handler = handler.clone();
         let env = env.clone();
-        let stop_batch = stop.clone();
+        let mut stop_batch = stop.clone();
         runs.spawn(async move {
             let mut inner = JoinSet::new();
-            while let Some(next) = batch.next().await {
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    // Shutting down: stop waiting on the pull request (dropping it unsubscribes).
+                    _ = stop_batch.changed() => break,
+                };
                 let message = match next {
-                    Ok(m) => m,
-                    Err(e) => {
+                    None => break,
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
                         debug!(error = %e, "pull request ended with an error");
                         break;
                     }
                 };
-                if *stop_batch.borrow() {
-                    // Shutting down: give it straight back to the other workers.
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                    continue;
-                }
                 let Some(permit) = permits.pop() else {
                     // The server never sends more than requested; answer it anyway.
                     let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -142,6 +143,7 @@ pub(crate) async fn fetch_loop(
                 });
             }
             // Unused slots go back as soon as the pull request ends.
+            drop(batch);
             drop(permits);
             while inner.join_next().await.is_some() {}
         });

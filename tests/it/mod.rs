@@ -1,1 +1,2 @@
 mod streams;
+mod worker;
