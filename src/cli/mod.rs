@@ -1,6 +1,7 @@
 //! The `polos` command line. Each subcommand lives in its own file and returns an exit code;
 //! `src/main.rs` only parses arguments and calls [`run`].
 
+mod runs;
 mod streams;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ pub enum Command {
     /// JetStream buckets and streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Runs recorded by workers: list them, or show one with its steps.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
 }
 
 impl Cli {
@@ -55,6 +59,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
+        Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
     }
 }
 

@@ -673,3 +673,90 @@ async fn shutdown_finishes_in_flight_runs() {
     );
     assert_eq!(outstanding(&env.js, "slow").await, (0, 0));
 }
+
+fn polos_cli(url: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_polos"))
+        .args(args)
+        .args(["--nats-url", url])
+        .env_remove("POLOS_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn runs_list_and_get_show_status_and_steps() {
+    let env = TestEnv::start().await;
+    let report = Workflow::new("report", |ctx: WorkflowContext, _p| async move {
+        let data = ctx
+            .step
+            .run("fetch data", || async {
+                Ok::<_, WorkflowError>(vec![7, 8])
+            })
+            .await?;
+        ctx.step
+            .run("send", || async { Ok::<_, WorkflowError>(data.len()) })
+            .await?;
+        Ok(json!({"status": "completed"}))
+    });
+    let broken = Workflow::new("broken", |_ctx, _p| async {
+        Err::<(), _>(WorkflowError::terminal("no such user"))
+    });
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.client.clone())
+            .workflow(report)
+            .workflow(broken),
+    );
+    let ok = fire_at("report", "global", 0);
+    let bad = fire_at("broken", "user_1", 0);
+    publish(&env.js, &ok).await;
+    publish(&env.js, &bad).await;
+    wait_status(&env.js, "report", &ok.run_id, RunStatus::Completed).await;
+    wait_status(&env.js, "broken", &bad.run_id, RunStatus::Failed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    let url = env.server.url().to_string();
+
+    let (code, out) = polos_cli(&url, &["runs", "get", &ok.run_id, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["workflow"], "report");
+    assert_eq!(v["attempt"], 1);
+    assert_eq!(v["output"], json!({"status": "completed"}));
+    let names: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fetch data", "send"]);
+    assert_eq!(v["steps"][0]["output"], json!([7, 8]));
+
+    let (code, out) = polos_cli(&url, &["runs", "get", &bad.run_id]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("failed") && out.contains("no such user"),
+        "{out}"
+    );
+    let (code, _) = polos_cli(&url, &["runs", "get", "sch_nothing-20260101T000000Z"]);
+    assert_eq!(code, 3, "not found");
+
+    let (code, out) = polos_cli(&url, &["runs", "list", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+    let (_, out) = polos_cli(&url, &["runs", "list", "--status", "failed", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run_id"], bad.run_id.as_str());
+    let (_, out) = polos_cli(&url, &["runs", "list", "--workflow", "report"]);
+    assert!(
+        out.contains(&ok.run_id) && !out.contains(&bad.run_id),
+        "{out}"
+    );
+}
