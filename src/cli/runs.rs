@@ -271,9 +271,14 @@ async fn get(runs: &Store, steps: &Store, run_id: &str, as_json: bool) -> CmdRes
         println!("steps:         none");
     } else {
         println!("steps:");
+        let width = rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(0);
         for (i, row) in rows.iter().enumerate() {
             println!(
-                "  {}. {}  completed {}  output {}",
+                "  {}. {:<width$}  completed {}  output {}",
                 i + 1,
                 row.name,
                 crate::model::time::format_instant(row.record.completed_at),
