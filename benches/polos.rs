@@ -7,33 +7,21 @@
 
 mod raw;
 mod support;
+mod worker;
 
 use support::{percentile, report, Bench};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
-    println!(
-        "polos benchmarks (release build, private nats-server {})",
-        polos::nats::server::PINNED_VERSION
-    );
+    println!("polos benchmarks (release build, private nats-server {})", polos::nats::server::PINNED_VERSION);
 
     if run("publish") {
         let b = Bench::start().await?;
         let n = 100_000;
         let raw = raw::publish_throughput(&b.js, "polos.runs.bench-raw", n).await?;
-        report(
-            "pipelined publish (msgs/s)",
-            raw,
-            raw,
-            "msg/s",
-            true,
-            "baseline",
-        );
+        report("pipelined publish (msgs/s)", raw, raw, "msg/s", true, "baseline");
     }
     if run("latency") {
         let b = Bench::start().await?;
@@ -44,6 +32,15 @@ async fn main() -> anyhow::Result<()> {
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
         );
+    }
+    if run("worker") {
+        let b = Bench::start().await?;
+        let n = 20_000;
+        worker::publish_fires(&b.js, "bench-raw-w", n).await?;
+        worker::publish_fires(&b.js, "bench-w", n).await?;
+        let raw = raw::worker_loop(&b.js, "bench-raw-w", n, 64).await?;
+        let ours = worker::polos_worker(b.client.clone(), "bench-w", n, 64).await?;
+        report("worker runs (3 KV writes + ack)", ours, raw, "runs/s", true, ">= 0.8");
     }
     Ok(())
 }

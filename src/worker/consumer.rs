@@ -1,20 +1,27 @@
 //! The durable pull consumer a workflow's workers share, and the loop that fetches from it.
 //!
 //! Every worker of workflow `W` binds the consumer `polos_W` on `polos.runs.W` (a work-queue
-//! stream allows only one consumer per filter subject, which is what makes it a queue). Fetching
-//! is sized by free run slots: a pull request asks for exactly as many messages as this worker
-//! can start now, so no message waits in a client buffer while its ack timer runs (it would be
-//! redelivered to another worker while still queued here).
+//! stream allows only one consumer per filter subject, which is what makes it a queue).
+//!
+//! Fetching keeps one subscription and sends its own pull requests, so it knows exactly how
+//! many messages are requested, buffered and running: `running + buffered + requested` never
+//! exceeds twice the concurrency (one window running, one prefetched so the next run starts
+//! without a round trip). A prefetched message waiting for a slot gets in-progress acks like a
+//! running one, so it is never redelivered to another worker while still queued here.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream as JsStream;
-use async_nats::jetstream::AckKind;
+use async_nats::jetstream::{self, AckKind};
+use async_nats::StatusCode;
 use futures::StreamExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::run::{execute, RunEnv};
@@ -60,48 +67,73 @@ pub(crate) async fn ensure(
 }
 
 /// Fetches and runs messages until `stop` becomes true, with at most `concurrency` runs at once.
-/// Returns the set of in-flight runs for the caller to drain.
+/// Returns the in-flight runs for the caller to drain.
 pub(crate) async fn fetch_loop(
+    js: jetstream::Context,
     consumer: PullConsumer,
     handler: BoxedHandler,
-    env: RunEnv,
+    env: Arc<RunEnv>,
     concurrency: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut runs = JoinSet::new();
-    let mut error_delay = Duration::from_millis(100);
-    loop {
-        // Reap finished runs so the set does not grow without bound.
-        while runs.try_join_next().is_some() {}
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.changed() => break,
-        };
-        if *stop.borrow() {
-            break;
-        }
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
-        }
-        let batch = consumer
-            .batch()
-            .max_messages(permits.len())
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => {
-                error_delay = Duration::from_millis(100);
-                b
-            }
+    let progress_every = env.settings.progress_every;
+    let mut fetcher = Fetcher {
+        js,
+        consumer,
+        handler,
+        env,
+        concurrency: concurrency.max(1),
+        runs: JoinSet::new(),
+        buffered: VecDeque::new(),
+        requested: 0,
+        last_request: None,
+    };
+    fetcher.run(stop, progress_every).await;
+    fetcher.runs
+}
+
+/// The state of one workflow's fetch loop.
+struct Fetcher {
+    /// Turns raw deliveries back into ackable JetStream messages.
+    js: jetstream::Context,
+    /// The shared durable consumer.
+    consumer: PullConsumer,
+    /// The workflow's handler.
+    handler: BoxedHandler,
+    /// What runs need.
+    env: Arc<RunEnv>,
+    /// Most runs at once.
+    concurrency: usize,
+    /// Runs in flight.
+    runs: JoinSet<()>,
+    /// Delivered messages waiting for a slot, with when they last told the server we hold them.
+    buffered: VecDeque<(jetstream::Message, Instant)>,
+    /// Messages asked for and not yet delivered or expired.
+    requested: usize,
+    /// When the last pull request went out (requests lost with a connection are forgotten after
+    /// they would have expired).
+    last_request: Option<Instant>,
+}
+
+impl Fetcher {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>, progress_every: Duration) {
+        let client = self.js.client();
+        let inbox = client.new_inbox();
+        let mut deliveries = match client.subscribe(inbox.clone()).await {
+            Ok(s) => s,
             Err(e) => {
+                warn!(error = %e, "cannot subscribe for runs; this workflow is not consumed");
+                return;
+            }
+        };
+        let mut progress = tokio::time::interval(progress_every);
+        let mut error_delay = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if let Err(e) = self.request_more(&inbox).await {
                 warn!(error = %e, "pull request failed; retrying");
-                drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(error_delay) => {}
                     _ = stop.changed() => break,
@@ -109,44 +141,115 @@ pub(crate) async fn fetch_loop(
                 error_delay = (error_delay * 2).min(Duration::from_secs(5));
                 continue;
             }
-        };
-        // Drain the batch in its own task so the next pull can go out as soon as a slot frees.
-        let handler = handler.clone();
-        let env = env.clone();
-        let mut stop_batch = stop.clone();
-        runs.spawn(async move {
-            let mut inner = JoinSet::new();
-            loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    // Shutting down: stop waiting on the pull request (dropping it unsubscribes).
-                    _ = stop_batch.changed() => break,
-                };
-                let message = match next {
+            error_delay = Duration::from_millis(100);
+            let lost_requests_after = self
+                .last_request
+                .map(|t| t + PULL_EXPIRES + Duration::from_secs(2))
+                .filter(|_| self.requested > 0);
+            tokio::select! {
+                delivery = deliveries.next() => match delivery {
+                    Some(message) => self.delivered(message),
                     None => break,
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        debug!(error = %e, "pull request ended with an error");
-                        break;
-                    }
-                };
-                let Some(permit) = permits.pop() else {
-                    // The server never sends more than requested; answer it anyway.
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                    continue;
-                };
-                let handler = handler.clone();
-                let env = env.clone();
-                inner.spawn(async move {
-                    execute(message, handler, env).await;
-                    drop(permit);
-                });
+                },
+                Some(_) = self.runs.join_next(), if !self.runs.is_empty() => {
+                    self.start_buffered();
+                }
+                _ = progress.tick() => self.keep_buffered(progress_every).await,
+                _ = sleep_until_opt(lost_requests_after) => {
+                    debug!(requested = self.requested, "pull requests lost (reconnect?); asking again");
+                    self.requested = 0;
+                }
+                _ = stop.changed() => {}
             }
-            // Unused slots go back as soon as the pull request ends.
-            drop(batch);
-            drop(permits);
-            while inner.join_next().await.is_some() {}
-        });
+        }
+        // Stopping: nothing more is requested, and prefetched runs go straight back.
+        drop(deliveries);
+        for (message, _) in self.buffered.drain(..) {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
     }
-    runs
+
+    /// Asks for enough messages to fill both windows, in batches of at least a quarter window
+    /// so a busy worker sends few requests.
+    async fn request_more(&mut self, inbox: &str) -> Result<(), async_nats::Error> {
+        let held = self.runs.len() + self.buffered.len() + self.requested;
+        let room = (2 * self.concurrency).saturating_sub(held);
+        let worth_it = room >= (self.concurrency / 2).max(1) || (self.requested == 0 && room > 0);
+        if !worth_it {
+            return Ok(());
+        }
+        let batch = BatchConfig {
+            batch: room,
+            expires: Some(PULL_EXPIRES),
+            ..Default::default()
+        };
+        self.consumer
+            .request_batch(batch, inbox.to_string().into())
+            .await?;
+        self.requested += room;
+        self.last_request = Some(Instant::now());
+        Ok(())
+    }
+
+    /// One message on the inbox: a run, or the server's word about a pull request.
+    fn delivered(&mut self, message: async_nats::Message) {
+        match message.status {
+            None | Some(StatusCode::OK) => {
+                self.requested = self.requested.saturating_sub(1);
+                let message = jetstream::Message {
+                    message,
+                    context: self.js.clone(),
+                };
+                self.buffered.push_back((message, Instant::now()));
+                self.start_buffered();
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            Some(status) => {
+                // 408 (expired) and 409 (e.g. leadership change) end a request; the header says
+                // how many of its messages will not come.
+                let unfilled = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pending-Messages"))
+                    .and_then(|v| v.as_str().parse::<usize>().ok());
+                match unfilled {
+                    Some(n) => self.requested = self.requested.saturating_sub(n),
+                    None => {
+                        debug!(%status, description = ?message.description, "pull request ended");
+                        self.requested = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts buffered messages while slots are free.
+    fn start_buffered(&mut self) {
+        while self.runs.len() < self.concurrency {
+            let Some((message, _)) = self.buffered.pop_front() else {
+                return;
+            };
+            self.runs
+                .spawn(execute(message, self.handler.clone(), self.env.clone()));
+        }
+    }
+
+    /// Tells the server we still hold the prefetched messages that have waited a while.
+    async fn keep_buffered(&mut self, every: Duration) {
+        let now = Instant::now();
+        for (message, since) in self.buffered.iter_mut() {
+            if now.duration_since(*since) >= every {
+                let _ = message.ack_with(AckKind::Progress).await;
+                *since = now;
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

@@ -85,7 +85,7 @@ impl std::fmt::Debug for WorkflowContext {
 #[derive(Clone)]
 pub struct Step {
     /// `polos_steps`.
-    store: Store,
+    store: Arc<Store>,
     /// The run these steps belong to.
     run_id: Arc<str>,
     /// True when this attempt created the run record, so no step can be stored yet and the
@@ -96,7 +96,7 @@ pub struct Step {
 }
 
 impl Step {
-    pub(crate) fn new(store: Store, run_id: &str, fresh: bool) -> Self {
+    pub(crate) fn new(store: Arc<Store>, run_id: &str, fresh: bool) -> Self {
         Step {
             store,
             run_id: Arc::from(run_id),

@@ -5,7 +5,7 @@
 //! | nothing (first delivery)        | create `running`, run the handler                         |
 //! | `completed`                     | ack, do not run again (a late duplicate)                  |
 //! | `running` / `failed`            | write `running` with this attempt, run (stored steps skip)|
-//! | attempt > max attempts          | write `failed` (a worker died in the last attempt), term  |
+//! | attempt > max attempts          | `failed` unless completed (a worker died in the last try) |
 //!
 //! | handler result                  | record                          | message                  |
 //! |---------------------------------|---------------------------------|--------------------------|
@@ -15,6 +15,7 @@
 //! | worker shutting down too long   | left `running`                  | nak now (another worker) |
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
@@ -43,10 +44,10 @@ pub(crate) struct RunSettings {
 /// Handles the worker needs for a run.
 #[derive(Clone)]
 pub(crate) struct RunEnv {
-    /// `polos_runs`.
-    pub runs: Store,
+    /// `polos_runs` (shared: a `Store` carries its stream's whole config, too much to clone per run).
+    pub runs: Arc<Store>,
     /// `polos_steps`.
-    pub steps: Store,
+    pub steps: Arc<Store>,
     /// Shared settings.
     pub settings: RunSettings,
     /// Becomes `true` when in-flight runs must be released (the shutdown grace period ended).
@@ -63,7 +64,7 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Executes one delivered fire to its ack/nak/term. Never panics; errors are logged.
-pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: RunEnv) {
+pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<RunEnv>) {
     let fire = match Fire::from_message(
         message.subject.as_str(),
         message.headers.as_ref(),
@@ -100,7 +101,17 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: RunEnv
     let settings = &env.settings;
 
     if attempt > settings.max_attempts {
-        // The server redelivered after the last attempt's worker stopped without an answer.
+        // The server redelivered after the last attempt's worker stopped without an answer —
+        // unless it stopped between writing `completed` and acking.
+        if let Ok(Some(entry)) = env.runs.entry(key.as_str()).await {
+            let done = entry.operation == Operation::Put
+                && serde_json::from_slice::<RunRecord>(&entry.value)
+                    .is_ok_and(|r| r.status == RunStatus::Completed);
+            if done {
+                send(&message, AckKind::Ack).await;
+                return;
+            }
+        }
         record.status = RunStatus::Failed;
         record.attempt = settings.max_attempts;
         record.finished_at = Some(Utc::now());
@@ -196,8 +207,8 @@ enum Claim {
 /// Writes `running` for this attempt, learning what was there before in the same round trip
 /// on the common path: a create (expected revision 0) fails only when a record exists.
 async fn claim(runs: &Store, key: &str, record: &RunRecord) -> Result<Claim, async_nats::Error> {
-    let bytes = serde_json::to_vec(record)?;
-    match runs.update(key, bytes.clone().into(), 0).await {
+    let bytes = bytes::Bytes::from(serde_json::to_vec(record)?);
+    match runs.update(key, bytes.clone(), 0).await {
         Ok(_) => return Ok(Claim::Fresh),
         Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
         Err(e) => return Err(e.into()),
@@ -211,7 +222,7 @@ async fn claim(runs: &Store, key: &str, record: &RunRecord) -> Result<Claim, asy
             }
         }
     }
-    runs.put(key, bytes.into()).await?;
+    runs.put(key, bytes).await?;
     Ok(Claim::Existing)
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -160,12 +161,12 @@ impl Worker {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (abort_tx, abort_rx) = watch::channel(false);
-        let env = RunEnv {
-            runs: runs_kv,
-            steps: steps_kv,
+        let env = Arc::new(RunEnv {
+            runs: Arc::new(runs_kv),
+            steps: Arc::new(steps_kv),
             settings,
             abort: abort_rx,
-        };
+        });
 
         let mut loops = JoinSet::new();
         for workflow in &self.workflows {
@@ -184,6 +185,7 @@ impl Worker {
                 })?;
             let consumer = ensure(&stream, &id, ack_wait).await?;
             loops.spawn(fetch_loop(
+                js.clone(),
                 consumer,
                 workflow.handler.clone(),
                 env.clone(),

@@ -760,3 +760,61 @@ async fn runs_list_and_get_show_status_and_steps() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_worker_lost_during_the_last_attempt_leaves_a_failed_run() {
+    let env = TestEnv::start().await;
+    let hang = Workflow::new("last-try", |_ctx, _p| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let crashed = tokio::spawn(
+        Worker::new(env.connect().await)
+            .workflow(hang)
+            .max_attempts(1)
+            .ack_wait(Duration::from_secs(1))
+            .run(std::future::pending()),
+    );
+    let fire = fire_at("last-try", "global", 0);
+    wait_consumer(&env.js, "last-try").await;
+    publish(&env.js, &fire).await;
+    wait_status(&env.js, "last-try", &fire.run_id, RunStatus::Running).await;
+    // Dropping the worker mid-run: no answer to the server, like a crash.
+    crashed.abort();
+    let _ = crashed.await;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let healthy = Workflow::new("last-try", move |_ctx, _p| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.client.clone())
+            .workflow(healthy)
+            .max_attempts(1)
+            .ack_wait(Duration::from_secs(1)),
+    );
+    let r = wait_status(&env.js, "last-try", &fire.run_id, RunStatus::Failed).await;
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 1 attempts"),
+        "{r:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no attempt beyond max_attempts"
+    );
+    eventually("terminated", || async {
+        outstanding(&env.js, "last-try").await == (0, 0)
+    })
+    .await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
