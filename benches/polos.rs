@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod api;
 mod raw;
 mod support;
 mod worker;
@@ -33,6 +34,20 @@ async fn main() -> anyhow::Result<()> {
             percentile(&samples, 99.0)
         );
     }
+    if run("api") {
+        let b = Bench::start().await?;
+        let (n, concurrency) = (20_000, 64);
+        let raw = raw::kv_cas(&b.js, "polos_schedules", n, concurrency).await?;
+        let api = api::upserts(&b, n, concurrency).await?;
+        report(
+            "API upserts vs raw KV CAS (/s)",
+            api,
+            raw,
+            "writes/s",
+            true,
+            "≥ 0.5",
+        );
+    }
     if run("worker") {
         let b = Bench::start().await?;
         let n = 20_000;
@@ -40,7 +55,14 @@ async fn main() -> anyhow::Result<()> {
         worker::publish_fires(&b.js, "bench-w", n).await?;
         let raw = raw::worker_loop(&b.js, "bench-raw-w", n, 64).await?;
         let ours = worker::polos_worker(b.client.clone(), "bench-w", n, 64).await?;
-        report("worker runs (3 KV writes + ack)", ours, raw, "runs/s", true, ">= 0.8");
+        report(
+            "worker runs (3 KV writes + ack)",
+            ours,
+            raw,
+            "runs/s",
+            true,
+            "≥ 0.8",
+        );
     }
     Ok(())
 }

@@ -8,6 +8,9 @@
 //! | [`cron`] | pure cron + time-zone engine: parse, normalize into saffron, DST rules, `next_after` |
 //! | [`config`] | figment layers: defaults < `polos.toml` < `POLOS_*` env < flags |
 //! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
+//! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows` |
+//! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
+//! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
@@ -19,9 +22,14 @@
 //! one durable consumer per workflow, record runs in `polos_runs` and step results in
 //! `polos_steps`, so a redelivered run skips completed steps.
 
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cron;
 pub mod model;
 pub mod nats;
+pub mod store;
 pub mod worker;
+
+pub use client::{schedules, PolosClient};

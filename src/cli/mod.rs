@@ -1,7 +1,9 @@
 //! The `polos` command line. Each subcommand lives in its own file and returns an exit code;
 //! `src/main.rs` only parses arguments and calls [`run`].
 
+mod cron;
 mod runs;
+mod schedules;
 mod streams;
 
 use std::path::PathBuf;
@@ -39,6 +41,11 @@ pub enum Command {
     /// JetStream buckets and streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Cron expressions: check when one fires.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
+    /// Create, inspect and manage schedules through the API.
+    Schedules(schedules::SchedulesArgs),
     /// Runs recorded by workers: list them, or show one with its steps.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -59,6 +66,8 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
+        Command::Cron(ref cmd) => cron::run(cmd),
+        Command::Schedules(ref args) => schedules::run(&cli, args).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
     }
 }

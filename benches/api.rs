@@ -1,0 +1,39 @@
+//! The schedules API measured against raw KV compare-and-swap writes (design §10: ≥ 0.5).
+
+use futures::StreamExt;
+
+use crate::support::Bench;
+
+/// `n` upserts of distinct schedules through the API (served in-process on its own
+/// connection, like `polos scheduler`), `concurrency` requests in flight; upserts per second.
+pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = polos::api::start(
+        async_nats::connect(b.server.url()).await?,
+        &Default::default(),
+    )
+    .await?;
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let client = polos::PolosClient::from_nats(async_nats::connect(b.server.url()).await?);
+    let start = std::time::Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                polos::schedules::create(&client, "bench", "0 8 * * *", "UTC", &format!("user_{i}"))
+                    .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|r| {
+            r.expect("upsert");
+            async {}
+        })
+        .await;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    serving.await??;
+    Ok(rate)
+}

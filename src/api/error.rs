@@ -1,0 +1,159 @@
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::cron::CronError;
+use crate::model::ValidationError;
+use crate::store::StoreError;
+
+/// The error codes of the contract (design §3), as they appear in `{"error":{"code"}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, a required field missing, an unknown field, a wrong type, too large.
+    InvalidRequest,
+    /// The cron expression does not parse or can never fire.
+    InvalidCron,
+    /// The zone is not an IANA name.
+    InvalidTimezone,
+    /// The workflow id is not `[A-Za-z0-9_-]{1,128}`.
+    InvalidWorkflow,
+    /// The key is empty or longer than 256 bytes.
+    InvalidKey,
+    /// The workflow is registered with `schedulable: false`.
+    NotSchedulable,
+    /// No such schedule (404).
+    NotFound,
+    /// KV or JetStream trouble on the server side (500).
+    Internal,
+    /// A code this version does not know (a newer server); treated like `internal`.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidCron => "invalid_cron",
+            ErrorCode::InvalidTimezone => "invalid_timezone",
+            ErrorCode::InvalidWorkflow => "invalid_workflow",
+            ErrorCode::InvalidKey => "invalid_key",
+            ErrorCode::NotSchedulable => "not_schedulable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// The `Nats-Service-Error-Code` status: 404 for `not_found`, 500 for `internal`, else 400.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 404,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+            _ => 400,
+        }
+    }
+
+    /// Whether the caller sent something wrong (as opposed to a missing schedule or a server
+    /// problem).
+    pub fn is_invalid_input(self) -> bool {
+        self.status() == 400
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API error: the body `{"error":{"code","message"}}` and the micro error headers.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The contract's error code.
+    pub code: ErrorCode,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}
+
+/// The reply body of a failed request: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// `not_found`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    /// `internal`.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+}
+
+/// Drops a leading `"<code>: "` from an error's text: the code is already a field of its own.
+fn without_code(text: String, code: ErrorCode) -> String {
+    match text
+        .strip_prefix(code.as_str())
+        .and_then(|t| t.strip_prefix(": "))
+    {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        let code = match e {
+            ValidationError::InvalidWorkflow { .. } => ErrorCode::InvalidWorkflow,
+            ValidationError::InvalidKey { .. } => ErrorCode::InvalidKey,
+        };
+        ApiError::new(code, without_code(e.to_string(), code))
+    }
+}
+
+impl From<CronError> for ApiError {
+    fn from(e: CronError) -> Self {
+        let code = match e {
+            CronError::InvalidCron { .. } => ErrorCode::InvalidCron,
+            CronError::InvalidTimezone { .. } => ErrorCode::InvalidTimezone,
+        };
+        ApiError::new(code, without_code(e.to_string(), code))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+/// Why the API service could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The KV buckets could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The micro service or one of its endpoints could not be registered.
+    #[error("cannot start the NATS micro service polos: {0}")]
+    Service(String),
+}

@@ -1,0 +1,35 @@
+//! The schedules API: the NATS micro service `polos` (design §3), hosted by `polos scheduler`.
+//!
+//! Every replica joins the same queue group, so a request is answered by exactly one of them.
+//! Validation lives only here (the Rust client, the CLI and other-language clients all send plain
+//! requests), and a request is validated completely before anything is written.
+//!
+//! | subject | request | reply |
+//! |---|---|---|
+//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?}` |
+//! | `polos.schedules.get` | [`KeyRequest`] `{"workflow","key"?}` | [`ScheduleView`]: the record + `"state"` + `"next":[5]` (+ `"error"` when its cron/zone is invalid) |
+//! | `polos.schedules.list` | [`ListRequest`] `{"workflow"?,"after"?,"limit"?}` | [`ListReply`] `{"schedules":[..],"invalid":[{"kv_key","error"}],"next_after"?}` |
+//! | `polos.schedules.delete` | [`KeyRequest`] | [`DeleteReply`] `{"deleted"}` |
+//! | `polos.schedules.pause` / `.resume` | [`PauseRequest`] `{"workflow","key"?,"note"?}` | the record |
+//! | `polos.schedules.trigger` | [`KeyRequest`] | [`TriggerReply`] `{"run_id"}` |
+//! | `polos.workflows.list` | `{}` | [`WorkflowsReply`] `{"workflows":[..],"invalid":[..]}` |
+//!
+//! Errors carry the micro headers `Nats-Service-Error-Code` (400, 404 for `not_found`, 500 for
+//! `internal`) and `Nats-Service-Error`, and the body `{"error":{"code","message"}}` (see
+//! [`ErrorCode`]). A request published without a reply subject is applied all the same.
+//! Omitted optional upsert fields keep an existing record's value (`paused`, `note`, catch-up).
+
+mod decode;
+mod error;
+mod handlers;
+mod registry;
+mod service;
+mod types;
+
+pub use crate::store::InvalidEntry;
+pub use error::{ApiError, ErrorCode, ServeError};
+pub use service::{serve, start, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
+pub use types::{
+    DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
+    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
+};

@@ -1,0 +1,368 @@
+//! Registering the micro service `polos`, dispatching requests to handlers and answering them.
+//!
+//! Writes are spread over [`SHARDS`] sequential workers by a hash of workflow + key: requests
+//! for different schedules run concurrently (the API keeps up with raw KV compare-and-swap),
+//! while two plain publishes for the same schedule are applied in the order they arrived.
+//! Reads run as independent tasks.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, Service, ServiceExt};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::stream::{select_all, BoxStream};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::error::{ApiError, ErrorBody, ServeError};
+use super::handlers::Handlers;
+use super::registry::Registry;
+use crate::config::Config;
+use crate::model::names::SERVICE_NAME;
+use crate::model::DEFAULT_KEY;
+use crate::store::ScheduleStore;
+
+/// Largest request body accepted (64 KiB); larger ones are `invalid_request`. Every valid request
+/// is far smaller, and the cap bounds the work a single message can cause.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest `note`, in bytes.
+pub const MAX_NOTE_BYTES: usize = 4096;
+/// Number of sequential write workers.
+const SHARDS: usize = 128;
+/// Requests queued per write worker before the dispatcher waits (backpressure).
+const SHARD_QUEUE: usize = 256;
+/// Most read requests in flight at once.
+const MAX_READS: usize = 256;
+/// How long a round trip to the server may take at start and shutdown.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests already accepted to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which endpoint a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Upsert,
+    Get,
+    List,
+    Delete,
+    Pause,
+    Resume,
+    Trigger,
+    WorkflowsList,
+}
+
+impl Op {
+    fn is_write(self) -> bool {
+        matches!(
+            self,
+            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger
+        )
+    }
+}
+
+/// The registered service, ready to answer once [`ApiServer::run`] is polled.
+///
+/// Its subscriptions exist (and the server has seen them) when [`start`] returns, so a request
+/// sent after that is never answered with "no responders".
+pub struct ApiServer {
+    /// Keeps the micro service (ping/info/stats) registered.
+    service: Service,
+    /// Every endpoint's requests, tagged with the endpoint.
+    requests: BoxStream<'static, (Op, Request)>,
+    /// What answers them.
+    handlers: Arc<Handlers>,
+    /// The service's connection, checked at shutdown so the unsubscribes reach the server
+    /// before `run` returns (a request sent afterwards gets "no responders", not a timeout).
+    client: async_nats::Client,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").finish_non_exhaustive()
+    }
+}
+
+/// Opens the buckets and registers the micro service `polos` with every endpoint of design §3.
+///
+/// `config` is accepted so the signature stays stable when the API grows settings.
+pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiServer, ServeError> {
+    let js = async_nats::jetstream::new(client.clone());
+    let store = ScheduleStore::open(&js).await?;
+    let service = client
+        .service_builder()
+        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
+        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ServeError::Service(e.to_string()))?;
+    let schedules = service.group("polos").group("schedules");
+    let workflows = service.group("polos").group("workflows");
+    let mut streams: Vec<BoxStream<'static, (Op, Request)>> = Vec::new();
+    for (op, group, name) in [
+        (Op::Upsert, &schedules, "upsert"),
+        (Op::Get, &schedules, "get"),
+        (Op::List, &schedules, "list"),
+        (Op::Delete, &schedules, "delete"),
+        (Op::Pause, &schedules, "pause"),
+        (Op::Resume, &schedules, "resume"),
+        (Op::Trigger, &schedules, "trigger"),
+        (Op::WorkflowsList, &workflows, "list"),
+    ] {
+        let endpoint = group
+            .endpoint(name)
+            .await
+            .map_err(|e| ServeError::Service(format!("endpoint {name}: {e}")))?;
+        streams.push(endpoint.map(move |request| (op, request)).boxed());
+    }
+    round_trip(&client)
+        .await
+        .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?;
+    Ok(ApiServer {
+        service,
+        requests: select_all(streams).boxed(),
+        handlers: Arc::new(Handlers {
+            registry: Registry::start(store.clone()),
+            store,
+            js,
+        }),
+        client,
+    })
+}
+
+/// Runs the API until `shutdown` completes: [`start`] then [`ApiServer::run`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = polos::config::Config::from_env()?;
+/// let client = polos::nats::connect(&config.nats).await?;
+/// polos::api::serve(client, &config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve(
+    client: async_nats::Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    start(client, config).await?.run(shutdown).await
+}
+
+impl ApiServer {
+    /// Answers requests until `shutdown` completes, then unregisters the service and lets the
+    /// requests already accepted finish (bounded by a drain timeout).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let ApiServer {
+            service,
+            mut requests,
+            handlers,
+            client,
+        } = self;
+        let mut tasks = JoinSet::new();
+        let mut shards = Vec::with_capacity(SHARDS);
+        for _ in 0..SHARDS {
+            let (tx, mut rx) = mpsc::channel::<(Op, Request)>(SHARD_QUEUE);
+            let handlers = handlers.clone();
+            tasks.spawn(async move {
+                while let Some((op, request)) = rx.recv().await {
+                    // Each request in its own task, awaited in order: a bug that panics in one
+                    // handler then fails that request, not every later write of this worker.
+                    let handlers = handlers.clone();
+                    let handled =
+                        tokio::spawn(async move { handle(&handlers, op, request).await }).await;
+                    if let Err(e) = handled {
+                        tracing::error!(error = %e, "a schedules API handler failed");
+                    }
+                }
+            });
+            shards.push(tx);
+        }
+        let reads = Arc::new(Semaphore::new(MAX_READS));
+        tokio::pin!(shutdown);
+        loop {
+            let (op, request) = tokio::select! {
+                _ = &mut shutdown => break,
+                next = requests.next() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+            if op.is_write() {
+                let shard = shard_of(&request.message.payload);
+                if shards[shard].send((op, request)).await.is_err() {
+                    tracing::error!("a write worker of the schedules API stopped; request dropped");
+                }
+            } else {
+                let Ok(permit) = reads.clone().acquire_owned().await else {
+                    break;
+                };
+                let handlers = handlers.clone();
+                tasks.spawn(async move {
+                    handle(&handlers, op, request).await;
+                    drop(permit);
+                });
+            }
+        }
+        drop(requests);
+        if let Err(e) = service.stop().await {
+            tracing::warn!(error = %e, "stopping the micro service");
+        }
+        if let Err(e) = round_trip(&client).await {
+            tracing::warn!(error = %e, "confirming the unsubscribes of the schedules API");
+        }
+        drop(shards);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "schedules API requests still running after {DRAIN_TIMEOUT:?}; abandoned"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the server has processed everything this connection sent so far (subscribes,
+/// unsubscribes): a message to our own inbox comes back only after them. `flush` alone only
+/// empties our socket buffer, which leaves another connection's request free to race ahead.
+async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the connection closed".to_string()),
+        Err(_) => Err(format!(
+            "no echo from the server within {ROUND_TRIP_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// The write worker of a request: a hash of its workflow and key, so writes to one schedule stay
+/// in order. Bodies that are too big or not JSON go to worker 0, which refuses them.
+fn shard_of(body: &[u8]) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        workflow: Option<String>,
+        key: Option<String>,
+    }
+    if body.len() > MAX_REQUEST_BYTES {
+        return 0;
+    }
+    let Ok(Target { workflow, key }) = serde_json::from_slice::<Target>(body) else {
+        return 0;
+    };
+    let mut hasher = DefaultHasher::new();
+    workflow.unwrap_or_default().hash(&mut hasher);
+    key.as_deref().unwrap_or(DEFAULT_KEY).hash(&mut hasher);
+    // The remainder is below SHARDS, so it fits any usize.
+    usize::try_from(hasher.finish() % SHARDS as u64).unwrap_or(0)
+}
+
+/// Runs the handler of `op` and answers; a request without a reply subject (a plain publish) is
+/// applied all the same, and its outcome is logged instead.
+async fn handle(handlers: &Handlers, op: Op, request: Request) {
+    let body = &request.message.payload;
+    let result = match op {
+        Op::Upsert => json(handlers.upsert(body).await),
+        Op::Get => json(handlers.get(body).await),
+        Op::List => json(handlers.list(body).await),
+        Op::Delete => json(handlers.delete(body).await),
+        Op::Pause => json(handlers.set_paused(body, true).await),
+        Op::Resume => json(handlers.set_paused(body, false).await),
+        Op::Trigger => json(handlers.trigger(body).await),
+        Op::WorkflowsList => json(handlers.workflows(body).await),
+    };
+    let subject = request.message.subject.as_str();
+    if request.message.reply.is_none() {
+        match &result {
+            Ok(_) => tracing::debug!(subject, "applied a request published without reply subject"),
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "refused a request published without reply subject")
+            }
+        }
+        return;
+    }
+    if let Err(e) = &result {
+        tracing::debug!(subject, error = %e, "refused a request");
+    }
+    let sent = match result {
+        Ok(body) => request.respond(Ok(body)).await,
+        Err(error) => {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Service-Error", header_text(&error).as_str());
+            headers.insert(
+                "Nats-Service-Error-Code",
+                error.code.status().to_string().as_str(),
+            );
+            let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
+            request
+                .respond_with_headers(Ok(Bytes::from(body)), headers)
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(subject, error = %e, "could not send a reply");
+    }
+}
+
+fn json<T: Serialize>(result: Result<T, ApiError>) -> Result<Bytes, ApiError> {
+    let value = result?;
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("cannot encode the reply: {e}")))
+}
+
+/// The `Nats-Service-Error` header: the error on one printable-ASCII line (headers cannot carry
+/// line breaks, and a long message belongs in the body).
+fn header_text(error: &ApiError) -> String {
+    let text: String = error
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(256)
+        .collect();
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `polos scheduler` spawns the API next to the ticker: the future must be `Send`. This
+    /// does not compile otherwise.
+    #[allow(dead_code)]
+    fn serve_is_send(client: async_nats::Client, config: &Config) -> impl Send + '_ {
+        serve(client, config, async {})
+    }
+
+    #[test]
+    fn writes_of_one_schedule_share_a_worker() {
+        let a = shard_of(br#"{"workflow":"wf","cron":"0 8 * * *","key":"user_1"}"#);
+        let b = shard_of(br#"{"key":"user_1","workflow":"wf","note":"x"}"#);
+        assert_eq!(a, b);
+        // No key means the default key.
+        assert_eq!(
+            shard_of(br#"{"workflow":"wf"}"#),
+            shard_of(br#"{"workflow":"wf","key":"global"}"#)
+        );
+        assert!((0..SHARDS).contains(&shard_of(b"not json")));
+    }
+}

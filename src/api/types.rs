@@ -1,0 +1,328 @@
+//! Request and reply bodies of every endpoint (design §3). The Rust client serializes the same
+//! types the service decodes, so the two cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decode::{ApiRequest, Field, Kind};
+use crate::model::{CatchupPolicy, ScheduleRecord, ScheduleState, WorkflowRecord, DEFAULT_KEY};
+use crate::store::InvalidEntry;
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+fn default_key() -> String {
+    DEFAULT_KEY.to_string()
+}
+
+/// `polos.schedules.upsert`: create or update the schedule of `workflow` + `key`.
+///
+/// Optional fields left out (`paused`, `note`, `catchup`, `catchup_window_secs`) keep the
+/// existing record's value on an update, so re-running a program's `create` does not un-pause a
+/// schedule an operator paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    /// The workflow to fire.
+    pub workflow: String,
+    /// 5-field cron expression.
+    pub cron: String,
+    /// IANA zone of the cron's wall clock; `UTC` by default.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The schedule key (a user id, …); `global` by default.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Store the schedule paused (or un-pause it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What to do with instants missed while no scheduler ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<CatchupPolicy>,
+    /// How far back catch-up looks, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_window_secs: Option<u64>,
+}
+
+impl UpsertRequest {
+    /// A request for the `global` schedule of `workflow` in UTC; set the public fields for more.
+    ///
+    /// ```
+    /// let request = polos::api::UpsertRequest {
+    ///     timezone: "America/Los_Angeles".into(),
+    ///     key: "user_123".into(),
+    ///     ..polos::api::UpsertRequest::new("user-reminder", "0 8 * * *")
+    /// };
+    /// assert_eq!(request.key, "user_123");
+    /// ```
+    pub fn new(workflow: &str, cron: &str) -> UpsertRequest {
+        UpsertRequest {
+            workflow: workflow.to_string(),
+            cron: cron.to_string(),
+            timezone: default_timezone(),
+            key: default_key(),
+            paused: None,
+            note: None,
+            catchup: None,
+            catchup_window_secs: None,
+        }
+    }
+}
+
+impl ApiRequest for UpsertRequest {
+    const EXAMPLE: &'static str = r#"{"workflow":"user-reminder","cron":"0 8 * * *","timezone":"America/Los_Angeles","key":"user_123"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("workflow", Kind::String),
+        Field::required("cron", Kind::String),
+        Field::optional("timezone", Kind::String),
+        Field::optional("key", Kind::String),
+        Field::optional("paused", Kind::Bool),
+        Field::optional("note", Kind::String),
+        Field::optional("catchup", Kind::OneOf(&["latest", "all", "skip"])),
+        Field::optional("catchup_window_secs", Kind::Uint),
+    ];
+}
+
+/// The reply to an upsert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertReply {
+    /// The schedule's id: the same for every upsert of one workflow + key.
+    pub schedule_id: String,
+    /// `true` when the schedule did not exist before.
+    pub created: bool,
+    /// The next 5 instants of the cron (whether or not the schedule is paused).
+    #[serde(with = "rfc3339_vec")]
+    pub next: Vec<DateTime<Utc>>,
+    /// Set when no worker has registered the workflow yet: the schedule is stored, and its fires
+    /// wait in the stream until a worker for it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// `get`, `delete` and `trigger`: names one schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// The workflow.
+    pub workflow: String,
+    /// The schedule key; `global` by default.
+    #[serde(default = "default_key")]
+    pub key: String,
+}
+
+impl ApiRequest for KeyRequest {
+    const EXAMPLE: &'static str = r#"{"workflow":"user-reminder","key":"user_123"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("workflow", Kind::String),
+        Field::optional("key", Kind::String),
+    ];
+}
+
+/// `pause` and `resume`: names one schedule, optionally with a note saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// The workflow.
+    pub workflow: String,
+    /// The schedule key; `global` by default.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Replaces the record's note when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl ApiRequest for PauseRequest {
+    const EXAMPLE: &'static str =
+        r#"{"workflow":"user-reminder","key":"user_123","note":"user on holiday"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("workflow", Kind::String),
+        Field::optional("key", Kind::String),
+        Field::optional("note", Kind::String),
+    ];
+}
+
+/// `list`: every schedule, or those of one workflow, one page at a time.
+///
+/// A reply must fit in one NATS message (1 MiB by default), so it holds at most `limit`
+/// entries (valid and invalid together, in KV key order); when more remain, the reply's
+/// `next_after` is the `after` of the next page. [`crate::schedules::list`] follows the pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// Only this workflow's schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Start after this KV key (the previous reply's `next_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Most entries in the reply; at most (and by default) [`MAX_LIST_PAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// The largest page `list` replies with: 500 entries of at most ~1.5 KiB each stay well under
+/// the 1 MiB default max payload.
+pub const MAX_LIST_PAGE: u64 = 500;
+
+impl ApiRequest for ListRequest {
+    const EXAMPLE: &'static str = r#"{"workflow":"user-reminder"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::optional("workflow", Kind::String),
+        Field::optional("after", Kind::String),
+        Field::optional("limit", Kind::Uint),
+    ];
+    const EMPTY_OK: bool = true;
+}
+
+/// `workflows.list`: no parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsRequest {}
+
+impl ApiRequest for WorkflowsRequest {
+    const EXAMPLE: &'static str = "{}";
+    const FIELDS: &'static [Field] = &[];
+    const EMPTY_OK: bool = true;
+}
+
+/// One schedule as `get` and `list` show it: the stored record, the scheduler's state and the
+/// upcoming instants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    /// The stored record (its fields appear at the top level of the JSON).
+    #[serde(flatten)]
+    pub record: ScheduleRecord,
+    /// The scheduler's state record, `null` before the first fire.
+    pub state: Option<ScheduleState>,
+    /// Upcoming instants of the cron: 5 from `get`, 1 from `list`.
+    #[serde(with = "rfc3339_vec")]
+    pub next: Vec<DateTime<Utc>>,
+    /// Why the stored cron or zone cannot fire, when it cannot (only `get` shows such records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The reply to `list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListReply {
+    /// Valid schedules, in KV key order.
+    pub schedules: Vec<ScheduleView>,
+    /// Stored values that are not valid schedules, with the reason; never fatal.
+    #[serde(default)]
+    pub invalid: Vec<InvalidEntry>,
+    /// Present when more entries remain: send it as `after` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// The reply to `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteReply {
+    /// Whether a schedule existed and was deleted.
+    pub deleted: bool,
+}
+
+/// The reply to `trigger`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerReply {
+    /// The run id of the manual fire (`<schedule_id>-m<nuid>`).
+    pub run_id: String,
+}
+
+/// The reply to `workflows.list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowsReply {
+    /// Every workflow a worker registered.
+    pub workflows: Vec<WorkflowRecord>,
+    /// Stored values that are not registrations.
+    #[serde(default)]
+    pub invalid: Vec<InvalidEntry>,
+}
+
+/// serde for a list of instants in the contract's form.
+mod rfc3339_vec {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[DateTime<Utc>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|t| crate::model::time::format_instant(*t)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DateTime<Utc>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| {
+                crate::model::time::parse_instant(text).map_err(|e| {
+                    serde::de::Error::custom(format!("{text:?} is not an RFC 3339 instant: {e}"))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoding schema of each request must name exactly the struct's fields.
+    fn fields_match<T: ApiRequest + Serialize>(full: T) {
+        let value = serde_json::to_value(full).unwrap();
+        let mut names: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut schema: Vec<&str> = T::FIELDS.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        schema.sort_unstable();
+        assert_eq!(names, schema);
+    }
+
+    #[test]
+    fn schemas_match_structs() {
+        fields_match(UpsertRequest {
+            paused: Some(true),
+            note: Some("n".into()),
+            catchup: Some(CatchupPolicy::All),
+            catchup_window_secs: Some(1),
+            ..UpsertRequest::new("wf", "* * * * *")
+        });
+        fields_match(KeyRequest {
+            workflow: "wf".into(),
+            key: "k".into(),
+        });
+        fields_match(PauseRequest {
+            workflow: "wf".into(),
+            key: "k".into(),
+            note: Some("n".into()),
+        });
+        fields_match(ListRequest {
+            workflow: Some("wf".into()),
+            after: Some("wf.a".into()),
+            limit: Some(5),
+        });
+        fields_match(WorkflowsRequest {});
+    }
+
+    #[test]
+    fn view_flattens_the_record() {
+        let view = ScheduleView {
+            record: ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC"),
+            state: None,
+            next: vec![crate::model::time::parse_instant("2026-11-26T09:00:00Z").unwrap()],
+            error: None,
+        };
+        let v = serde_json::to_value(&view).unwrap();
+        assert_eq!(v["cron"], "0 9 * * *");
+        assert_eq!(v["state"], serde_json::Value::Null);
+        assert_eq!(v["next"][0], "2026-11-26T09:00:00Z");
+        let back: ScheduleView = serde_json::from_value(v).unwrap();
+        assert_eq!(back, view);
+    }
+}

@@ -1,0 +1,446 @@
+//! [`ScheduleStore`]: the typed view of the three buckets the schedules API works on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::scan::{scan, RawEntry};
+use super::StoreError;
+use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
+use crate::model::{schedule_kv_key, RecordError, ScheduleRecord, ScheduleState, WorkflowRecord};
+
+/// How many compare-and-swap rounds one write may lose before giving up. Every lost round means
+/// another writer succeeded, so with N concurrent writers of one key N rounds always suffice.
+const MAX_CAS_ATTEMPTS: u32 = 200;
+
+/// The schedule definitions, their scheduler state and the workflow registrations.
+#[derive(Clone)]
+pub struct ScheduleStore {
+    /// Needed for the inbox of listing consumers.
+    client: async_nats::Client,
+    /// `polos_schedules`: definitions, written here with CAS.
+    schedules: Store,
+    /// The stream behind `polos_schedules`, for one-pass listings.
+    schedules_stream: Stream,
+    /// `polos_schedule_state`: read here, written by the scheduler.
+    state: Store,
+    /// The stream behind `polos_schedule_state`.
+    state_stream: Stream,
+    /// `polos_workflows`: read here, written by workers.
+    workflows: Store,
+    /// The stream behind `polos_workflows`.
+    workflows_stream: Stream,
+}
+
+impl std::fmt::Debug for ScheduleStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduleStore").finish_non_exhaustive()
+    }
+}
+
+/// A schedule's latest stored value, read or not.
+#[derive(Debug)]
+pub struct StoredSchedule {
+    /// `<workflow>.<encoded key>`.
+    pub kv_key: String,
+    /// The entry's revision.
+    pub revision: u64,
+    /// The record, or why the stored value is not one.
+    pub record: Result<ScheduleRecord, RecordError>,
+}
+
+/// The result of a successful upsert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    /// What is now stored.
+    pub record: ScheduleRecord,
+    /// Its revision.
+    pub revision: u64,
+    /// Whether no live value existed before (a create, not an update).
+    pub created: bool,
+}
+
+/// A stored value a listing skipped because it is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidEntry {
+    /// The KV key of the broken value.
+    pub kv_key: String,
+    /// Why it is not valid and how to fix it.
+    pub error: String,
+}
+
+/// All valid records under a filter plus the values that could not be read.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The valid records, in KV key order (`<workflow>.<encoded key>`).
+    pub schedules: Vec<ScheduleRecord>,
+    /// The values that are not records.
+    pub invalid: Vec<InvalidEntry>,
+}
+
+impl ScheduleStore {
+    /// Opens the three buckets; they must exist (`polos streams apply` creates them).
+    pub async fn open(js: &Context) -> Result<ScheduleStore, StoreError> {
+        let open_kv = |bucket: &'static str| async move {
+            js.get_key_value(bucket)
+                .await
+                .map_err(|e| StoreError::Open {
+                    bucket,
+                    source: e.into(),
+                })
+        };
+        let open_stream = |bucket: &'static str| async move {
+            js.get_stream(format!("KV_{bucket}"))
+                .await
+                .map_err(|e| StoreError::Open {
+                    bucket,
+                    source: e.into(),
+                })
+        };
+        Ok(ScheduleStore {
+            client: js.client(),
+            schedules: open_kv(SCHEDULES_BUCKET).await?,
+            schedules_stream: open_stream(SCHEDULES_BUCKET).await?,
+            state: open_kv(SCHEDULE_STATE_BUCKET).await?,
+            state_stream: open_stream(SCHEDULE_STATE_BUCKET).await?,
+            workflows: open_kv(WORKFLOWS_BUCKET).await?,
+            workflows_stream: open_stream(WORKFLOWS_BUCKET).await?,
+        })
+    }
+
+    /// The latest live value of `workflow` + `key`, `None` when there is none (never written,
+    /// deleted or purged).
+    pub async fn get(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<StoredSchedule>, StoreError> {
+        let kv_key = schedule_kv_key(workflow, key);
+        let entry = self.entry(&kv_key).await?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .map(|e| StoredSchedule {
+                record: ScheduleRecord::from_kv(&kv_key, &e.value),
+                revision: e.revision,
+                kv_key,
+            }))
+    }
+
+    /// Creates or updates `workflow` + `key` with compare-and-swap.
+    ///
+    /// `build` receives the current record (`None` when there is none or the stored value is
+    /// unreadable) and returns the record to store. It is called again after every lost race,
+    /// with the winner's record, so whatever it keeps from the current record (`created_at`) is
+    /// never lost and concurrent upserts converge to one of the written values.
+    pub async fn upsert<F>(
+        &self,
+        workflow: &str,
+        key: &str,
+        mut build: F,
+    ) -> Result<Upserted, StoreError>
+    where
+        F: FnMut(Option<&ScheduleRecord>) -> ScheduleRecord,
+    {
+        let kv_key = schedule_kv_key(workflow, key);
+        // Optimistic create first: a new schedule then costs one KV round trip instead of a
+        // read plus a write. If the key has any history (a value or a tombstone) the write is
+        // refused and the read-modify-CAS loop below takes over.
+        let record = build(None);
+        if let Some(revision) = self.cas(&kv_key, &record, 0).await? {
+            return Ok(Upserted {
+                record,
+                revision,
+                created: true,
+            });
+        }
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let entry = self.entry(&kv_key).await?;
+            let live = entry.as_ref().filter(|e| e.operation == Operation::Put);
+            let current = live.and_then(|e| ScheduleRecord::from_kv(&kv_key, &e.value).ok());
+            let record = build(current.as_ref());
+            // A tombstone has a revision too: expecting it makes re-creating a deleted key a CAS
+            // as well. Revision 0 means "the key must not exist".
+            let expected = entry.as_ref().map_or(0, |e| e.revision);
+            match self.cas(&kv_key, &record, expected).await? {
+                Some(revision) => {
+                    return Ok(Upserted {
+                        record,
+                        revision,
+                        created: live.is_none(),
+                    })
+                }
+                None => backoff(attempt).await,
+            }
+        }
+        Err(self.contended(kv_key))
+    }
+
+    /// Applies `change` to the stored record with compare-and-swap. `Ok(None)` when there is no
+    /// live record; [`StoreError::BadRecord`] when the stored value is not a record.
+    pub async fn modify<F>(
+        &self,
+        workflow: &str,
+        key: &str,
+        mut change: F,
+    ) -> Result<Option<ScheduleRecord>, StoreError>
+    where
+        F: FnMut(&mut ScheduleRecord),
+    {
+        let kv_key = schedule_kv_key(workflow, key);
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let Some(entry) = self
+                .entry(&kv_key)
+                .await?
+                .filter(|e| e.operation == Operation::Put)
+            else {
+                return Ok(None);
+            };
+            let mut record = ScheduleRecord::from_kv(&kv_key, &entry.value)?;
+            change(&mut record);
+            match self.cas(&kv_key, &record, entry.revision).await? {
+                Some(_) => return Ok(Some(record)),
+                None => backoff(attempt).await,
+            }
+        }
+        Err(self.contended(kv_key))
+    }
+
+    /// Pauses or resumes a schedule, replacing its note when one is given and stamping
+    /// `updated_at` (the scheduler resumes from that instant, without catching up the paused
+    /// time). `Ok(None)` when there is no such schedule.
+    pub async fn set_paused(
+        &self,
+        workflow: &str,
+        key: &str,
+        paused: bool,
+        note: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.modify(workflow, key, |record| {
+            record.paused = paused;
+            if let Some(note) = note {
+                record.note = Some(note.to_string());
+            }
+            record.updated_at = Some(now);
+        })
+        .await
+    }
+
+    /// Deletes a schedule (a KV tombstone, so watchers see the delete) and purges its state.
+    /// Returns whether a live value existed.
+    pub async fn delete(&self, workflow: &str, key: &str) -> Result<bool, StoreError> {
+        let kv_key = schedule_kv_key(workflow, key);
+        let live = self
+            .entry(&kv_key)
+            .await?
+            .is_some_and(|e| e.operation == Operation::Put);
+        if !live {
+            return Ok(false);
+        }
+        self.schedules
+            .delete(&kv_key)
+            .await
+            .map_err(|e| StoreError::Write {
+                bucket: SCHEDULES_BUCKET,
+                kv_key: kv_key.clone(),
+                source: e.into(),
+            })?;
+        // A re-created schedule must not inherit the old one's `last_timestamp`.
+        if let Err(e) = self.state.purge(&kv_key).await {
+            tracing::warn!(kv_key, error = %e, "could not purge the state of a deleted schedule");
+        }
+        Ok(true)
+    }
+
+    /// Every schedule (or every schedule of `workflow`), split into valid records and values
+    /// that are not records. One pass over the bucket, never one request per key.
+    pub async fn list(&self, workflow: Option<&str>) -> Result<Listing, StoreError> {
+        let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
+        let entries = scan(
+            &self.client,
+            &self.schedules_stream,
+            SCHEDULES_BUCKET,
+            &filter,
+        )
+        .await?;
+        let mut listing = Listing::default();
+        for RawEntry { kv_key, value, .. } in entries {
+            match ScheduleRecord::from_kv(&kv_key, &value) {
+                Ok(record) => listing.schedules.push(record),
+                Err(e) => listing.invalid.push(InvalidEntry {
+                    error: e.to_string(),
+                    kv_key,
+                }),
+            }
+        }
+        // The replay comes in write order; people and scripts expect key order.
+        listing
+            .schedules
+            .sort_by(|a, b| (&a.workflow, &a.key).cmp(&(&b.workflow, &b.key)));
+        listing.invalid.sort_by(|a, b| a.kv_key.cmp(&b.kv_key));
+        Ok(listing)
+    }
+
+    /// The scheduler's state record of one schedule. An unreadable state value counts as none
+    /// (the scheduler rewrites it at the next fire) and is logged.
+    pub async fn state(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<ScheduleState>, StoreError> {
+        let kv_key = schedule_kv_key(workflow, key);
+        let value = self
+            .state
+            .get(&kv_key)
+            .await
+            .map_err(|e| StoreError::Read {
+                bucket: SCHEDULE_STATE_BUCKET,
+                kv_key: kv_key.clone(),
+                source: e.into(),
+            })?;
+        Ok(value.and_then(|v| parse_logged(SCHEDULE_STATE_BUCKET, &kv_key, &v)))
+    }
+
+    /// The state records of every schedule (or every schedule of `workflow`), by KV key.
+    pub async fn states(
+        &self,
+        workflow: Option<&str>,
+    ) -> Result<HashMap<String, ScheduleState>, StoreError> {
+        let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
+        let entries = scan(
+            &self.client,
+            &self.state_stream,
+            SCHEDULE_STATE_BUCKET,
+            &filter,
+        )
+        .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let state = parse_logged(SCHEDULE_STATE_BUCKET, &e.kv_key, &e.value)?;
+                Some((e.kv_key, state))
+            })
+            .collect())
+    }
+
+    /// A workflow's registration, `None` when no worker registered it yet. An unreadable value
+    /// counts as unregistered and is logged.
+    pub async fn workflow(&self, workflow: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let value = self
+            .workflows
+            .get(workflow)
+            .await
+            .map_err(|e| StoreError::Read {
+                bucket: WORKFLOWS_BUCKET,
+                kv_key: workflow.to_string(),
+                source: e.into(),
+            })?;
+        Ok(value.and_then(|v| parse_logged(WORKFLOWS_BUCKET, workflow, &v)))
+    }
+
+    /// Every workflow registration, plus the values that are not registrations.
+    pub async fn workflows(&self) -> Result<(Vec<WorkflowRecord>, Vec<InvalidEntry>), StoreError> {
+        let entries = scan(&self.client, &self.workflows_stream, WORKFLOWS_BUCKET, ">").await?;
+        let mut valid = Vec::with_capacity(entries.len());
+        let mut invalid = Vec::new();
+        for RawEntry { kv_key, value, .. } in entries {
+            match serde_json::from_slice::<WorkflowRecord>(&value) {
+                Ok(record) => valid.push(record),
+                Err(e) => invalid.push(InvalidEntry {
+                    error: format!("value at {kv_key:?} is not a workflow registration: {e}"),
+                    kv_key,
+                }),
+            }
+        }
+        valid.sort_by(|a, b| a.workflow.cmp(&b.workflow));
+        Ok((valid, invalid))
+    }
+
+    /// A watch over `polos_workflows` that first delivers every current registration.
+    pub async fn watch_workflows(&self) -> Result<async_nats::jetstream::kv::Watch, StoreError> {
+        self.workflows
+            .watch_with_history(">")
+            .await
+            .map_err(|e| StoreError::Scan {
+                bucket: WORKFLOWS_BUCKET,
+                filter: ">".to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn entry(
+        &self,
+        kv_key: &str,
+    ) -> Result<Option<async_nats::jetstream::kv::Entry>, StoreError> {
+        self.schedules
+            .entry(kv_key)
+            .await
+            .map_err(|e| StoreError::Read {
+                bucket: SCHEDULES_BUCKET,
+                kv_key: kv_key.to_string(),
+                source: e.into(),
+            })
+    }
+
+    /// Writes `record` if the key's last revision is still `expected`; `Ok(None)` when another
+    /// writer got there first.
+    async fn cas(
+        &self,
+        kv_key: &str,
+        record: &ScheduleRecord,
+        expected: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let bytes = Bytes::from(serde_json::to_vec(record).map_err(|e| StoreError::Write {
+            bucket: SCHEDULES_BUCKET,
+            kv_key: kv_key.to_string(),
+            source: e.into(),
+        })?);
+        match self.schedules.update(kv_key, bytes, expected).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(StoreError::Write {
+                bucket: SCHEDULES_BUCKET,
+                kv_key: kv_key.to_string(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn contended(&self, kv_key: String) -> StoreError {
+        StoreError::Contended {
+            bucket: SCHEDULES_BUCKET,
+            kv_key,
+            attempts: MAX_CAS_ATTEMPTS,
+        }
+    }
+}
+
+/// Waits a little after a lost compare-and-swap race so that many writers of one key do not
+/// retry in lock step. The jitter comes from the clock's nanoseconds: good enough to spread
+/// retries, and it needs no random number generator.
+async fn backoff(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ceiling_micros = 200 * u64::from(attempt.min(10) + 1);
+    tokio::time::sleep(Duration::from_micros(u64::from(nanos) % ceiling_micros)).await;
+}
+
+fn parse_logged<T: serde::de::DeserializeOwned>(
+    bucket: &str,
+    kv_key: &str,
+    value: &[u8],
+) -> Option<T> {
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(bucket, kv_key, error = %e, "ignoring an unreadable value");
+            None
+        }
+    }
+}

@@ -1,0 +1,121 @@
+"""The schedules API from another language: plain NATS requests with nats-py, no polos code.
+
+Usage: python3 schedules_api.py <nats-url>. Prints one line per check and "ALL OK" at the end;
+exits non-zero with the failing check on stderr.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import sys
+
+import nats
+
+
+def schedule_id(workflow: str, key: str) -> str:
+    """The contract's id, computed independently: sch_ + base32(sha256(workflow NUL key))[:26]."""
+    digest = hashlib.sha256(workflow.encode() + b"\0" + key.encode()).digest()
+    return "sch_" + base64.b32encode(digest).decode().lower()[:26]
+
+
+def encoded_key(key: str) -> str:
+    """A key that is not KV-safe is written as '=' + base64url without padding."""
+    return "=" + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def request(nc, subject, body):
+    msg = await nc.request(subject, json.dumps(body).encode(), timeout=10)
+    return (msg.headers or {}), json.loads(msg.data)
+
+
+async def main(url: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    kv = await js.key_value("polos_schedules")
+
+    # 1. Upsert by request, exactly like the seed's schedules.create.
+    headers, reply = await request(nc, "polos.schedules.upsert", {
+        "workflow": "user-reminder",
+        "cron": "0 8 * * *",
+        "timezone": "America/Los_Angeles",
+        "key": "user_123",
+    })
+    check("Nats-Service-Error-Code" not in headers, f"upsert succeeds: {headers} {reply}")
+    check(reply["schedule_id"] == schedule_id("user-reminder", "user_123"),
+          f"deterministic schedule id: {reply}")
+    check(reply["created"] is True, f"created: {reply}")
+    check(len(reply["next"]) == 5 and all(t.endswith("Z") for t in reply["next"]),
+          f"next 5 instants: {reply}")
+    check("warning" in reply, f"warning for an unregistered workflow: {reply}")
+    print("upsert ok", reply["schedule_id"])
+
+    # 2. The record, read straight from KV.
+    entry = await kv.get("user-reminder.user_123")
+    record = json.loads(entry.value)
+    expected = {
+        "schedule_id": reply["schedule_id"],
+        "workflow": "user-reminder",
+        "key": "user_123",
+        "cron": "0 8 * * *",
+        "timezone": "America/Los_Angeles",
+        "paused": False,
+        "note": None,
+        "source": "api",
+    }
+    for field, value in expected.items():
+        check(record.get(field) == value, f"KV field {field}: {record}")
+    for field in ("created_at", "updated_at"):
+        check(isinstance(record[field], str) and record[field].endswith("Z"),
+              f"KV field {field}: {record}")
+    print("kv get ok", json.dumps(record, sort_keys=True))
+
+    # 3. A bad cron is a clear error: micro headers plus a JSON body.
+    headers, reply = await request(nc, "polos.schedules.upsert", {
+        "workflow": "user-reminder", "cron": "0 0 * * 8", "key": "user_123",
+    })
+    check(headers.get("Nats-Service-Error-Code") == "400", f"status 400: {headers}")
+    error = reply["error"]
+    check(error["code"] == "invalid_cron", f"code invalid_cron: {reply}")
+    check("0 0 * * 8" in error["message"], f"message names the expression: {reply}")
+    entry = await kv.get("user-reminder.user_123")
+    check(json.loads(entry.value)["cron"] == "0 8 * * *", "a refused update changes nothing")
+    print("bad cron ok", error["code"], error["message"])
+
+    # 4. A plain publish (no reply subject) is applied too; odd keys are stored encoded.
+    key = "ü @ x"
+    await nc.publish("polos.schedules.upsert", json.dumps({
+        "workflow": "py-publish", "cron": "*/5 * * * *", "key": key,
+    }).encode())
+    await nc.flush()
+    stored = None
+    for _ in range(200):
+        try:
+            stored = json.loads((await kv.get("py-publish." + encoded_key(key))).value)
+            break
+        except nats.js.errors.KeyNotFoundError:
+            await asyncio.sleep(0.05)
+    check(stored is not None and stored["key"] == key, f"published upsert stored: {stored}")
+    print("publish ok", stored["schedule_id"])
+
+    # 5. get and not_found.
+    headers, reply = await request(nc, "polos.schedules.get",
+                                   {"workflow": "py-publish", "key": key})
+    check(reply.get("key") == key and "state" in reply, f"get: {reply}")
+    headers, reply = await request(nc, "polos.schedules.get", {"workflow": "nope"})
+    check(headers.get("Nats-Service-Error-Code") == "404", f"404: {headers}")
+    check(reply["error"]["code"] == "not_found", f"not_found: {reply}")
+    print("get ok")
+
+    await nc.close()
+    print("ALL OK")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
