@@ -14,6 +14,7 @@ mod common;
 
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
+use polos::{schedules, PolosClient};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -62,19 +63,21 @@ struct Preferences {
 }
 
 async fn setup_user_schedule(
-    client: &async_nats::Client,
+    client: &PolosClient,
     user_id: &str,
     preferences: &Preferences,
 ) -> anyhow::Result<String> {
     // Create/update per-user schedule
-    common::create_schedule(
+    let schedule_id = schedules::create(
         client,
         "daily-digest",
         "0 8 * * *", // 8 AM
         preferences.timezone,
         user_id, // Unique per user
     )
-    .await
+    .await?;
+
+    Ok(schedule_id)
 }
 
 #[tokio::main]
@@ -85,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         .workflow(Workflow::new("daily-digest", daily_digest).schedulable())
         .run(common::ctrl_c());
     let worker = tokio::spawn(worker);
+
+    let client = PolosClient::from_nats(client);
 
     // Each user gets their own schedule
     for (user_id, preferences) in [

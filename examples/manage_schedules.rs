@@ -9,17 +9,20 @@
 
 mod common;
 
+use polos::{schedules, PolosClient};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (_config, client) = common::connect().await?;
+    let (_config, nats) = common::connect().await?;
+    let client = PolosClient::from_nats(nats); // the seed's PolosClient()
 
     // Global schedule (one per workflow)
     let schedule_id =
-        common::create_schedule(&client, "cleanup-task", "0 3 * * *", "UTC", "global").await?; // 3 AM daily
+        schedules::create(&client, "cleanup-task", "0 3 * * *", "UTC", "global").await?; // 3 AM daily
     println!("cleanup-task: {schedule_id}");
 
     // Per-user schedule
-    let schedule_id = common::create_schedule(
+    let schedule_id = schedules::create(
         &client,
         "user-notification",
         "0 12 * * *", // Noon daily
@@ -30,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     println!("user-notification/user_789: {schedule_id}");
 
     // Calling create() with the same workflow and key updates it
-    let updated = common::create_schedule(
+    let updated = schedules::create(
         &client,
         "user-notification",
         "0 15 * * *", // Change to 3 PM

@@ -12,6 +12,7 @@ mod common;
 
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
+use polos::{schedules, PolosClient};
 use serde_json::{json, Value};
 
 async fn send_user_reminder(user_id: &str) -> Result<(), WorkflowError> {
@@ -35,9 +36,9 @@ async fn user_reminder(
 
 // ---- Create schedule via API ----------------------------------------------------------------
 
-async fn schedule_user_reminders(client: &async_nats::Client) -> anyhow::Result<()> {
+async fn schedule_user_reminders(client: &PolosClient) -> anyhow::Result<()> {
     // Schedule per-user reminder
-    let schedule_id = common::create_schedule(
+    let schedule_id = schedules::create(
         client,
         "user-reminder",
         "0 8 * * *", // 8:00 AM daily
@@ -59,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         .run(common::ctrl_c());
     let worker = tokio::spawn(worker);
 
+    let client = PolosClient::from_nats(client);
     if let Err(e) = schedule_user_reminders(&client).await {
         eprintln!("could not create the schedule: {e:#}");
     }

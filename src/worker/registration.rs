@@ -52,6 +52,7 @@ pub(crate) async fn register(
 /// Makes the workflow's `global` inline schedule match `declared`.
 pub(crate) async fn sync_inline_schedule(
     schedules: &Store,
+    state: &Store,
     workflow: &str,
     declared: Option<&InlineSchedule>,
 ) -> Result<SyncOutcome, async_nats::Error> {
@@ -120,7 +121,14 @@ pub(crate) async fn sync_inline_schedule(
                     .delete_expect_revision(key.as_str(), Some(revision))
                     .await
                 {
-                    Ok(()) => Ok(SyncOutcome::Removed),
+                    Ok(()) => {
+                        // As with an API delete: a schedule declared again later must not
+                        // inherit the old one's `last_timestamp`.
+                        if let Err(e) = state.purge(key.as_str()).await {
+                            warn!(key, error = %e, "could not purge the removed schedule's state");
+                        }
+                        Ok(SyncOutcome::Removed)
+                    }
                     // Any failure here is most likely a concurrent write: look again.
                     Err(e) => {
                         warn!(key, error = %e, "deleting the inline schedule raced; retrying");

@@ -17,7 +17,8 @@ use super::{WorkerError, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
 use crate::model::names::{
-    RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, STEPS_BUCKET, WORKFLOWS_BUCKET,
+    RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
+    WORKFLOWS_BUCKET,
 };
 use crate::model::validate_workflow;
 
@@ -136,6 +137,7 @@ impl Worker {
         };
         let workflows_kv = bucket(WORKFLOWS_BUCKET).await?;
         let schedules_kv = bucket(SCHEDULES_BUCKET).await?;
+        let state_kv = bucket(SCHEDULE_STATE_BUCKET).await?;
         let runs_kv = bucket(RUNS_BUCKET).await?;
         let steps_kv = bucket(STEPS_BUCKET).await?;
         let stream = js
@@ -177,12 +179,17 @@ impl Worker {
                     source,
                 }
             })?;
-            sync_inline_schedule(&schedules_kv, &id, workflow.inline_schedule().as_ref())
-                .await
-                .map_err(|source| WorkerError::Registration {
-                    workflow: id.clone(),
-                    source,
-                })?;
+            sync_inline_schedule(
+                &schedules_kv,
+                &state_kv,
+                &id,
+                workflow.inline_schedule().as_ref(),
+            )
+            .await
+            .map_err(|source| WorkerError::Registration {
+                workflow: id.clone(),
+                source,
+            })?;
             let consumer = ensure(&stream, &id, ack_wait).await?;
             loops.spawn(fetch_loop(
                 js.clone(),

@@ -818,3 +818,107 @@ async fn a_worker_lost_during_the_last_attempt_leaves_a_failed_run() {
     drop(stop);
     within("worker stops", handle).await.unwrap();
 }
+
+#[tokio::test]
+async fn per_user_schedules_from_the_api_run_with_their_key_and_zone() {
+    let env = TestEnv::start().await;
+    let (stop_api, api) = super::schedules_api::serve_replica(&env).await;
+    let seen: Arc<Mutex<Vec<(String, String, usize)>>> = Arc::default();
+    let s = seen.clone();
+    let digest = Workflow::new(
+        "daily-digest",
+        move |ctx: WorkflowContext, p: SchedulePayload| {
+            let seen = s.clone();
+            async move {
+                let user_id = p.key.clone();
+                let email = ctx
+                    .step
+                    .run("get_user", || async {
+                        Ok::<_, WorkflowError>(format!("{user_id}@example.com"))
+                    })
+                    .await?;
+                let digest = ctx
+                    .step
+                    .run("generate", || async {
+                        Ok::<_, WorkflowError>(vec![email.clone()])
+                    })
+                    .await?;
+                seen.lock().unwrap().push((p.key, p.timezone, digest.len()));
+                Ok(json!({"user_id": user_id, "sent": true}))
+            }
+        },
+    )
+    .schedulable();
+    let internal = Workflow::new("internal-only", |_ctx, _p| async { Ok(()) });
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(digest)
+            .workflow(internal),
+    );
+    wait_consumer(&env.js, "internal-only").await;
+
+    let client = polos::PolosClient::from_nats(env.connect().await);
+    let a = polos::schedules::create(
+        &client,
+        "daily-digest",
+        "0 8 * * *",
+        "America/New_York",
+        "user_123",
+    )
+    .await
+    .unwrap();
+    let b = polos::schedules::create(
+        &client,
+        "daily-digest",
+        "0 8 * * *",
+        "Europe/London",
+        "user_456",
+    )
+    .await
+    .unwrap();
+    assert_ne!(a, b);
+    // Same workflow and key again: an update, not a duplicate.
+    let again = polos::schedules::create(
+        &client,
+        "daily-digest",
+        "0 9 * * *",
+        "Europe/London",
+        "user_456",
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, b);
+    // The worker registered `internal-only` as not schedulable: the API refuses it.
+    assert!(
+        polos::schedules::create(&client, "internal-only", "0 8 * * *", "UTC", "x")
+            .await
+            .is_err()
+    );
+
+    let run_a = polos::schedules::trigger(&client, "daily-digest", "user_123")
+        .await
+        .unwrap();
+    let run_b = polos::schedules::trigger(&client, "daily-digest", "user_456")
+        .await
+        .unwrap();
+    let ra = wait_status(&env.js, "daily-digest", &run_a, RunStatus::Completed).await;
+    wait_status(&env.js, "daily-digest", &run_b, RunStatus::Completed).await;
+    assert_eq!(
+        ra.output,
+        Some(json!({"user_id": "user_123", "sent": true}))
+    );
+    assert_eq!(ra.trigger, Trigger::Manual);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("user_123".to_string(), "America/New_York".to_string(), 1),
+            ("user_456".to_string(), "Europe/London".to_string(), 1)
+        ]
+    );
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    let _ = stop_api.send(());
+    within("API stops", api).await.unwrap();
+}
