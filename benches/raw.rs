@@ -13,13 +13,20 @@ use futures::stream::{FuturesUnordered, StreamExt};
 pub const WINDOW: usize = 4096;
 
 /// Pipelined publish of `n` messages with unique `Nats-Msg-Id`s; returns messages per second.
-pub async fn publish_throughput(js: &jetstream::Context, subject: &str, n: usize) -> anyhow::Result<f64> {
+pub async fn publish_throughput(
+    js: &jetstream::Context,
+    subject: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
     let body = Bytes::from_static(br#"{"timestamp":"2026-11-26T16:00:00Z","last_timestamp":null,"timezone":"UTC","schedule_id":"sch_aaaaaaaaaaaaaaaaaaaaaaaaaa","key":"user_000001","upcoming":"2026-11-27T16:00:00Z"}"#);
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
     for i in 0..n {
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("raw-{i}@2026-11-26T16:00:00Z").as_str());
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("raw-{i}@2026-11-26T16:00:00Z").as_str(),
+        );
         let ack = js
             .publish_with_headers(subject.to_string(), headers, body.clone())
             .await?;
@@ -37,7 +44,11 @@ pub async fn publish_throughput(js: &jetstream::Context, subject: &str, n: usize
 }
 
 /// Publish→ack latency of single publishes, one at a time; returns sorted samples in ms.
-pub async fn publish_latency(js: &jetstream::Context, subject: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+pub async fn publish_latency(
+    js: &jetstream::Context,
+    subject: &str,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let mut headers = HeaderMap::new();
@@ -77,7 +88,11 @@ pub async fn fill_bucket(
 }
 
 /// Reads every key of a bucket with `watch_with_history` until caught up; returns the elapsed time.
-pub async fn kv_load(js: &jetstream::Context, bucket: &str, expected: usize) -> anyhow::Result<Duration> {
+pub async fn kv_load(
+    js: &jetstream::Context,
+    bucket: &str,
+    expected: usize,
+) -> anyhow::Result<Duration> {
     let kv = js.get_key_value(bucket).await?;
     let start = Instant::now();
     let mut watch = kv.watch_with_history(">").await?;
@@ -123,16 +138,27 @@ pub async fn worker_loop(
     let mut done = 0usize;
     while done < n {
         while tasks.len() < in_flight && done + tasks.len() < n {
-            let Some(msg) = messages.next().await else { break };
+            let Some(msg) = messages.next().await else {
+                break;
+            };
             let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
             let (runs, steps) = (runs.clone(), steps.clone());
             tasks.push(tokio::spawn(async move {
                 let id = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
                 let key = format!("raw.run{id}");
-                runs.put(&key, Bytes::from_static(br#"{"status":"running"}"#)).await?;
-                steps.put(format!("run{id}.step"), Bytes::from_static(br#"{"output":1}"#)).await?;
-                runs.put(&key, Bytes::from_static(br#"{"status":"completed"}"#)).await?;
-                msg.ack_with(AckKind::Ack).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                runs.put(&key, Bytes::from_static(br#"{"status":"running"}"#))
+                    .await?;
+                steps
+                    .put(
+                        format!("run{id}.step"),
+                        Bytes::from_static(br#"{"output":1}"#),
+                    )
+                    .await?;
+                runs.put(&key, Bytes::from_static(br#"{"status":"completed"}"#))
+                    .await?;
+                msg.ack_with(AckKind::Ack)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 anyhow::Ok(())
             }));
             if done + tasks.len() >= n {
@@ -148,7 +174,12 @@ pub async fn worker_loop(
 }
 
 /// Compare-and-swap KV writes (`create` of distinct keys) from `concurrency` tasks; writes/s.
-pub async fn kv_cas(js: &jetstream::Context, bucket: &str, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+pub async fn kv_cas(
+    js: &jetstream::Context,
+    bucket: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
     let kv = Arc::new(js.get_key_value(bucket).await?);
     let start = Instant::now();
     let mut tasks = FuturesUnordered::new();
@@ -157,8 +188,11 @@ pub async fn kv_cas(js: &jetstream::Context, bucket: &str, n: usize, concurrency
         tasks.push(tokio::spawn(async move {
             let mut i = c;
             while i < n {
-                kv.create(format!("raw-cas.k{i}"), Bytes::from_static(br#"{"cron":"0 8 * * *"}"#))
-                    .await?;
+                kv.create(
+                    format!("raw-cas.k{i}"),
+                    Bytes::from_static(br#"{"cron":"0 8 * * *"}"#),
+                )
+                .await?;
                 i += concurrency;
             }
             anyhow::Ok(())
