@@ -1,6 +1,6 @@
 //! `cargo bench` — polos against raw JetStream, measured in one run on a private nats-server.
 //!
-//! `cargo bench -- <section>` runs one section: publish, latency, load, worker, api, cron.
+//! `cargo bench -- <section>` runs one section: publish, latency, fire, load, worker, api, cron.
 //! Results and the command that produced them are recorded in BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -8,21 +8,35 @@
 mod api;
 mod raw;
 mod support;
+mod ticker;
 mod worker;
 
 use support::{percentile, report, Bench};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
-    println!("polos benchmarks (release build, private nats-server {})", polos::nats::server::PINNED_VERSION);
+    println!(
+        "polos benchmarks (release build, private nats-server {})",
+        polos::nats::server::PINNED_VERSION
+    );
 
     if run("publish") {
         let b = Bench::start().await?;
         let n = 100_000;
         let raw = raw::publish_throughput(&b.js, "polos.runs.bench-raw", n).await?;
-        report("pipelined publish (msgs/s)", raw, raw, "msg/s", true, "baseline");
+        report(
+            "pipelined publish (msgs/s)",
+            raw,
+            raw,
+            "msg/s",
+            true,
+            "baseline",
+        );
     }
     if run("latency") {
         let b = Bench::start().await?;
@@ -32,6 +46,36 @@ async fn main() -> anyhow::Result<()> {
             "publish→ack latency",
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
+        );
+    }
+    if run("fire") {
+        let b = Bench::start().await?;
+        let n = 100_000;
+        let (ours, raw) = ticker::fire(&b, n).await?;
+        report(
+            "100k fires at one instant (/s)",
+            ours,
+            raw,
+            "msg/s",
+            true,
+            "≥ 0.8",
+        );
+    }
+    if run("load") {
+        let b = Bench::start().await?;
+        let n = 1_000_000;
+        let (ours, raw, per_schedule) = ticker::load(&b, n).await?;
+        report(
+            "ticker cold start, 1M schedules (s)",
+            ours,
+            raw,
+            "s",
+            false,
+            "≥ 0.67, i.e. ≤ 1.5× raw",
+        );
+        println!(
+            "{:<34} {per_schedule:.0} bytes (target ≤ 300)",
+            "ticker memory per schedule"
         );
     }
     if run("api") {

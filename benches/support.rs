@@ -63,7 +63,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Prints one result line: name, ours, raw, ratio and the target it is held to.
 pub fn report(name: &str, ours: f64, raw: f64, unit: &str, higher_is_better: bool, target: &str) {
-    let ratio = if higher_is_better { ours / raw } else { raw / ours };
+    let ratio = if higher_is_better {
+        ours / raw
+    } else {
+        raw / ours
+    };
     println!(
         "{name:<34} ours {ours:>12.1} {unit:<8} raw {raw:>12.1} {unit:<8} ratio {ratio:>5.2}  (target {target})"
     );

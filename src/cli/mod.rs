@@ -3,6 +3,7 @@
 
 mod cron;
 mod runs;
+pub mod scheduler;
 mod schedules;
 mod streams;
 
@@ -46,6 +47,8 @@ pub enum Command {
     Cron(cron::CronCommand),
     /// Create, inspect and manage schedules through the API.
     Schedules(schedules::SchedulesArgs),
+    /// Run the scheduler service (ticker + schedules API) until Ctrl-C / SIGTERM.
+    Scheduler,
     /// Runs recorded by workers: list them, or show one with its steps.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
         Command::Cron(ref cmd) => cron::run(cmd),
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
+        Command::Scheduler => scheduler::run(&cli).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
     }
 }

@@ -1,0 +1,296 @@
+//! The in-memory schedule table and its timeline: which schedule fires next.
+//!
+//! Entries live in a slab (`Vec<Option<Entry>>`) addressed by slot; a map finds a slot by KV key
+//! and a `BTreeSet<(instant, slot)>` orders the armed schedules, so the ticker's timer waits on
+//! the first element and firing pops a prefix — no scan of all schedules, ever. Compiled crons are
+//! interned by `(expression, zone)` behind an `Arc`, so a million per-user schedules that share a
+//! handful of crons each hold a pointer, not a parsed expression.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::cron::{CronError, CronSchedule};
+use crate::model::{run_id_for, schedule_id, CatchupPolicy, ScheduleState};
+
+/// One schedule as the ticker knows it: the parts of its record the ticker needs plus what it
+/// has fired.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// `<workflow>.<encoded key>` in `polos_schedules` and `polos_schedule_state`.
+    pub kv_key: Arc<str>,
+    /// Workflow id, interned (many schedules share one workflow).
+    pub workflow: Arc<str>,
+    /// The schedule key, verbatim (payload `key`).
+    pub key: Box<str>,
+    /// The compiled cron; `None` while the stored value is invalid.
+    pub cron: Option<Arc<CronSchedule>>,
+    /// The zone as the record spells it (payload `timezone`), interned.
+    pub timezone: Arc<str>,
+    /// Paused schedules stay in the table but not on the timeline.
+    pub paused: bool,
+    /// Per-schedule catch-up policy override.
+    pub catchup: Option<CatchupPolicy>,
+    /// Per-schedule catch-up window override, seconds.
+    pub catchup_window_secs: Option<u32>,
+    /// KV revision of the record version this entry reflects; older deliveries are ignored.
+    pub revision: u64,
+    /// When that version was written, on the ticker's clock: the base for "created/resumed/updated
+    /// a moment before its instant".
+    pub written_at: DateTime<Utc>,
+    /// Scheduled instant of the last fire (payload `last_timestamp` of the next fire).
+    pub last: Option<DateTime<Utc>>,
+    /// The instant the timer is armed for; `None` when paused, invalid or not leading.
+    pub next: Option<DateTime<Utc>>,
+    /// Fires published, carried over from the state record.
+    pub fires: u64,
+    /// Missed instants, carried over from the state record.
+    pub missed: u64,
+    /// Why the schedule cannot fire (bad value) or why its last fire failed.
+    pub error: Option<Box<str>>,
+}
+
+impl Entry {
+    /// `sch_…` (payload `schedule_id`, run ids, `Nats-Msg-Id`). Derived on demand rather than
+    /// stored: a SHA-256 of a few dozen bytes per fire is cheaper than 60 bytes per schedule
+    /// for a million schedules. Empty for a value whose KV key names no valid schedule.
+    pub fn schedule_id(&self) -> String {
+        if self.workflow.is_empty() {
+            String::new()
+        } else {
+            schedule_id(&self.workflow, &self.key)
+        }
+    }
+
+    /// The state record that describes this entry.
+    pub fn state(&self) -> ScheduleState {
+        ScheduleState {
+            last_timestamp: self.last,
+            next: self.next,
+            fires: self.fires,
+            missed: self.missed,
+            last_run_id: self.last.map(|t| run_id_for(&self.schedule_id(), t)),
+            error: self.error.as_deref().map(str::to_string),
+        }
+    }
+}
+
+/// The table, the timeline and the cron interner.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// Entries by slot; `None` marks a free slot.
+    slots: Vec<Option<Entry>>,
+    /// Free slots to reuse.
+    free: Vec<usize>,
+    /// Slot by KV key.
+    by_key: HashMap<Arc<str>, usize>,
+    /// Armed schedules ordered by their next instant.
+    timeline: BTreeSet<(DateTime<Utc>, usize)>,
+    /// Compiled crons by zone, then expression (two levels so a lookup borrows, never allocates).
+    crons: HashMap<Box<str>, HashMap<Box<str>, Arc<CronSchedule>>>,
+    /// Interned workflow ids and zone names.
+    strings: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Index {
+    /// The compiled cron for `(expr, timezone)`, parsing it once.
+    pub fn cron(&mut self, expr: &str, timezone: &str) -> Result<Arc<CronSchedule>, CronError> {
+        if let Some(c) = self.crons.get(timezone).and_then(|m| m.get(expr)) {
+            return Ok(c.clone());
+        }
+        let compiled = Arc::new(CronSchedule::parse(expr, timezone)?);
+        self.crons
+            .entry(timezone.into())
+            .or_default()
+            .insert(expr.into(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// An interned copy of `text`.
+    pub fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(s) = self.strings.get(text) {
+            return s.clone();
+        }
+        let s: Arc<str> = Arc::from(text);
+        self.strings.insert(text.into(), s.clone());
+        s
+    }
+
+    /// The slot of `kv_key`.
+    pub fn slot(&self, kv_key: &str) -> Option<usize> {
+        self.by_key.get(kv_key).copied()
+    }
+
+    /// The entry in `slot`.
+    pub fn get(&self, slot: usize) -> Option<&Entry> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// The entry in `slot`, mutably. Change `next` only through [`Index::arm`].
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// Inserts a new entry (its `next` must be `None`) and returns its slot.
+    pub fn insert(&mut self, entry: Entry) -> usize {
+        let key = entry.kv_key.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.slots.len() - 1
+            }
+        };
+        self.by_key.insert(key, slot);
+        slot
+    }
+
+    /// Removes the entry of `kv_key`, disarming it.
+    pub fn remove(&mut self, kv_key: &str) -> Option<Entry> {
+        let slot = self.by_key.remove(kv_key)?;
+        self.arm(slot, None);
+        let entry = self.slots.get_mut(slot).and_then(Option::take);
+        self.free.push(slot);
+        if let Some(e) = &entry {
+            self.release_cron(e.cron.as_ref());
+        }
+        entry
+    }
+
+    /// Drops the interned cron when `old` was its last user (besides the interner).
+    pub fn release_cron(&mut self, old: Option<&Arc<CronSchedule>>) {
+        if let Some(old) = old {
+            // 2 = the caller's entry + the interner's copy.
+            if Arc::strong_count(old) <= 2 {
+                // Find it by identity: the zone it was interned under is the name it was given.
+                for by_expr in self.crons.values_mut() {
+                    if by_expr.get(old.expr()).is_some_and(|c| Arc::ptr_eq(c, old)) {
+                        by_expr.remove(old.expr());
+                        break;
+                    }
+                }
+                self.crons.retain(|_, by_expr| !by_expr.is_empty());
+            }
+        }
+    }
+
+    /// Sets the instant `slot` fires at (`None` disarms it).
+    pub fn arm(&mut self, slot: usize, next: Option<DateTime<Utc>>) {
+        let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(old) = entry.next {
+            self.timeline.remove(&(old, slot));
+        }
+        entry.next = next;
+        if let Some(new) = next {
+            self.timeline.insert((new, slot));
+        }
+    }
+
+    /// The earliest armed instant.
+    pub fn earliest(&self) -> Option<DateTime<Utc>> {
+        self.timeline.first().map(|(t, _)| *t)
+    }
+
+    /// Slots due at or before `now`, earliest first. They stay armed: the caller re-arms each.
+    pub fn due(&self, now: DateTime<Utc>) -> Vec<usize> {
+        self.timeline
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, slot)| *slot)
+            .collect()
+    }
+
+    /// Disarms everything (leadership lost): entries keep what they fired.
+    pub fn disarm_all(&mut self) {
+        let armed: Vec<usize> = self.timeline.iter().map(|(_, s)| *s).collect();
+        for slot in armed {
+            self.arm(slot, None);
+        }
+    }
+
+    /// Every occupied slot.
+    pub fn slots(&self) -> Vec<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|_| i))
+            .collect()
+    }
+
+    /// Number of schedules.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn entry(index: &mut Index, kv_key: &str, cron: &str) -> Entry {
+        Entry {
+            kv_key: Arc::from(kv_key),
+            workflow: index.intern("wf"),
+            key: "k".into(),
+            cron: Some(index.cron(cron, "UTC").unwrap()),
+            timezone: index.intern("UTC"),
+            paused: false,
+            catchup: None,
+            catchup_window_secs: None,
+            revision: 1,
+            written_at: Utc::now(),
+            last: None,
+            next: None,
+            fires: 0,
+            missed: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn timeline_orders_and_rearms() {
+        let mut index = Index::default();
+        let t = |m| Utc.with_ymd_and_hms(2026, 1, 1, 0, m, 0).unwrap();
+        let e = entry(&mut index, "wf.a", "* * * * *");
+        let a = index.insert(e);
+        let e = entry(&mut index, "wf.b", "* * * * *");
+        let b = index.insert(e);
+        assert!(Arc::ptr_eq(
+            index.get(a).unwrap().cron.as_ref().unwrap(),
+            index.get(b).unwrap().cron.as_ref().unwrap()
+        ));
+        index.arm(a, Some(t(5)));
+        index.arm(b, Some(t(3)));
+        assert_eq!(index.earliest(), Some(t(3)));
+        assert_eq!(index.due(t(4)), vec![b]);
+        index.arm(b, Some(t(7)));
+        assert_eq!(index.due(t(6)), vec![a]);
+        index.remove("wf.a");
+        assert_eq!(index.earliest(), Some(t(7)));
+        index.disarm_all();
+        assert_eq!(index.earliest(), None);
+        assert_eq!(index.len(), 1);
+        let e = entry(&mut index, "wf.c", "0 * * * *");
+        let c = index.insert(e);
+        assert_eq!(c, a, "slots are reused");
+    }
+}
+
+#[cfg(test)]
+mod size {
+    #[test]
+    fn entry_stays_small() {
+        // The inline part of an entry; with its strings, map and timeline slots a schedule costs
+        // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
+        let size = std::mem::size_of::<Option<super::Entry>>();
+        eprintln!("Entry: {size} bytes");
+        assert!(size <= 168, "Entry is {size} bytes");
+    }
+}

@@ -1,0 +1,35 @@
+//! The ticker: fires every schedule on time, exactly once, across restarts, failover and DST
+//! (design §5). Runs inside `polos scheduler`.
+//!
+//! | file | concept |
+//! |---|---|
+//! | `clock` | injected time: [`SystemClock`], [`ManualClock`] for tests |
+//! | `index` | schedule table + timeline ordered by next instant, interned crons |
+//! | `loader` | full read then live follow of a KV bucket, caught-up detection |
+//! | `lease` | leadership among replicas in KV `polos_leases` |
+//! | `catchup` | the `latest` / `all` / `skip` policies, pure |
+//! | `firing` | pipelined publishing of fires |
+//! | `state` | batched writes of `polos_schedule_state` and why they keep fires exact |
+//! | `status` | [`TickerStatus`]: leading, schedules, fires, next fire |
+//! | `driver` | the firing loop: applies changes, takes over, fires due schedules |
+//! | `runner` | the public entry wiring it all: [`Ticker`], [`run`] |
+
+mod catchup;
+mod clock;
+mod driver;
+mod error;
+mod firing;
+mod index;
+mod lease;
+mod loader;
+mod runner;
+mod state;
+mod status;
+
+pub use catchup::{plan, CatchupPlan, CatchupSettings, MAX_SCAN};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use driver::LATE_GRACE;
+pub use error::TickerError;
+pub use lease::{LeaseValue, LEASE_KEY};
+pub use runner::{run, Ticker, LEASES_BUCKET};
+pub use status::TickerStatus;
