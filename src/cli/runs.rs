@@ -171,13 +171,20 @@ async fn list(
         println!("no runs");
         return Ok(ExitCode::SUCCESS);
     }
+    let id_width = records.iter().map(|r| r.run_id.len()).max().unwrap_or(6);
+    let wf_width = records
+        .iter()
+        .map(|r| r.workflow.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     println!(
-        "{:<48} {:<20} {:<10} {:>7}  {:<20}  {:>9}",
+        "{:<id_width$}  {:<wf_width$}  {:<10} {:>7}  {:<20}  {:>9}",
         "RUN ID", "WORKFLOW", "STATUS", "ATTEMPT", "SCHEDULED FOR", "DURATION"
     );
     for r in &records {
         println!(
-            "{:<48} {:<20} {:<10} {:>7}  {:<20}  {:>9}",
+            "{:<id_width$}  {:<wf_width$}  {:<10} {:>7}  {:<20}  {:>9}",
             r.run_id,
             r.workflow,
             status_text(r.status),
