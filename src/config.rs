@@ -319,6 +319,44 @@ mod tests {
     }
 
     #[test]
+    fn every_key_and_its_variable_is_documented_in_the_readme() {
+        fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            match value.as_object() {
+                Some(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&path, v, out);
+                    }
+                }
+                None => out.push(prefix.to_string()),
+            }
+        }
+        let readme = include_str!("../README.md");
+        let mut keys = Vec::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut keys,
+        );
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            let var = format!("POLOS_{}", key.replace('.', "__").to_uppercase());
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README does not document `{key}`"
+            );
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "README does not name `{var}`"
+            );
+        }
+    }
+
+    #[test]
     fn urls_from_both_keys() {
         let n = NatsConfig {
             url: "nats://a:1, nats://b:2".into(),
