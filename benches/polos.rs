@@ -9,6 +9,7 @@ mod api;
 mod raw;
 mod support;
 mod ticker;
+mod worker;
 
 use support::{percentile, report, Bench};
 
@@ -89,6 +90,22 @@ async fn main() -> anyhow::Result<()> {
             "writes/s",
             true,
             "≥ 0.5",
+        );
+    }
+    if run("worker") {
+        let b = Bench::start().await?;
+        let n = 20_000;
+        worker::publish_fires(&b.js, "bench-raw-w", n).await?;
+        worker::publish_fires(&b.js, "bench-w", n).await?;
+        let raw = raw::worker_loop(&b.js, "bench-raw-w", n, 64).await?;
+        let ours = worker::polos_worker(b.client.clone(), "bench-w", n, 64).await?;
+        report(
+            "worker runs (3 KV writes + ack)",
+            ours,
+            raw,
+            "runs/s",
+            true,
+            "≥ 0.8",
         );
     }
     Ok(())

@@ -137,7 +137,7 @@ pub async fn worker_loop(
     let mut tasks = FuturesUnordered::new();
     let mut done = 0usize;
     while done < n {
-        while tasks.len() < in_flight {
+        while tasks.len() < in_flight && done + tasks.len() < n {
             let Some(msg) = messages.next().await else {
                 break;
             };

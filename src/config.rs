@@ -190,6 +190,9 @@ pub struct WorkerConfig {
     pub ack_wait_secs: u64,
     /// First retry delay in seconds; doubles per attempt.
     pub retry_backoff_secs: u64,
+    /// Seconds a stopping worker waits for in-flight runs before releasing them to other
+    /// workers (they resume from their last completed step).
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -199,6 +202,7 @@ impl Default for WorkerConfig {
             max_attempts: 3,
             ack_wait_secs: 30,
             retry_backoff_secs: 1,
+            shutdown_timeout_secs: 30,
         }
     }
 }
@@ -312,6 +316,44 @@ mod tests {
             assert!(e.to_string().contains("nope.toml"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_key_and_its_variable_is_documented_in_the_readme() {
+        fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            match value.as_object() {
+                Some(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&path, v, out);
+                    }
+                }
+                None => out.push(prefix.to_string()),
+            }
+        }
+        let readme = include_str!("../README.md");
+        let mut keys = Vec::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut keys,
+        );
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            let var = format!("POLOS_{}", key.replace('.', "__").to_uppercase());
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README does not document `{key}`"
+            );
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "README does not name `{var}`"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
 //! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |
+//! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
 //! # How data flows
@@ -31,5 +32,6 @@ pub mod model;
 pub mod nats;
 pub mod store;
 pub mod ticker;
+pub mod worker;
 
 pub use client::{schedules, PolosClient};

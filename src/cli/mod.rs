@@ -2,6 +2,7 @@
 //! `src/main.rs` only parses arguments and calls [`run`].
 
 mod cron;
+mod runs;
 pub mod scheduler;
 mod schedules;
 mod streams;
@@ -48,6 +49,9 @@ pub enum Command {
     Schedules(schedules::SchedulesArgs),
     /// Run the scheduler service (ticker + schedules API) until Ctrl-C / SIGTERM.
     Scheduler,
+    /// Runs recorded by workers: list them, or show one with its steps.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
 }
 
 impl Cli {
@@ -68,6 +72,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Cron(ref cmd) => cron::run(cmd),
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
         Command::Scheduler => scheduler::run(&cli).await,
+        Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
     }
 }
 

@@ -6,3 +6,4 @@ mod streams;
 mod ticker;
 mod ticker_dst;
 mod ticker_failover;
+mod worker;

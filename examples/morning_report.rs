@@ -1,0 +1,30 @@
+//! The seed's Timezones example: `morning-report` at 9 AM Eastern, adjusting for DST
+//! automatically (13:00 UTC in summer, 14:00 UTC in winter).
+
+mod common;
+
+use polos::model::SchedulePayload;
+use polos::worker::{Schedule, Worker, Workflow, WorkflowContext, WorkflowError};
+use serde_json::{json, Value};
+
+async fn morning_report(
+    _ctx: WorkflowContext,
+    payload: SchedulePayload,
+) -> Result<Value, WorkflowError> {
+    // Runs at 9 AM Eastern time, adjusts for DST automatically
+    Ok(json!({"executed_at": payload.timestamp}))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (config, client) = common::connect().await?;
+
+    let workflow = Workflow::new("morning-report", morning_report).schedule(
+        Schedule::cron("0 9 * * *").timezone("America/New_York"), // Runs at 9 AM Eastern
+    );
+    Worker::from_config(client, &config)
+        .workflow(workflow)
+        .run(common::ctrl_c())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! `polos runs list` and `polos runs get`: what ran, how it went, and each step.
+//!
+//! Keys are found with the KV stream's subject index (`stream info` with a subject filter), so
+//! `get <run_id>` needs no workflow and neither command reads more records than it shows.
+
+use std::process::ExitCode;
+
+use async_nats::jetstream::{self, kv::Store};
+use clap::{Subcommand, ValueEnum};
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+
+use super::{fail, Cli, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
+use crate::model::names::{RUNS_BUCKET, STEPS_BUCKET};
+use crate::model::{decode_key, validate_workflow, RunRecord, RunStatus, StepRecord};
+
+/// `polos runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs in this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Show at most this many (0 = all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON (`{"runs":[...]}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: status, attempts, timing, output or error, and each step.
+    Get {
+        /// The run id (`sch_…-20261126T090000Z`).
+        run_id: String,
+        /// Print JSON (the run record plus `"steps"`).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A run status on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Executing, or waiting for a retry.
+    Running,
+    /// Finished with an output.
+    Completed,
+    /// Retries exhausted or a terminal error.
+    Failed,
+}
+
+impl StatusArg {
+    fn matches(self, status: RunStatus) -> bool {
+        matches!(
+            (self, status),
+            (StatusArg::Running, RunStatus::Running)
+                | (StatusArg::Completed, RunStatus::Completed)
+                | (StatusArg::Failed, RunStatus::Failed)
+        )
+    }
+}
+
+/// A step of a run, in execution order.
+struct StepRow {
+    name: String,
+    revision: u64,
+    record: StepRecord,
+}
+
+pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_INVALID, e),
+    };
+    let client = match crate::nats::connect(&config.nats).await {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    let js = jetstream::new(client);
+    let (runs, steps) = match (
+        js.get_key_value(RUNS_BUCKET).await,
+        js.get_key_value(STEPS_BUCKET).await,
+    ) {
+        (Ok(r), Ok(s)) => (r, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("cannot open the run buckets ({e}); run `polos streams apply` first"),
+            )
+        }
+    };
+    let result = match cmd {
+        RunsCommand::List {
+            workflow,
+            status,
+            limit,
+            json,
+        } => list(&runs, workflow.as_deref(), *status, *limit, *json).await,
+        RunsCommand::Get { run_id, json } => get(&runs, &steps, run_id, *json).await,
+    };
+    result.unwrap_or_else(|(code, message)| fail(code, message))
+}
+
+type CmdResult = Result<ExitCode, (u8, String)>;
+
+fn unavailable(e: impl std::fmt::Display) -> (u8, String) {
+    (EXIT_UNAVAILABLE, format!("reading from NATS failed: {e}"))
+}
+
+/// The KV keys of `store` matching a key filter (`W.>`, `*.run_id`), from the subject index.
+async fn keys_matching(store: &Store, filter: &str) -> Result<Vec<String>, (u8, String)> {
+    let prefix = format!("$KV.{}.", store.name);
+    let subjects = store
+        .stream
+        .info_with_subjects(format!("{prefix}{filter}"))
+        .await
+        .map_err(unavailable)?;
+    let subjects: Vec<(String, usize)> = subjects.try_collect().await.map_err(unavailable)?;
+    Ok(subjects
+        .into_iter()
+        .filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(String::from))
+        .collect())
+}
+
+async fn read_run(runs: &Store, key: &str) -> Result<Option<RunRecord>, (u8, String)> {
+    let Some(bytes) = runs.get(key).await.map_err(unavailable)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        (
+            EXIT_INVALID,
+            format!("polos_runs {key} is not a run record: {e}"),
+        )
+    })
+}
+
+async fn list(
+    runs: &Store,
+    workflow: Option<&str>,
+    status: Option<StatusArg>,
+    limit: usize,
+    as_json: bool,
+) -> CmdResult {
+    if let Some(w) = workflow {
+        validate_workflow(w).map_err(|e| (EXIT_INVALID, e.to_string()))?;
+    }
+    let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
+    let mut records = Vec::new();
+    for key in keys_matching(runs, &filter).await? {
+        match read_run(runs, &key).await {
+            Ok(Some(r)) if status.is_none_or(|s| s.matches(r.status)) => records.push(r),
+            Ok(_) => {}
+            Err((_, message)) => eprintln!("warning: {message}"),
+        }
+    }
+    records.sort_by(|a, b| {
+        (b.started_at, b.scheduled_for, &b.run_id).cmp(&(a.started_at, a.scheduled_for, &a.run_id))
+    });
+    if limit > 0 {
+        records.truncate(limit);
+    }
+    if as_json {
+        println!("{}", json!({ "runs": records }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("no runs");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id_width = records.iter().map(|r| r.run_id.len()).max().unwrap_or(6);
+    let wf_width = records
+        .iter()
+        .map(|r| r.workflow.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:<id_width$}  {:<wf_width$}  {:<10} {:>7}  {:<20}  {:>9}",
+        "RUN ID", "WORKFLOW", "STATUS", "ATTEMPT", "SCHEDULED FOR", "DURATION"
+    );
+    for r in &records {
+        println!(
+            "{:<id_width$}  {:<wf_width$}  {:<10} {:>7}  {:<20}  {:>9}",
+            r.run_id,
+            r.workflow,
+            status_text(r.status),
+            r.attempt,
+            crate::model::time::format_instant(r.scheduled_for),
+            duration_text(r),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(runs: &Store, steps: &Store, run_id: &str, as_json: bool) -> CmdResult {
+    if run_id.is_empty() || run_id.contains(['.', '*', '>', ' ']) {
+        return Err((
+            EXIT_INVALID,
+            format!("{run_id:?} is not a run id; copy one from `polos runs list`"),
+        ));
+    }
+    let keys = keys_matching(runs, &format!("*.{run_id}")).await?;
+    let mut found = None;
+    for key in keys {
+        if let Some(r) = read_run(runs, &key).await? {
+            found = Some(r);
+            break;
+        }
+    }
+    let Some(record) = found else {
+        return Err((
+            EXIT_NOT_FOUND,
+            format!("run {run_id} not found in polos_runs; list runs with `polos runs list`"),
+        ));
+    };
+    let mut rows = Vec::new();
+    for key in keys_matching(steps, &format!("{run_id}.>")).await? {
+        let Some(entry) = steps.entry(key.as_str()).await.map_err(unavailable)? else {
+            continue;
+        };
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        let encoded = key.strip_prefix(&format!("{run_id}.")).unwrap_or(&key);
+        let name = decode_key(encoded).unwrap_or_else(|| encoded.to_string());
+        match serde_json::from_slice::<StepRecord>(&entry.value) {
+            Ok(record) => rows.push(StepRow {
+                name,
+                revision: entry.revision,
+                record,
+            }),
+            Err(e) => eprintln!("warning: polos_steps {key} is not a step record: {e}"),
+        }
+    }
+    // Revisions are write order, i.e. the order the steps completed.
+    rows.sort_by_key(|r| r.revision);
+
+    if as_json {
+        let mut value = serde_json::to_value(&record).map_err(|e| (EXIT_INVALID, e.to_string()))?;
+        let steps: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "output": r.record.output,
+                    "completed_at": crate::model::time::format_instant(r.record.completed_at),
+                })
+            })
+            .collect();
+        value["steps"] = Value::Array(steps);
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let instant = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(|| "-".to_string(), crate::model::time::format_instant)
+    };
+    println!("run:           {}", record.run_id);
+    println!("workflow:      {}", record.workflow);
+    println!("schedule:      {} (key {})", record.schedule_id, record.key);
+    println!("trigger:       {}", record.trigger.as_str());
+    println!("status:        {}", status_text(record.status));
+    println!("attempt:       {}", record.attempt);
+    println!("scheduled for: {}", instant(Some(record.scheduled_for)));
+    println!("started:       {}", instant(Some(record.started_at)));
+    println!("finished:      {}", instant(record.finished_at));
+    println!("duration:      {}", duration_text(&record));
+    if let Some(output) = &record.output {
+        println!("output:        {output}");
+    }
+    if let Some(error) = &record.error {
+        println!("error:         {error}");
+    }
+    if rows.is_empty() {
+        println!("steps:         none");
+    } else {
+        println!("steps:");
+        let width = rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (i, row) in rows.iter().enumerate() {
+            println!(
+                "  {}. {:<width$}  completed {}  output {}",
+                i + 1,
+                row.name,
+                crate::model::time::format_instant(row.record.completed_at),
+                row.record.output
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "running",
+        RunStatus::Completed => "completed",
+        RunStatus::Failed => "failed",
+    }
+}
+
+fn duration_text(r: &RunRecord) -> String {
+    match r.finished_at {
+        Some(end) => format!("{}s", (end - r.started_at).num_seconds().max(0)),
+        None => "-".to_string(),
+    }
+}

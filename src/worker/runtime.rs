@@ -1,0 +1,259 @@
+//! [`Worker`]: registers workflows, syncs inline schedules, consumes runs until shutdown.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::consumer::{ensure, fetch_loop};
+use super::registration::{register, sync_inline_schedule};
+use super::run::{RunEnv, RunSettings};
+use super::{WorkerError, Workflow};
+use crate::config::{Config, WorkerConfig};
+use crate::cron::CronSchedule;
+use crate::model::names::{
+    RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
+    WORKFLOWS_BUCKET,
+};
+use crate::model::validate_workflow;
+
+/// How long releasing unfinished runs may take at shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A worker process: the workflows it serves and how it runs them.
+///
+/// ```no_run
+/// use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
+/// use polos::model::SchedulePayload;
+///
+/// async fn daily_report(_ctx: WorkflowContext, p: SchedulePayload) -> Result<String, WorkflowError> {
+///     Ok(format!("report for {}", p.timestamp))
+/// }
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = polos::config::Config::from_env()?;
+/// let client = polos::nats::connect(&config.nats).await?;
+/// Worker::from_config(client, &config)
+///     .workflow(Workflow::new("daily-report", daily_report).schedule("0 9 * * *"))
+///     .run(async { tokio::signal::ctrl_c().await.ok(); })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    /// The connection every bucket, stream and ack goes through.
+    client: async_nats::Client,
+    /// The workflows served, in registration order.
+    workflows: Vec<Workflow>,
+    /// `[worker]` settings (concurrency, attempts, ack wait, backoff, shutdown grace).
+    config: WorkerConfig,
+    /// A retry backoff finer than whole seconds (tests); overrides `retry_backoff_secs`.
+    retry_backoff: Option<Duration>,
+    /// An ack wait finer than whole seconds; overrides `ack_wait_secs`.
+    ack_wait: Option<Duration>,
+}
+
+impl Worker {
+    /// A worker on `client` with default `[worker]` settings.
+    pub fn new(client: async_nats::Client) -> Self {
+        Worker {
+            client,
+            workflows: Vec::new(),
+            config: WorkerConfig::default(),
+            retry_backoff: None,
+            ack_wait: None,
+        }
+    }
+
+    /// A worker with the `[worker]` section of a loaded configuration.
+    pub fn from_config(client: async_nats::Client, config: &Config) -> Self {
+        Worker::new(client).config(config.worker.clone())
+    }
+
+    /// Replaces all `[worker]` settings.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a workflow.
+    pub fn workflow(mut self, workflow: Workflow) -> Self {
+        self.workflows.push(workflow);
+        self
+    }
+
+    /// Most runs of each workflow this process executes at once.
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.config.concurrency = runs;
+        self
+    }
+
+    /// Attempts before a run is recorded `failed` (1 = no retries).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts;
+        self
+    }
+
+    /// How long the server waits for an answer before redelivering a run to another worker
+    /// (a crashed worker's runs resume after this). Long runs send in-progress acks.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = Some(wait);
+        self
+    }
+
+    /// First retry delay after a handler error; doubles per attempt.
+    pub fn retry_backoff(mut self, delay: Duration) -> Self {
+        self.retry_backoff = Some(delay);
+        self
+    }
+
+    /// How long shutdown waits for in-flight runs before releasing them to other workers.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout_secs = timeout.as_secs();
+        self
+    }
+
+    /// Validates and registers every workflow, syncs inline schedules, then consumes runs until
+    /// `shutdown` resolves. On shutdown it stops fetching, lets in-flight runs finish for up to
+    /// `shutdown_timeout`, releases the rest (they resume on another worker), and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        self.validate()?;
+        let js = jetstream::new(self.client.clone());
+        let bucket = |name: &'static str| {
+            let js = js.clone();
+            async move {
+                js.get_key_value(name)
+                    .await
+                    .map_err(|e| WorkerError::Missing {
+                        what: "bucket",
+                        name,
+                        source: e.into(),
+                    })
+            }
+        };
+        let workflows_kv = bucket(WORKFLOWS_BUCKET).await?;
+        let schedules_kv = bucket(SCHEDULES_BUCKET).await?;
+        let state_kv = bucket(SCHEDULE_STATE_BUCKET).await?;
+        let runs_kv = bucket(RUNS_BUCKET).await?;
+        let steps_kv = bucket(STEPS_BUCKET).await?;
+        let stream = js
+            .get_stream(RUNS_STREAM)
+            .await
+            .map_err(|e| WorkerError::Missing {
+                what: "stream",
+                name: RUNS_STREAM,
+                source: e.into(),
+            })?;
+
+        let ack_wait = self
+            .ack_wait
+            .unwrap_or(Duration::from_secs(self.config.ack_wait_secs.max(1)));
+        let settings = RunSettings {
+            max_attempts: self.config.max_attempts.max(1),
+            retry_backoff: self
+                .retry_backoff
+                .unwrap_or(Duration::from_secs(self.config.retry_backoff_secs)),
+            // Three chances per ack window to keep the message, so one slow write does not
+            // cost it.
+            progress_every: (ack_wait / 3).max(Duration::from_millis(100)),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let env = Arc::new(RunEnv {
+            runs: Arc::new(runs_kv),
+            steps: Arc::new(steps_kv),
+            settings,
+            abort: abort_rx,
+        });
+
+        let mut loops = JoinSet::new();
+        for workflow in &self.workflows {
+            let id = workflow.id.clone();
+            register(&workflows_kv, workflow).await.map_err(|source| {
+                WorkerError::Registration {
+                    workflow: id.clone(),
+                    source,
+                }
+            })?;
+            sync_inline_schedule(
+                &schedules_kv,
+                &state_kv,
+                &id,
+                workflow.inline_schedule().as_ref(),
+            )
+            .await
+            .map_err(|source| WorkerError::Registration {
+                workflow: id.clone(),
+                source,
+            })?;
+            let consumer = ensure(&stream, &id, ack_wait).await?;
+            loops.spawn(fetch_loop(
+                js.clone(),
+                consumer,
+                workflow.handler.clone(),
+                env.clone(),
+                self.config.concurrency,
+                stop_rx.clone(),
+            ));
+            info!(workflow = %id, "workflow registered; consuming runs");
+        }
+
+        shutdown.await;
+        info!("worker shutting down: no new runs; waiting for in-flight runs");
+        let _ = stop_tx.send(true);
+        let grace = Duration::from_secs(self.config.shutdown_timeout_secs);
+        let drain = async {
+            let mut in_flight = Vec::new();
+            while let Some(joined) = loops.join_next().await {
+                if let Ok(runs) = joined {
+                    in_flight.push(runs);
+                }
+            }
+            for mut runs in in_flight {
+                while runs.join_next().await.is_some() {}
+            }
+        };
+        tokio::pin!(drain);
+        if tokio::time::timeout(grace, &mut drain).await.is_err() {
+            warn!(
+                ?grace,
+                "in-flight runs did not finish in time; releasing them to other workers"
+            );
+            let _ = abort_tx.send(true);
+            // Releasing is one nak per run; bounded all the same, the server redelivers the rest.
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut drain).await;
+        }
+        info!("worker stopped");
+        Ok(())
+    }
+
+    /// Checks ids and inline schedules before anything is written.
+    fn validate(&self) -> Result<(), WorkerError> {
+        if self.workflows.is_empty() {
+            return Err(WorkerError::NoWorkflows);
+        }
+        let mut seen = HashSet::new();
+        for workflow in &self.workflows {
+            validate_workflow(&workflow.id).map_err(|source| WorkerError::InvalidWorkflow {
+                workflow: workflow.id.clone(),
+                source,
+            })?;
+            if !seen.insert(workflow.id.as_str()) {
+                return Err(WorkerError::DuplicateWorkflow(workflow.id.clone()));
+            }
+            if let Some(schedule) = &workflow.schedule {
+                CronSchedule::parse(&schedule.cron, &schedule.timezone).map_err(|source| {
+                    WorkerError::InvalidSchedule {
+                        workflow: workflow.id.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Declaring a workflow: an id, how it may be scheduled, and its handler — the Rust form of the
+//! seed's `@workflow(id=..., schedule=...)` decorator.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use super::{WorkflowContext, WorkflowError};
+use crate::model::{InlineSchedule, SchedulePayload};
+
+/// A workflow's output once serialized: what the run record's `output` field holds.
+pub(crate) type Output = Result<serde_json::Value, WorkflowError>;
+
+/// The type-erased handler every workflow is stored as.
+pub(crate) type BoxedHandler =
+    Arc<dyn Fn(WorkflowContext, SchedulePayload) -> BoxFuture<'static, Output> + Send + Sync>;
+
+/// An inline schedule: a cron expression read in a time zone (UTC unless set).
+///
+/// `"0 9 * * *"`, `("0 17 * * *", "America/New_York")` and
+/// `Schedule::cron("0 17 * * *").timezone("America/New_York")` all convert into one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The 5-field cron expression.
+    pub cron: String,
+    /// The IANA zone its wall clock is read in.
+    pub timezone: String,
+}
+
+impl Schedule {
+    /// A schedule in UTC.
+    pub fn cron(expr: impl Into<String>) -> Self {
+        Schedule {
+            cron: expr.into(),
+            timezone: "UTC".to_string(),
+        }
+    }
+
+    /// Reads the cron in this IANA zone instead (`"America/New_York"`); DST is handled.
+    pub fn timezone(mut self, timezone: impl Into<String>) -> Self {
+        self.timezone = timezone.into();
+        self
+    }
+}
+
+impl From<&str> for Schedule {
+    fn from(expr: &str) -> Self {
+        Schedule::cron(expr)
+    }
+}
+
+impl From<String> for Schedule {
+    fn from(expr: String) -> Self {
+        Schedule::cron(expr)
+    }
+}
+
+impl From<(&str, &str)> for Schedule {
+    fn from((expr, timezone): (&str, &str)) -> Self {
+        Schedule::cron(expr).timezone(timezone)
+    }
+}
+
+/// A workflow: id, scheduling, handler. Register it with [`crate::worker::Worker::workflow`].
+///
+/// ```no_run
+/// use polos::worker::{Schedule, Workflow, WorkflowContext, WorkflowError};
+/// use polos::model::SchedulePayload;
+///
+/// async fn daily_report(
+///     ctx: WorkflowContext,
+///     payload: SchedulePayload,
+/// ) -> Result<serde_json::Value, WorkflowError> {
+///     println!("Report generated at: {}", payload.timestamp);
+///     Ok(serde_json::json!({"status": "completed"}))
+/// }
+///
+/// // Inline cron, UTC:
+/// let a = Workflow::new("daily-report", daily_report).schedule("0 9 * * *");
+/// // Inline cron in a zone:
+/// let b = Workflow::new("end-of-day-sync", daily_report)
+///     .schedule(Schedule::cron("0 17 * * *").timezone("America/New_York"));
+/// // Schedules created through the API (per user, per entity):
+/// let c = Workflow::new("user-reminder", daily_report).schedulable();
+/// ```
+#[derive(Clone)]
+pub struct Workflow {
+    /// The workflow id (`[A-Za-z0-9_-]{1,128}`), validated when the worker starts.
+    pub(crate) id: String,
+    /// The inline schedule this code declares; the worker keeps the `global` schedule in sync.
+    pub(crate) schedule: Option<Schedule>,
+    /// Whether the API may create schedules for it (`schedule=True` in the seed).
+    pub(crate) schedulable: bool,
+    /// The handler, erased to one type so a worker can hold many workflows.
+    pub(crate) handler: BoxedHandler,
+}
+
+impl std::fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflow")
+            .field("id", &self.id)
+            .field("schedule", &self.schedule)
+            .field("schedulable", &self.schedulable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workflow {
+    /// A workflow `id` run by `handler`, an `async fn(WorkflowContext, SchedulePayload) ->
+    /// Result<T, WorkflowError>` whose `T` is stored as the run's output.
+    ///
+    /// Without [`schedule`](Self::schedule) or [`schedulable`](Self::schedulable) it only runs
+    /// when a fire is published for it.
+    pub fn new<F, Fut, T>(id: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(WorkflowContext, SchedulePayload) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, WorkflowError>> + Send + 'static,
+        T: Serialize,
+    {
+        let handler: BoxedHandler = Arc::new(move |ctx, payload| {
+            let fut = handler(ctx, payload);
+            Box::pin(async move {
+                let value = fut.await?;
+                serde_json::to_value(value).map_err(|e| {
+                    WorkflowError::terminal(format!(
+                        "the handler's return value cannot be serialized to JSON: {e}"
+                    ))
+                })
+            })
+        });
+        Workflow {
+            id: id.into(),
+            schedule: None,
+            schedulable: false,
+            handler,
+        }
+    }
+
+    /// Declares an inline schedule (`"0 9 * * *"` in UTC, or a [`Schedule`] with a zone). The
+    /// worker creates or updates the workflow's `global` schedule to match at each start, and
+    /// removes it when the code no longer declares one. Implies [`schedulable`](Self::schedulable).
+    pub fn schedule(mut self, schedule: impl Into<Schedule>) -> Self {
+        self.schedule = Some(schedule.into());
+        self.schedulable = true;
+        self
+    }
+
+    /// Allows schedules for this workflow to be created through the API (one per key: a user,
+    /// an entity), as the seed's `schedule=True`.
+    pub fn schedulable(mut self) -> Self {
+        self.schedulable = true;
+        self
+    }
+
+    /// The workflow id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The inline schedule as stored in `polos_workflows`.
+    pub(crate) fn inline_schedule(&self) -> Option<InlineSchedule> {
+        self.schedule.as_ref().map(|s| InlineSchedule {
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+        })
+    }
+}
