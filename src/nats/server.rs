@@ -158,6 +158,8 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// Cluster settings when this server is one of a cluster.
     pub cluster: Option<ClusterMember>,
+    /// More command-line arguments (e.g. `--user`/`--pass` to require auth in tests).
+    pub extra_args: Vec<String>,
 }
 
 /// One member's view of a loopback cluster.
@@ -253,6 +255,7 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        cmd.args(&self.options.extra_args);
         if let Some(c) = &self.options.cluster {
             let routes: Vec<String> = c
                 .all_route_ports
@@ -396,6 +399,7 @@ impl NatsCluster {
                     route_port: *route_port,
                     all_route_ports: route_ports.clone(),
                 }),
+                extra_args: Vec::new(),
             })?);
         }
         Ok(NatsCluster { servers })

@@ -1,3 +1,4 @@
+mod auth;
 mod cron_cli;
 mod schedules_api;
 mod schedules_cli;
