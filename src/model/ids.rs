@@ -89,7 +89,11 @@ pub fn schedule_id(workflow: &str, key: &str) -> String {
 /// Derived from the instant so that a late duplicate of the same fire finds its run already
 /// completed.
 pub fn run_id_for(schedule_id: &str, scheduled_for: DateTime<Utc>) -> String {
-    format!("{schedule_id}-{}", scheduled_for.format("%Y%m%dT%H%M%SZ"))
+    let mut id = String::with_capacity(schedule_id.len() + 17);
+    id.push_str(schedule_id);
+    id.push('-');
+    super::time::push_instant(&mut id, scheduled_for, false);
+    id
 }
 
 /// The run id of a manual trigger: `<schedule_id>-m<nuid>`, unique per trigger.

@@ -3,7 +3,7 @@
 //! Use with `#[serde(with = "crate::model::time::rfc3339")]` (or `rfc3339_opt` for nullable
 //! fields) so every stored value has exactly one textual form.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 
 /// Formats an instant the contract's way, dropping sub-second digits.
 ///
@@ -13,9 +13,52 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 /// assert_eq!(polos::model::time::format_instant(t), "2026-11-26T16:00:00Z");
 /// ```
 pub fn format_instant(instant: DateTime<Utc>) -> String {
-    instant
-        .trunc_subsecs(0)
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
+    let mut out = String::with_capacity(20);
+    push_instant(&mut out, instant, true);
+    out
+}
+
+/// Appends `instant` as `YYYY-MM-DDTHH:MM:SSZ` (`extended`) or `YYYYMMDDTHHMMSSZ` (the run id
+/// form).
+///
+/// Written by hand because it runs several times per fire on the scheduler's hot path, where
+/// chrono's general formatter cost more than the rest of building a fire. Years outside
+/// 0..=9999 (which no cron fire reaches) fall back to chrono.
+pub(crate) fn push_instant(out: &mut String, instant: DateTime<Utc>, extended: bool) {
+    let t = instant.naive_utc();
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        let text = if extended {
+            instant
+                .trunc_subsecs(0)
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        } else {
+            instant.format("%Y%m%dT%H%M%SZ").to_string()
+        };
+        out.push_str(&text);
+        return;
+    }
+    let (date_sep, time_sep) = if extended { ("-", ":") } else { ("", "") };
+    push_digits(out, year as u32, 4);
+    out.push_str(date_sep);
+    push_digits(out, t.month(), 2);
+    out.push_str(date_sep);
+    push_digits(out, t.day(), 2);
+    out.push('T');
+    push_digits(out, t.hour(), 2);
+    out.push_str(time_sep);
+    push_digits(out, t.minute(), 2);
+    out.push_str(time_sep);
+    push_digits(out, t.second(), 2);
+    out.push('Z');
+}
+
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    let mut divisor = 10u32.pow(width - 1);
+    while divisor > 0 {
+        out.push(char::from(b'0' + ((value / divisor) % 10) as u8));
+        divisor /= 10;
+    }
 }
 
 /// Parses any RFC 3339 instant (any offset) into UTC. Sub-seconds are kept; callers that store the
@@ -73,5 +116,33 @@ pub mod rfc3339_opt {
                 ))
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Checked against chrono's own RFC 3339 and strftime formatting.
+        #[test]
+        fn hand_written_format_matches_chrono(secs in -62_135_596_800i64..253_402_300_799i64, nanos in 0u32..1_000_000_000) {
+            let t = Utc.timestamp_opt(secs, nanos).single().unwrap();
+            prop_assert_eq!(format_instant(t), t.trunc_subsecs(0).to_rfc3339_opts(SecondsFormat::Secs, true));
+            let mut compact = String::new();
+            push_instant(&mut compact, t, false);
+            prop_assert_eq!(compact, t.format("%Y%m%dT%H%M%SZ").to_string());
+        }
+    }
+
+    #[test]
+    fn extreme_years_fall_back_to_chrono() {
+        let t = Utc.with_ymd_and_hms(12026, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(
+            format_instant(t),
+            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
     }
 }
