@@ -2,6 +2,7 @@
 //! `src/main.rs` only parses arguments and calls [`run`].
 
 mod cron;
+mod dev;
 mod runs;
 pub mod scheduler;
 mod schedules;
@@ -52,6 +53,8 @@ pub enum Command {
     /// Runs recorded by workers: list them, or show one with its steps.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Local development: NATS, scheduler and the example workflows in one command.
+    Dev(dev::DevArgs),
 }
 
 impl Cli {
@@ -73,6 +76,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
         Command::Scheduler => scheduler::run(&cli).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
+        Command::Dev(ref args) => dev::run(&cli, args).await,
     }
 }
 
