@@ -1,4 +1,5 @@
 mod cron_cli;
+mod dev;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;
