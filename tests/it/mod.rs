@@ -1,3 +1,4 @@
+mod compose;
 mod cron_cli;
 mod dev;
 mod schedules_api;
