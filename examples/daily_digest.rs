@@ -84,7 +84,7 @@ async fn setup_user_schedule(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), polos::client::MainError> {
     let (config, client) = polos::client::connect_from_env().await?;
     polos::cli::init_logging(&config);
 
@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         match setup_user_schedule(&client, user_id, &preferences).await {
             Ok(id) => println!("{user_id}: schedule {id} at 8 AM {}", preferences.timezone),
-            Err(e) => eprintln!("{user_id}: could not create the schedule: {e:#}"),
+            Err(e) => eprintln!("{user_id}: could not create the schedule: {e}"),
         }
     }
     worker.await??;

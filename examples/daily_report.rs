@@ -58,7 +58,7 @@ pub fn workflow() -> Workflow {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), polos::client::MainError> {
     let (config, client) = polos::client::connect_from_env().await?;
     polos::cli::init_logging(&config);
 

@@ -10,7 +10,7 @@
 use polos::{schedules, PolosClient};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), polos::client::MainError> {
     let (config, nats) = polos::client::connect_from_env().await?;
     polos::cli::init_logging(&config);
     let client = PolosClient::from_nats(nats); // the seed's PolosClient()

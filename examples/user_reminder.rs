@@ -55,7 +55,7 @@ async fn schedule_user_reminders(client: &PolosClient) -> Result<(), polos::clie
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), polos::client::MainError> {
     let (config, client) = polos::client::connect_from_env().await?;
     polos::cli::init_logging(&config);
 
@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = PolosClient::from_nats(client);
     if let Err(e) = schedule_user_reminders(&client).await {
-        eprintln!("could not create the schedule: {e:#}");
+        eprintln!("could not create the schedule: {e}");
     }
     worker.await??;
     Ok(())

@@ -22,9 +22,11 @@
 
 mod env;
 mod error;
+mod main_error;
 mod polos_client;
 pub mod schedules;
 
 pub use env::connect_from_env;
 pub use error::ClientError;
+pub use main_error::MainError;
 pub use polos_client::{PolosClient, DEFAULT_REQUEST_TIMEOUT};

@@ -8,4 +8,5 @@ mod streams;
 mod ticker;
 mod ticker_dst;
 mod ticker_failover;
+mod unreachable;
 mod worker;
