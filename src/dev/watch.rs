@@ -86,3 +86,51 @@ pub(super) async fn print_runs(js: &async_nats::jetstream::Context) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::model::Trigger;
+
+    fn record(status: RunStatus, attempt: u32) -> RunRecord {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 19, 7, 0)
+            .unwrap();
+        RunRecord {
+            run_id: "sch_x-20261125T190700Z".into(),
+            workflow: "user-reminder".into(),
+            schedule_id: "sch_x".into(),
+            key: "dev-demo".into(),
+            trigger: Trigger::Schedule,
+            scheduled_for: at,
+            status,
+            attempt,
+            started_at: at,
+            finished_at: (status != RunStatus::Running).then_some(at),
+            output: (status == RunStatus::Completed).then(|| serde_json::json!({"status": "sent"})),
+            error: (attempt > 1).then(|| "boom".to_string()),
+        }
+    }
+
+    #[test]
+    fn one_line_per_status_or_attempt_change() {
+        let mut printer = RunPrinter::default();
+        assert_eq!(
+            printer.line(&record(RunStatus::Running, 1)).unwrap(),
+            "19:07:00Z  user-reminder  dev-demo  sch_x-20261125T190700Z  running  attempt 1"
+        );
+        assert_eq!(printer.line(&record(RunStatus::Running, 1)), None);
+        let retry = printer.line(&record(RunStatus::Running, 2)).unwrap();
+        assert!(
+            retry.ends_with("running  attempt 2  (last error: boom)"),
+            "{retry}"
+        );
+        let done = printer.line(&record(RunStatus::Completed, 2)).unwrap();
+        assert!(
+            done.ends_with(r#"completed  attempt 2  output {"status":"sent"}"#),
+            "{done}"
+        );
+    }
+}
