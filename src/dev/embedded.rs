@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::DevError;
+use super::{DataDirLock, DevError};
 use crate::nats::server::{NatsServer, ServerOptions};
 
 /// Where `polos dev` keeps its data, relative to the working directory.
@@ -12,13 +12,15 @@ pub const DEFAULT_DATA_DIR: &str = ".polos";
 pub const DEFAULT_PORT: u16 = 4222;
 
 /// A JetStream server on loopback with its store in `<data dir>/nats`; killed when dropped, its
-/// data kept for the next start.
+/// data kept for the next start. Holds the data directory's [`DataDirLock`] while it runs.
 #[derive(Debug)]
 pub struct EmbeddedServer {
     /// The child process.
     server: NatsServer,
     /// `<data dir>/nats`, absolute.
     store_dir: PathBuf,
+    /// Held while the server runs; dropped after it (field order).
+    _lock: DataDirLock,
 }
 
 impl EmbeddedServer {
@@ -27,6 +29,7 @@ impl EmbeddedServer {
     /// `port`: `None` means [`DEFAULT_PORT`] if it is free, else any free port; `Some(0)` any
     /// free port; `Some(p)` exactly `p`.
     pub fn start(data_dir: &Path, port: Option<u16>) -> Result<EmbeddedServer, DevError> {
+        let lock = DataDirLock::acquire(data_dir)?;
         let store_dir =
             std::path::absolute(data_dir.join("nats")).unwrap_or_else(|_| data_dir.join("nats"));
         let port = match port {
@@ -43,7 +46,11 @@ impl EmbeddedServer {
             data_dir: data_dir.display().to_string(),
             source,
         })?;
-        Ok(EmbeddedServer { server, store_dir })
+        Ok(EmbeddedServer {
+            server,
+            store_dir,
+            _lock: lock,
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.

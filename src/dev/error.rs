@@ -13,6 +13,22 @@ pub enum DevError {
         /// Why.
         source: crate::nats::server::ServerError,
     },
+    /// The data directory could not be created or written.
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another `polos dev` runs on the same data directory.
+    #[error("another polos dev (pid {pid}) is using {path}; stop it, or start this one with --data-dir <another dir>")]
+    InUse {
+        /// The directory.
+        path: String,
+        /// The other process.
+        pid: u32,
+    },
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] crate::nats::ConnectError),

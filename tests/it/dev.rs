@@ -164,6 +164,26 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
     let nats_pid = server_pid(&dir);
     assert!(alive(nats_pid));
 
+    // A second `polos dev` on the same data would share the JetStream store: refused.
+    let second = within(
+        "a second polos dev to give up",
+        Command::new(env!("CARGO_BIN_EXE_polos"))
+            .args(["dev", "--port", "0"])
+            .current_dir(&dir)
+            .env_remove("POLOS_CONFIG")
+            .env_remove("POLOS_NATS__URL")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.status.code(), Some(4), "{}", text(&second));
+    assert!(
+        text(&second).contains("another polos dev"),
+        "{}",
+        text(&second)
+    );
+
     // Fire the demo schedule now instead of waiting for the minute.
     let out = polos(
         &url,
