@@ -10,8 +10,6 @@
 //! polos runs list --workflow daily-digest
 //! ```
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
 use polos::{schedules, PolosClient};
@@ -56,6 +54,11 @@ async fn daily_digest(
     Ok(json!({"user_id": user_id, "sent": true}))
 }
 
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("daily-digest", daily_digest).schedulable()
+}
+
 // ---- Per-user schedules ---------------------------------------------------------------------
 
 struct Preferences {
@@ -66,7 +69,7 @@ async fn setup_user_schedule(
     client: &PolosClient,
     user_id: &str,
     preferences: &Preferences,
-) -> anyhow::Result<String> {
+) -> Result<String, polos::client::ClientError> {
     // Create/update per-user schedule
     let schedule_id = schedules::create(
         client,
@@ -81,12 +84,15 @@ async fn setup_user_schedule(
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
 
     let worker = Worker::from_config(client.clone(), &config)
-        .workflow(Workflow::new("daily-digest", daily_digest).schedulable())
-        .run(common::ctrl_c());
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        });
     let worker = tokio::spawn(worker);
 
     let client = PolosClient::from_nats(client);
@@ -108,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     ] {
         match setup_user_schedule(&client, user_id, &preferences).await {
             Ok(id) => println!("{user_id}: schedule {id} at 8 AM {}", preferences.timezone),
-            Err(e) => eprintln!("{user_id}: could not create the schedule: {e:#}"),
+            Err(e) => eprintln!("{user_id}: could not create the schedule: {e}"),
         }
     }
     worker.await??;

@@ -8,8 +8,6 @@
 //! polos runs list --workflow daily-report
 //! ```
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
 use serde::{Deserialize, Serialize};
@@ -54,13 +52,21 @@ async fn daily_report(
     Ok(json!({"status": "completed"}))
 }
 
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("daily-report", daily_report).schedule("0 9 * * *") // 9:00 AM UTC
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
 
     Worker::from_config(client, &config)
-        .workflow(Workflow::new("daily-report", daily_report).schedule("0 9 * * *")) // 9:00 AM UTC
-        .run(common::ctrl_c())
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
         .await?;
     Ok(())
 }

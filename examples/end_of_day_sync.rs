@@ -6,8 +6,6 @@
 //! polos schedules next end-of-day-sync       # the next fires, as UTC instants
 //! ```
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Schedule, Worker, Workflow, WorkflowContext, WorkflowError};
 use serde_json::{json, Value};
@@ -27,17 +25,24 @@ async fn end_of_day_sync(
     Ok(json!({"status": "synced", "rows": rows}))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
-
-    let workflow = Workflow::new("end-of-day-sync", end_of_day_sync).schedule(
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("end-of-day-sync", end_of_day_sync).schedule(
         Schedule::cron("0 17 * * *") // 5:00 PM
             .timezone("America/New_York"),
-    );
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
+
     Worker::from_config(client, &config)
-        .workflow(workflow)
-        .run(common::ctrl_c())
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
         .await?;
     Ok(())
 }

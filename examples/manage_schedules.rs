@@ -7,13 +7,12 @@
 //! cargo run --example manage_schedules
 //! ```
 
-mod common;
-
 use polos::{schedules, PolosClient};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (_config, nats) = common::connect().await?;
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, nats) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
     let client = PolosClient::from_nats(nats); // the seed's PolosClient()
 
     // Global schedule (one per workflow)

@@ -1,8 +1,6 @@
 //! The seed's Timezones example: `morning-report` at 9 AM Eastern, adjusting for DST
 //! automatically (13:00 UTC in summer, 14:00 UTC in winter).
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Schedule, Worker, Workflow, WorkflowContext, WorkflowError};
 use serde_json::{json, Value};
@@ -15,16 +13,23 @@ async fn morning_report(
     Ok(json!({"executed_at": payload.timestamp}))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
-
-    let workflow = Workflow::new("morning-report", morning_report).schedule(
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("morning-report", morning_report).schedule(
         Schedule::cron("0 9 * * *").timezone("America/New_York"), // Runs at 9 AM Eastern
-    );
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
+
     Worker::from_config(client, &config)
-        .workflow(workflow)
-        .run(common::ctrl_c())
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
         .await?;
     Ok(())
 }

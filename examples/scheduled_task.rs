@@ -5,8 +5,6 @@
 //! polos schedules trigger scheduled-task     # a manual fire: timestamp = now
 //! ```
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
 use serde_json::{json, Value};
@@ -28,13 +26,21 @@ async fn scheduled_task(
     Ok(json!({"executed_at": payload.timestamp}))
 }
 
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("scheduled-task", scheduled_task).schedule("0 */6 * * *")
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
 
     Worker::from_config(client, &config)
-        .workflow(Workflow::new("scheduled-task", scheduled_task).schedule("0 */6 * * *"))
-        .run(common::ctrl_c())
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
         .await?;
     Ok(())
 }

@@ -8,8 +8,6 @@
 //! polos schedules trigger user-reminder --key user_123
 //! ```
 
-mod common;
-
 use polos::model::SchedulePayload;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
 use polos::{schedules, PolosClient};
@@ -34,9 +32,14 @@ async fn user_reminder(
     Ok(json!({"status": "sent"}))
 }
 
+/// The workflow this example declares (`polos dev` runs it too).
+pub fn workflow() -> Workflow {
+    Workflow::new("user-reminder", user_reminder).schedulable() // Can be scheduled via API
+}
+
 // ---- Create schedule via API ----------------------------------------------------------------
 
-async fn schedule_user_reminders(client: &PolosClient) -> anyhow::Result<()> {
+async fn schedule_user_reminders(client: &PolosClient) -> Result<(), polos::client::ClientError> {
     // Schedule per-user reminder
     let schedule_id = schedules::create(
         client,
@@ -52,17 +55,20 @@ async fn schedule_user_reminders(client: &PolosClient) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (config, client) = common::connect().await?;
+async fn main() -> Result<(), polos::client::MainError> {
+    let (config, client) = polos::client::connect_from_env().await?;
+    polos::cli::init_logging(&config);
 
     let worker = Worker::from_config(client.clone(), &config)
-        .workflow(Workflow::new("user-reminder", user_reminder).schedulable()) // Can be scheduled via API
-        .run(common::ctrl_c());
+        .workflow(workflow())
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        });
     let worker = tokio::spawn(worker);
 
     let client = PolosClient::from_nats(client);
     if let Err(e) = schedule_user_reminders(&client).await {
-        eprintln!("could not create the schedule: {e:#}");
+        eprintln!("could not create the schedule: {e}");
     }
     worker.await??;
     Ok(())

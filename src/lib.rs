@@ -13,6 +13,7 @@
 //! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |
 //! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
+//! | [`dev`] | `polos dev`: embedded nats-server, scheduler and the example workflows in one process tree |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
 //! # How data flows
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cron;
+pub mod dev;
 pub mod model;
 pub mod nats;
 pub mod store;
@@ -35,3 +37,6 @@ pub mod ticker;
 pub mod worker;
 
 pub use client::{schedules, PolosClient};
+
+// Lets the example files compiled into `dev` (see `src/dev/examples.rs`) say `polos::…`.
+extern crate self as polos;

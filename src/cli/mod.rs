@@ -2,6 +2,7 @@
 //! `src/main.rs` only parses arguments and calls [`run`].
 
 mod cron;
+mod dev;
 mod runs;
 pub mod scheduler;
 mod schedules;
@@ -21,9 +22,21 @@ pub const EXIT_NOT_FOUND: u8 = 3;
 /// Exit code when NATS cannot be reached or refuses.
 pub const EXIT_UNAVAILABLE: u8 = 4;
 
+/// Shown after `polos --help`: where to start, exit codes, where settings come from.
+const AFTER_HELP: &str = "\
+Getting started:
+  polos dev                              local NATS + scheduler + the example workflows
+  polos schedules list                   what is scheduled, and when it fires next
+  polos schedules trigger daily-report   run a workflow now
+  polos runs list                        what ran, with status and attempts
+  polos cron next \"0 9 * * *\" --timezone America/New_York
+
+Settings: ./polos.toml, then POLOS_* variables (e.g. POLOS_NATS__URL), then flags.
+Exit codes: 0 ok, 2 invalid input, 3 not found, 4 NATS unreachable or server trouble.";
+
 /// Scheduled, durable workflows on NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "polos", version, about, long_about = None)]
+#[command(name = "polos", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Config file (default: ./polos.toml if present; env POLOS_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
@@ -40,18 +53,56 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// JetStream buckets and streams.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  polos streams apply --nats-url nats://prod:4222   # once per server or cluster"
+    )]
     Streams(streams::StreamsCommand),
     /// Cron expressions: check when one fires.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  polos cron next \"0 9 * * *\"\n  polos cron next \"30 2 * * *\" --timezone America/New_York --after 2026-03-07T00:00:00Z -n 3"
+    )]
     Cron(cron::CronCommand),
     /// Create, inspect and manage schedules through the API.
+    #[command(after_help = "\
+Examples:
+  polos schedules create user-reminder \"0 8 * * *\" --timezone America/Los_Angeles --key user_123
+  polos schedules list --workflow user-reminder
+  polos schedules trigger daily-report
+  polos schedules pause user-reminder --key user_123 --note \"holiday\"
+
+Needs a running scheduler (`polos scheduler`, or `polos dev`) to answer the API.")]
     Schedules(schedules::SchedulesArgs),
     /// Run the scheduler service (ticker + schedules API) until Ctrl-C / SIGTERM.
+    #[command(after_help = "\
+Run one or more replicas against the same NATS: one holds the lease and fires, every replica
+answers the API. Apply the streams first (`polos streams apply`).
+
+Example:
+  polos scheduler --nats-url nats://prod:4222")]
     Scheduler,
     /// Runs recorded by workers: list them, or show one with its steps.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  polos runs list --workflow daily-report --status failed\n  polos runs get <run_id>"
+    )]
     Runs(runs::RunsCommand),
+    /// Local development: NATS, the scheduler and the example workflows in one command.
+    #[command(
+        display_order = 0,
+        after_help = "\
+Starts nats-server with JetStream on 127.0.0.1 (data in ./.polos, reused on the next start)
+unless a NATS URL is configured (--nats-url, nats.url, POLOS_NATS__URL), then the scheduler,
+the workflows of examples/, and a demo schedule (user-reminder, key dev-demo, every minute).
+Prints one line per run status change. Ctrl-C stops everything.
+
+Examples:
+  polos dev
+  polos dev --port 0                         # any free port instead of 4222
+  polos dev --nats-url nats://127.0.0.1:4222 # use a running server"
+    )]
+    Dev(dev::DevArgs),
 }
 
 impl Cli {
@@ -73,6 +124,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
         Command::Scheduler => scheduler::run(&cli).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
+        Command::Dev(ref args) => dev::run(&cli, args).await,
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn serve(
 }
 
 /// Ctrl-C, or SIGTERM on Unix (how process supervisors stop services).
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -176,7 +176,12 @@ pub(super) async fn run(cli: &Cli, args: &SchedulesArgs) -> ExitCode {
             if json {
                 println!("{}", serde_json::json!({ "error": failure.error }));
             }
-            super::fail(failure.code, failure.error)
+            // A failure on this side (NATS unreachable, no scheduler) reads better without the
+            // API's `internal:` prefix; the API's own codes stay.
+            match failure.error.code {
+                ErrorCode::Internal => super::fail(failure.code, failure.error.message),
+                _ => super::fail(failure.code, failure.error),
+            }
         }
     }
 }

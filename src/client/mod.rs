@@ -20,9 +20,13 @@
 //! # Ok(()) }
 //! ```
 
+mod env;
 mod error;
+mod main_error;
 mod polos_client;
 pub mod schedules;
 
+pub use env::connect_from_env;
 pub use error::ClientError;
+pub use main_error::MainError;
 pub use polos_client::{PolosClient, DEFAULT_REQUEST_TIMEOUT};

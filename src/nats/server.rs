@@ -5,6 +5,7 @@
 //! port, temporary store) and by the benchmarks. Clusters of 3 servers with routes on loopback
 //! serve the fault tests.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -254,7 +255,10 @@ impl NatsServer {
             .arg(&log_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C reaches `polos dev`, which stops the
+            // scheduler and workers cleanly first and kills the server last.
+            .process_group(0);
         cmd.args(&self.options.extra_args);
         if let Some(c) = &self.options.cluster {
             let routes: Vec<String> = c

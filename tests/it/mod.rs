@@ -1,5 +1,7 @@
 mod auth;
+mod compose;
 mod cron_cli;
+mod dev;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;
@@ -7,4 +9,5 @@ mod streams;
 mod ticker;
 mod ticker_dst;
 mod ticker_failover;
+mod unreachable;
 mod worker;

@@ -1,0 +1,178 @@
+//! [`run`]: one `polos dev` session, from starting the server to the last clean stop.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use super::{demo, watch, DevError, EmbeddedServer};
+use crate::client::PolosClient;
+use crate::config::{Config, DEFAULT_NATS_URL};
+use crate::worker::{Worker, Workflow};
+
+/// How `polos dev` runs.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Data directory; the embedded server keeps its store in `<data_dir>/nats`.
+    pub data_dir: PathBuf,
+    /// Client port of the embedded server: `None` = 4222, or a free one if taken; `Some(0)` =
+    /// any free port.
+    pub port: Option<u16>,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        DevOptions {
+            data_dir: PathBuf::from(super::DEFAULT_DATA_DIR),
+            port: None,
+        }
+    }
+}
+
+/// Runs `polos dev` until `shutdown` resolves: starts an embedded server unless
+/// `config.nats` names one, applies the streams, runs the scheduler (`polos scheduler`'s
+/// [`serve`](crate::cli::scheduler::serve)) and a worker with `workflows`, creates the demo
+/// schedule and prints each run's status changes. Everything stops when `shutdown` resolves or
+/// one part fails; the embedded server is stopped last and its data kept.
+pub async fn run(
+    mut config: Config,
+    options: DevOptions,
+    workflows: Vec<Workflow>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DevError> {
+    let server = if config.nats.is_configured() {
+        None
+    } else {
+        let server = EmbeddedServer::start(&options.data_dir, options.port)?;
+        config.nats.url = server.url().to_string();
+        Some(server)
+    };
+    let result = serve(&config, server.as_ref(), workflows, shutdown).await;
+    if let Some(server) = server {
+        server.stop();
+        println!(
+            "nats-server stopped; data kept in {}",
+            options.data_dir.display()
+        );
+    }
+    result
+}
+
+async fn serve(
+    config: &Config,
+    server: Option<&EmbeddedServer>,
+    workflows: Vec<Workflow>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DevError> {
+    let client = crate::nats::connect(&config.nats).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    crate::nats::streams::apply(&js, &config.storage)
+        .await
+        .map_err(|e| DevError::Streams(e.to_string()))?;
+    let ids: Vec<String> = workflows.iter().map(|w| w.id().to_string()).collect();
+    print!("{}", banner(config, server, &ids));
+
+    // One stop signal for every part: the caller's shutdown, or any part failing.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let stop_all = |failed: bool| {
+        if failed {
+            let _ = stop_tx.send(true);
+        }
+    };
+    let signal = {
+        let stopped = stopped();
+        async {
+            tokio::select! {
+                _ = shutdown => {
+                    println!("stopping…");
+                    let _ = stop_tx.send(true);
+                }
+                _ = stopped => {}
+            }
+        }
+    };
+    let scheduler = async {
+        let r = crate::cli::scheduler::serve(client.clone(), config, stopped())
+            .await
+            .map_err(DevError::Scheduler);
+        stop_all(r.is_err());
+        r
+    };
+    let worker = async {
+        let worker = workflows.into_iter().fold(
+            Worker::from_config(client.clone(), config),
+            Worker::workflow,
+        );
+        let r = worker.run(stopped()).await.map_err(DevError::from);
+        stop_all(r.is_err());
+        r
+    };
+    let runs = async {
+        let r = tokio::select! {
+            r = watch::print_runs(&js) => r,
+            _ = stopped() => Ok(()),
+        };
+        stop_all(r.is_err());
+        r
+    };
+    let demo = async {
+        let api = PolosClient::from_nats(client.clone());
+        tokio::select! {
+            r = demo::create(&api) => match r {
+                Ok(id) => println!(
+                    "demo: schedule {id} ({} / {}, cron \"{}\" UTC) fires at the start of every minute; remove it with `polos{} schedules delete {} --key {}`\n",
+                    demo::DEMO_WORKFLOW,
+                    demo::DEMO_KEY,
+                    demo::DEMO_CRON,
+                    url_flag(config),
+                    demo::DEMO_WORKFLOW,
+                    demo::DEMO_KEY,
+                ),
+                Err(e) => eprintln!("demo: could not create the demo schedule: {e}"),
+            },
+            _ = stopped() => {}
+        }
+    };
+    let (_, scheduler, worker, runs, _) = tokio::join!(signal, scheduler, worker, runs, demo);
+    scheduler.and(worker).and(runs)
+}
+
+/// ` --nats-url <url>` when other commands would not find the server by default.
+fn url_flag(config: &Config) -> String {
+    let urls = config.nats.server_urls().join(",");
+    if urls == DEFAULT_NATS_URL {
+        String::new()
+    } else {
+        format!(" --nats-url {urls}")
+    }
+}
+
+/// What `polos dev` prints at start: where things are and what to try next.
+fn banner(config: &Config, server: Option<&EmbeddedServer>, workflows: &[String]) -> String {
+    let urls = config.nats.server_urls().join(",");
+    let flag = url_flag(config);
+    let mut out = String::from("polos dev\n");
+    match server {
+        Some(s) => {
+            out += &format!("  NATS       {urls}  (embedded nats-server, JetStream)\n");
+            out += &format!("  data       {}\n", s.store_dir().display());
+        }
+        None => {
+            out += &format!("  NATS       {urls}  (configured server; none started)\n");
+            out += "  data       in that server's JetStream\n";
+        }
+    }
+    out += "  scheduler  ticker + schedules API\n";
+    out += &format!("  workflows  {}\n", workflows.join(", "));
+    out += "\nTry, in another terminal:\n";
+    out += &format!("  polos{flag} schedules list\n");
+    out += &format!("  polos{flag} runs list\n");
+    out += &format!("  polos{flag} schedules trigger daily-report\n");
+    out += "  polos cron next \"0 9 * * *\" --timezone America/New_York\n";
+    out += "\nRuns (UTC; one line per status change; Ctrl-C stops everything):\n";
+    out
+}
