@@ -222,7 +222,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `polos=debug,async_nats=warn`, …
+    /// A tracing filter: `info`, `debug`, `polos=debug,async_nats=warn`, … The default keeps
+    /// the client library's per-connection lines out of CLI output.
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
@@ -231,7 +232,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".into(),
+            level: "info,async_nats=warn".into(),
             format: LogFormat::Text,
         }
     }
