@@ -101,9 +101,7 @@ pub async fn pause(
     key: &str,
     note: Option<&str>,
 ) -> Result<ScheduleRecord, ClientError> {
-    client
-        .request(API_PAUSE, &pause_request(workflow, key, note))
-        .await
+    set_paused(client, API_PAUSE, workflow, key, note).await
 }
 
 /// Resumes a paused schedule: it fires from now on, without catching up the paused time.
@@ -113,8 +111,19 @@ pub async fn resume(
     key: &str,
     note: Option<&str>,
 ) -> Result<ScheduleRecord, ClientError> {
+    set_paused(client, API_RESUME, workflow, key, note).await
+}
+
+/// Pause and resume take the same request and reply; only the endpoint differs.
+async fn set_paused(
+    client: &PolosClient,
+    subject: &str,
+    workflow: &str,
+    key: &str,
+    note: Option<&str>,
+) -> Result<ScheduleRecord, ClientError> {
     client
-        .request(API_RESUME, &pause_request(workflow, key, note))
+        .request(subject, &pause_request(workflow, key, note))
         .await
 }
 

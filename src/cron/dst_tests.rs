@@ -250,11 +250,13 @@ fn the_zones_have_the_transitions_we_mean_to_test() {
     assert!(changes(Tz::Asia__Kathmandu, 2026).is_empty());
 }
 
-fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+/// The UTC instant `y-mo-d h:mi:00Z` (also used by the tests in `schedule.rs`).
+pub(super) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
 }
 
-fn next(expr: &str, tz: &str, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+/// The first `n` fires of `expr` in `tz` after `after` (also used by the tests in `schedule.rs`).
+pub(super) fn next(expr: &str, tz: &str, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
     CronSchedule::parse(expr, tz).unwrap().upcoming(after, n)
 }
 

@@ -199,15 +199,7 @@ impl CronSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
-    }
-
-    fn up(expr: &str, tz: &str, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        CronSchedule::parse(expr, tz).unwrap().upcoming(after, n)
-    }
+    use crate::cron::dst_tests::{next as up, utc as at};
 
     #[test]
     fn spring_gap_fixed_fires_at_gap_end() {

@@ -300,20 +300,11 @@ impl Loop {
                 slot
             }
             None => self.index.insert(Entry {
-                kv_key: Arc::from(kv_key.as_str()),
-                workflow,
                 cron: Some(cron),
-                timezone,
                 paused: record.paused,
                 catchup: record.catchup,
                 catchup_window_secs: window_secs(record.catchup_window_secs),
-                revision,
-                written_at,
-                last: None,
-                next: None,
-                fires: 0,
-                missed: 0,
-                error: None,
+                ..new_entry(&kv_key, workflow, timezone, revision, written_at)
             }),
         };
         if self.active {
@@ -360,23 +351,10 @@ impl Loop {
             None => {
                 // An unreadable KV key keeps an empty workflow (no id, no key).
                 let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
-                let entry = Entry {
-                    kv_key: Arc::from(kv_key),
-                    workflow: self.index.intern(&workflow),
-                    cron: None,
-                    timezone: self.index.intern("UTC"),
-                    paused: false,
-                    catchup: None,
-                    catchup_window_secs: None,
-                    revision,
-                    written_at,
-                    last: None,
-                    next: None,
-                    fires: 0,
-                    missed: 0,
-                    error: None,
-                };
-                self.index.insert(entry)
+                let workflow = self.index.intern(&workflow);
+                let timezone = self.index.intern("UTC");
+                self.index
+                    .insert(new_entry(kv_key, workflow, timezone, revision, written_at))
             }
         };
         self.index.arm(slot, None);
@@ -656,6 +634,33 @@ impl Loop {
 
 fn secs(s: u64) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+}
+
+/// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
+/// caller fills in what its value says.
+fn new_entry(
+    kv_key: &str,
+    workflow: Arc<str>,
+    timezone: Arc<str>,
+    revision: u64,
+    written_at: DateTime<Utc>,
+) -> Entry {
+    Entry {
+        kv_key: Arc::from(kv_key),
+        workflow,
+        cron: None,
+        timezone,
+        paused: false,
+        catchup: None,
+        catchup_window_secs: None,
+        revision,
+        written_at,
+        last: None,
+        next: None,
+        fires: 0,
+        missed: 0,
+        error: None,
+    }
 }
 
 /// A per-schedule window in the compact form the table keeps (over 136 years saturates).

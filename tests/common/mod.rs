@@ -108,3 +108,14 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for: {what}"))
 }
+
+/// The current info (config and state) of stream `name`.
+pub async fn stream_info(js: &jetstream::Context, name: &str) -> jetstream::stream::Info {
+    js.get_stream(name)
+        .await
+        .expect("get stream")
+        .info()
+        .await
+        .expect("stream info")
+        .clone()
+}

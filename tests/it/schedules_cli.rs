@@ -23,6 +23,23 @@ async fn polos_at(url: &str, args: &[&str]) -> Output {
     within("polos CLI", command.output()).await.unwrap()
 }
 
+/// `polos schedules create user-reminder "0 8 * * *"` at 08:00 Pacific for key `user_123`, plus
+/// `extra` arguments.
+async fn create_user_reminder(api: &ApiEnv, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "schedules",
+        "create",
+        "user-reminder",
+        "0 8 * * *",
+        "--timezone",
+        "America/Los_Angeles",
+        "--key",
+        "user_123",
+    ];
+    args.extend_from_slice(extra);
+    polos(api, &args).await
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -34,22 +51,7 @@ fn stderr(output: &Output) -> String {
 #[tokio::test]
 async fn create_list_get_next_pause_trigger_delete() {
     let api = ApiEnv::start().await;
-    let out = polos(
-        &api,
-        &[
-            "schedules",
-            "create",
-            "user-reminder",
-            "0 8 * * *",
-            "--timezone",
-            "America/Los_Angeles",
-            "--key",
-            "user_123",
-            "--note",
-            "hi",
-        ],
-    )
-    .await;
+    let out = create_user_reminder(&api, &["--note", "hi"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("Created schedule sch_"), "{text}");
@@ -233,20 +235,7 @@ async fn exit_codes_distinguish_invalid_not_found_and_unreachable() {
 #[tokio::test]
 async fn list_shows_eight_am_pacific_for_a_pacific_eight_am_schedule() {
     let api = ApiEnv::start().await;
-    let out = polos(
-        &api,
-        &[
-            "schedules",
-            "create",
-            "user-reminder",
-            "0 8 * * *",
-            "--timezone",
-            "America/Los_Angeles",
-            "--key",
-            "user_123",
-        ],
-    )
-    .await;
+    let out = create_user_reminder(&api, &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = polos(&api, &["schedules", "list"]).await;
     let table = stdout(&out);

@@ -2,7 +2,7 @@ use polos::config::StorageConfig;
 use polos::nats::server::NatsServer;
 use polos::nats::streams::{apply, Outcome, DEFINITIONS};
 
-use crate::common::{TestCluster, TestEnv};
+use crate::common::{stream_info, TestCluster, TestEnv};
 
 #[tokio::test]
 async fn apply_twice_changes_nothing_the_second_time() {
@@ -32,45 +32,20 @@ async fn apply_twice_changes_nothing_the_second_time() {
 #[tokio::test]
 async fn apply_updates_a_drifted_stream() {
     let env = TestEnv::start().await;
-    let mut config = env
-        .js
-        .get_stream("POLOS_RUNS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let mut config = stream_info(&env.js, "POLOS_RUNS").await.config;
     config.duplicate_window = std::time::Duration::from_secs(30);
     env.js.update_stream(config).await.unwrap();
     let outcomes = apply(&env.js, &StorageConfig::default()).await.unwrap();
     let runs = outcomes.iter().find(|(n, _)| n == "POLOS_RUNS").unwrap();
     assert_eq!(runs.1, Outcome::Updated);
-    let info = env
-        .js
-        .get_stream("POLOS_RUNS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let info = stream_info(&env.js, "POLOS_RUNS").await.config;
     assert_eq!(info.duplicate_window, std::time::Duration::from_secs(120));
 }
 
 #[tokio::test]
 async fn cluster_gets_three_replicas() {
     let c = TestCluster::start().await;
-    let info =
-        c.js.get_stream("KV_polos_schedules")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .clone();
+    let info = stream_info(&c.js, "KV_polos_schedules").await;
     assert_eq!(info.config.num_replicas, 3);
     let again = apply(
         &c.js,

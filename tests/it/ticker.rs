@@ -162,6 +162,28 @@ impl Running {
     }
 }
 
+/// What most ticker tests start from: a fresh server, the fire log, and a clock frozen at `start`.
+pub async fn frozen_at(start: &str) -> (TestEnv, FireLog, ManualClock) {
+    let env = TestEnv::start().await;
+    let log = FireLog::start(&env.js).await;
+    (env, log, ManualClock::frozen(at(start)))
+}
+
+/// Writes `n` schedules `digest.user_<i>` due daily at 09:00 UTC, `concurrency` puts at a time.
+async fn put_digests(env: &TestEnv, n: usize, concurrency: usize) {
+    let kv = env.js.get_key_value("polos_schedules").await.unwrap();
+    let value = bytes::Bytes::from_static(br#"{"cron":"0 9 * * *","timezone":"UTC"}"#);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let kv = kv.clone();
+            let value = value.clone();
+            async move { kv.put(format!("digest.user_{i}"), value).await.unwrap() }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 pub fn config(env: &TestEnv) -> Config {
     let mut c = env.config();
     c.scheduler.lease_ttl_secs = 1;
@@ -233,9 +255,7 @@ fn assert_fire(
 
 #[tokio::test]
 async fn payload_fields_across_three_consecutive_fires() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:30Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:30Z").await;
     put(
         &env,
         "report",
@@ -300,9 +320,7 @@ async fn payload_fields_across_three_consecutive_fires() {
 
 #[tokio::test]
 async fn restart_mid_series_loses_and_doubles_nothing() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
     let cfg = config(&env);
     put(
         &env,
@@ -456,9 +474,7 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
 
 #[tokio::test]
 async fn update_pause_resume_delete_between_fires() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
     put(&env, "job", "k", serde_json::json!({"cron": "0 * * * *"})).await;
     let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));
     t.wait_active().await;
@@ -568,9 +584,7 @@ async fn created_a_moment_before_its_instant_still_fires() {
 
 #[tokio::test]
 async fn bad_values_are_skipped_and_reported() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
     let kv = env.js.get_key_value("polos_schedules").await.unwrap();
     kv.put("wf.notjson", "not json".into()).await.unwrap();
     kv.put("wf.badcron", r#"{"cron":"not a cron"}"#.into())
@@ -627,17 +641,7 @@ async fn bad_values_are_skipped_and_reported() {
 async fn ten_thousand_schedules_due_at_one_instant_fire_once_each() {
     const N: usize = 10_000;
     let env = TestEnv::start().await;
-    let kv = env.js.get_key_value("polos_schedules").await.unwrap();
-    let value = bytes::Bytes::from_static(br#"{"cron":"0 9 * * *","timezone":"UTC"}"#);
-    futures::stream::iter(0..N)
-        .map(|i| {
-            let kv = kv.clone();
-            let value = value.clone();
-            async move { kv.put(format!("digest.user_{i}"), value).await.unwrap() }
-        })
-        .buffer_unordered(512)
-        .collect::<Vec<_>>()
-        .await;
+    put_digests(&env, N, 512).await;
     let mut log = FireLog::start(&env.js).await;
     let clock = ManualClock::frozen(at("2026-05-01T08:59:59Z"));
     let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));
@@ -703,17 +707,7 @@ async fn hundred_thousand_at_one_instant_vs_raw_publish() {
     const N: usize = 100_000;
     let env = TestEnv::start().await;
 
-    let kv = env.js.get_key_value("polos_schedules").await.unwrap();
-    let value = bytes::Bytes::from_static(br#"{"cron":"0 9 * * *","timezone":"UTC"}"#);
-    futures::stream::iter(0..N)
-        .map(|i| {
-            let kv = kv.clone();
-            let value = value.clone();
-            async move { kv.put(format!("digest.user_{i}"), value).await.unwrap() }
-        })
-        .buffer_unordered(1024)
-        .collect::<Vec<_>>()
-        .await;
+    put_digests(&env, N, 1024).await;
     let clock = ManualClock::frozen(at("2026-05-01T08:59:59Z"));
     let loading = std::time::Instant::now();
     let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));

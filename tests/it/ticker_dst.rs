@@ -8,10 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use polos::model::Trigger;
-use polos::ticker::ManualClock;
 
-use super::ticker::{at, config, put, FireLog, Running};
-use crate::common::TestEnv;
+use super::ticker::{at, config, frozen_at, put, Running};
 
 const ZONE: &str = "America/New_York";
 
@@ -34,9 +32,7 @@ fn hourly(from: &str, to: &str) -> Vec<DateTime<Utc>> {
 }
 
 async fn fire_day(start: &str, schedules: Vec<Expected>) {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at(start));
+    let (env, mut log, clock) = frozen_at(start).await;
     for s in &schedules {
         put(
             &env,
@@ -160,9 +156,7 @@ async fn fall_back_in_new_york() {
 /// The same harness on a zone without DST.
 #[tokio::test]
 async fn utc_day_through_the_same_harness() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-03-07T23:00:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-03-07T23:00:00Z").await;
     put(
         &env,
         "dst",

@@ -7,24 +7,27 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use polos::model::Trigger;
-use polos::ticker::{Clock, LeaseValue, ManualClock, SystemClock};
+use polos::ticker::{Clock, LeaseValue, SystemClock};
 
-use super::ticker::{at, config, put, wait_state, FireLog, Running};
+use super::ticker::{at, config, frozen_at, put, wait_state, FireLog, Running};
 use crate::common::{within, TestEnv};
 
-#[tokio::test]
-async fn killing_the_leader_of_two_replicas_fires_the_missed_instant_once() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
-    let cfg = config(&env);
+/// `hourly.global`, due at the top of every hour.
+async fn put_hourly(env: &TestEnv) {
     put(
-        &env,
+        env,
         "hourly",
         "global",
         serde_json::json!({"cron": "0 * * * *"}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn killing_the_leader_of_two_replicas_fires_the_missed_instant_once() {
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let cfg = config(&env);
+    put_hourly(&env).await;
 
     let mut a = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     a.wait_active().await;
@@ -73,18 +76,10 @@ async fn killing_the_leader_of_two_replicas_fires_the_missed_instant_once() {
 
 #[tokio::test]
 async fn a_graceful_stop_hands_over_at_once() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
     let mut cfg = config(&env);
     cfg.scheduler.lease_ttl_secs = 30;
-    put(
-        &env,
-        "hourly",
-        "global",
-        serde_json::json!({"cron": "0 * * * *"}),
-    )
-    .await;
+    put_hourly(&env).await;
     let mut a = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     a.wait_active().await;
     let mut b = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
@@ -219,17 +214,9 @@ async fn kill_9_of_the_leader_process_fires_the_instant_once() {
 /// is fired exactly once, and the payloads chain.
 #[tokio::test]
 async fn three_replicas_survive_two_leader_kills() {
-    let env = TestEnv::start().await;
-    let mut log = FireLog::start(&env.js).await;
-    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
     let cfg = config(&env);
-    put(
-        &env,
-        "hourly",
-        "global",
-        serde_json::json!({"cron": "0 * * * *"}),
-    )
-    .await;
+    put_hourly(&env).await;
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let mut r = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));

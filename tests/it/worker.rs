@@ -17,7 +17,7 @@ use polos::worker::{consumer_name, Schedule, Worker, Workflow, WorkflowContext, 
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::common::{eventually, within, TestEnv};
+use crate::common::{eventually, stream_info, within, TestEnv};
 
 /// A scheduled fire of `workflow`/`key` for the instant `minute` minutes after a fixed base.
 fn fire_at(workflow: &str, key: &str, minute: i64) -> Fire {
@@ -272,16 +272,7 @@ async fn the_same_fire_delivered_twice_runs_once() {
         outstanding(&env.js, "once").await == (0, 0)
     })
     .await;
-    let info = env
-        .js
-        .get_stream("POLOS_RUNS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .clone();
+    let info = stream_info(&env.js, "POLOS_RUNS").await.state;
     assert_eq!(info.messages, 0, "work queue drained");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     drop(stop);
