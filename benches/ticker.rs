@@ -135,11 +135,20 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
     let before = rss_bytes();
     let (t, ours) = timed(async {
         let unused = ManualClock::frozen(Utc::now());
+        let began = Instant::now();
         let mut t = start_with(b, b.client.clone(), Arc::new(SystemClock), unused);
+        t.status.wait_for(|s| s.loaded).await.map(|_| ())?;
+        let loaded = began.elapsed();
         t.status
             .wait_for(|s| s.active && s.schedules == n)
             .await
             .map(|_| ())?;
+        println!(
+            "{:<34} loaded after {:.3} s, active after {:.3} s",
+            "cold start breakdown",
+            loaded.as_secs_f64(),
+            began.elapsed().as_secs_f64()
+        );
         anyhow::Ok(t)
     })
     .await;
