@@ -133,10 +133,23 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
     fill_cron(b, "bench-load", n, &format!("0 {hour} * * *")).await?;
     let raw = raw::kv_load(&b.js, "polos_schedules", n).await?;
     let before = rss_bytes();
+    let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (t, ours) = timed(async {
         let unused = ManualClock::frozen(Utc::now());
         let began = Instant::now();
-        let mut t = start_with(b, b.client.clone(), Arc::new(SystemClock), unused);
+        let counter = slow.clone();
+        let client = async_nats::ConnectOptions::new()
+            .event_callback(move |e| {
+                let slow = counter.clone();
+                async move {
+                    if matches!(e, async_nats::Event::SlowConsumer(_)) {
+                        slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .connect(b.server.url())
+            .await?;
+        let mut t = start_with(b, client, Arc::new(SystemClock), unused);
         t.status.wait_for(|s| s.loaded).await.map(|_| ())?;
         let loaded = began.elapsed();
         t.status
@@ -144,10 +157,11 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
             .await
             .map(|_| ())?;
         println!(
-            "{:<34} loaded after {:.3} s, active after {:.3} s",
+            "{:<34} loaded after {:.3} s, active after {:.3} s, slow-consumer events {}",
             "cold start breakdown",
             loaded.as_secs_f64(),
-            began.elapsed().as_secs_f64()
+            began.elapsed().as_secs_f64(),
+            slow.load(std::sync::atomic::Ordering::Relaxed)
         );
         anyhow::Ok(t)
     })
