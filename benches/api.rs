@@ -7,6 +7,18 @@ use crate::support::Bench;
 /// `n` upserts of distinct schedules through the API (served in-process on its own
 /// connection, like `polos scheduler`), `concurrency` requests in flight; upserts per second.
 pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    // As in production, a worker has registered the workflow as schedulable (an unknown
+    // workflow costs every upsert one more KV read to confirm it).
+    let record = polos::model::WorkflowRecord {
+        workflow: "bench".into(),
+        schedulable: true,
+        schedule: None,
+        updated_at: chrono::Utc::now(),
+    };
+    b.js.get_key_value("polos_workflows")
+        .await?
+        .put("bench", serde_json::to_vec(&record)?.into())
+        .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = polos::api::start(
         async_nats::connect(b.server.url()).await?,
@@ -17,6 +29,8 @@ pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<
         let _ = stopped.await;
     }));
     let client = polos::PolosClient::from_nats(async_nats::connect(b.server.url()).await?);
+    // Let the API's registry watch see the registration.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let start = std::time::Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {

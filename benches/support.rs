@@ -52,6 +52,23 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time used so far by every thread of this process (`/proc/self/task/*/schedstat`, ns).
+pub fn cpu_time() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
 /// Percentile (0..=100) of a sample, in the sample's unit.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -68,7 +85,13 @@ pub fn report(name: &str, ours: f64, raw: f64, unit: &str, higher_is_better: boo
     } else {
         raw / ours
     };
+    // Small values (ms, ns) need decimals, rates do not.
+    let d = if raw.abs() < 10.0 || ours.abs() < 10.0 {
+        3
+    } else {
+        1
+    };
     println!(
-        "{name:<34} ours {ours:>12.1} {unit:<8} raw {raw:>12.1} {unit:<8} ratio {ratio:>5.2}  (target {target})"
+        "{name:<34} ours {ours:>12.d$} {unit:<8} raw {raw:>12.d$} {unit:<8} ratio {ratio:>5.2}  (target {target})"
     );
 }

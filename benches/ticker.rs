@@ -1,17 +1,20 @@
 //! Ticker sections (design §10): `fire` — N schedules due at one instant vs raw pipelined publish;
-//! `load` — cold start of N schedules vs a raw `watch_with_history` load, and memory per schedule.
+//! `load` — cold start of N schedules vs a raw `watch_with_history` load, memory per schedule and
+//! CPU while nothing is due; `latency` — how long after its instant each fire is acked.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use polos::config::Config;
-use polos::ticker::{ManualClock, Ticker, TickerStatus};
+use polos::ticker::{Clock, ManualClock, SystemClock, Ticker, TickerStatus};
 use tokio::sync::{oneshot, watch};
 
+use crate::clock::FastClock;
 use crate::raw;
-use crate::support::{rss_bytes, timed, Bench};
+use crate::support::{cpu_time, rss_bytes, timed, Bench};
 
 /// A ticker on the bench server with a frozen clock at 08:59:59 (schedules fire at 09:00).
 struct Running {
@@ -22,10 +25,19 @@ struct Running {
 }
 
 fn start(b: &Bench) -> Running {
+    let clock = ManualClock::frozen(Utc.with_ymd_and_hms(2026, 5, 1, 8, 59, 59).unwrap());
+    start_with(b, b.client.clone(), Arc::new(clock.clone()), clock)
+}
+
+fn start_with(
+    b: &Bench,
+    client: async_nats::Client,
+    ticker_clock: Arc<dyn Clock>,
+    clock: ManualClock,
+) -> Running {
     let mut config = Config::default();
     config.nats.url = b.server.url().to_string();
-    let clock = ManualClock::frozen(Utc.with_ymd_and_hms(2026, 5, 1, 8, 59, 59).unwrap());
-    let ticker = Ticker::new(b.client.clone(), &config).clock(Arc::new(clock.clone()));
+    let ticker = Ticker::new(client, &config).clock(ticker_clock);
     let status = ticker.status();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -52,7 +64,11 @@ impl Running {
 }
 
 async fn fill(b: &Bench, workflow: &str, n: usize) -> anyhow::Result<()> {
-    let value = Bytes::from_static(br#"{"cron":"0 9 * * *","timezone":"UTC"}"#);
+    fill_cron(b, workflow, n, "0 9 * * *").await
+}
+
+async fn fill_cron(b: &Bench, workflow: &str, n: usize, cron: &str) -> anyhow::Result<()> {
+    let value = Bytes::from(format!(r#"{{"cron":"{cron}","timezone":"UTC"}}"#));
     raw::fill_bucket(&b.js, "polos_schedules", n, |i| {
         (format!("{workflow}.user_{i}"), value.clone())
     })
@@ -93,24 +109,165 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
     Ok((ours, raw))
 }
 
-/// Cold start of N schedules until the ticker is firing; returns (ours, raw) seconds and the
-/// process memory grown per schedule.
-pub async fn load(b: &Bench, n: usize) -> anyhow::Result<(f64, f64, f64)> {
-    fill(b, "bench-load", n).await?;
+/// What `load` measured.
+pub struct Load {
+    /// Cold start until active (all loaded, planned, armed), seconds.
+    pub ours: f64,
+    /// Raw `watch_with_history` of the same keys, seconds.
+    pub raw: f64,
+    /// Process RSS grown per schedule, bytes.
+    pub per_schedule: f64,
+    /// Process CPU time over `idle` with every schedule armed and none due, seconds.
+    pub idle_cpu: f64,
+    /// The idle span measured.
+    pub idle: Duration,
+}
+
+/// Cold start of N schedules until the ticker is firing (real clock; every schedule is due
+/// 12 hours from now), then memory per schedule and CPU while nothing is due.
+pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
+    let hour = (Utc::now() + chrono::Duration::hours(12))
+        .format("%H")
+        .to_string();
+    fill_cron(b, "bench-load", n, &format!("0 {hour} * * *")).await?;
     let raw = raw::kv_load(&b.js, "polos_schedules", n).await?;
     let before = rss_bytes();
+    let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (t, ours) = timed(async {
-        let mut t = start(b);
+        let unused = ManualClock::frozen(Utc::now());
+        let began = Instant::now();
+        let counter = slow.clone();
+        let client = async_nats::ConnectOptions::new()
+            .event_callback(move |e| {
+                let slow = counter.clone();
+                async move {
+                    if matches!(e, async_nats::Event::SlowConsumer(_)) {
+                        slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .connect(b.server.url())
+            .await?;
+        let mut t = start_with(b, client, Arc::new(SystemClock), unused);
+        t.status.wait_for(|s| s.loaded).await.map(|_| ())?;
+        let loaded = began.elapsed();
         t.status
             .wait_for(|s| s.active && s.schedules == n)
             .await
             .map(|_| ())?;
+        println!(
+            "{:<34} loaded after {:.3} s, active after {:.3} s, slow-consumer events {}",
+            "cold start breakdown",
+            loaded.as_secs_f64(),
+            began.elapsed().as_secs_f64(),
+            slow.load(std::sync::atomic::Ordering::Relaxed)
+        );
         anyhow::Ok(t)
     })
     .await;
     let t = t?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_schedule = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    // Nothing is due for hours: the whole process (ticker, lease renewals, client) should sleep.
+    let idle = Duration::from_secs(5);
+    let cpu_before = cpu_time();
+    tokio::time::sleep(idle).await;
+    let idle_cpu = cpu_time().saturating_sub(cpu_before).as_secs_f64();
+    anyhow::ensure!(t.status.borrow().fires == 0, "something fired while idle");
     t.shutdown().await;
-    Ok((ours.as_secs_f64(), raw.as_secs_f64(), per_schedule))
+    Ok(Load {
+        ours: ours.as_secs_f64(),
+        raw: raw.as_secs_f64(),
+        per_schedule,
+        idle_cpu,
+        idle,
+    })
+}
+
+/// `n` schedules with distinct instants (one every `60 / speed` real seconds) on a wall clock
+/// running `speed`× fast; returns sorted real lateness of each fire's ack, in ms.
+pub async fn fire_latency(b: &Bench, n: usize, speed: u32) -> anyhow::Result<Vec<f64>> {
+    let first = Utc.with_ymd_and_hms(2026, 5, 1, 1, 0, 0).unwrap();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let at = first + chrono::Duration::minutes(i as i64);
+        let value = Bytes::from(format!(
+            r#"{{"cron":"{} {} * * *","timezone":"UTC"}}"#,
+            at.format("%M"),
+            at.format("%H")
+        ));
+        let ack =
+            b.js.publish(format!("$KV.polos_schedules.bench-lat.user_{i}"), value)
+                .await?;
+        pending.push(ack.into_future());
+    }
+    while let Some(r) = futures::StreamExt::next(&mut pending).await {
+        r?;
+    }
+    // The first instant comes 3 real seconds after start: time to load and take the lease.
+    let clock = FastClock::new(first - chrono::Duration::seconds(3 * speed as i64), speed);
+    let unused = ManualClock::frozen(first);
+    // Breakdown: when each fire reaches a plain subscriber (published, before its ack is back).
+    let mut seen_by_sub = b.client.subscribe("polos.runs.bench-lat").await?;
+    b.client.flush().await?;
+    let arrivals = tokio::spawn(async move {
+        let mut late = Vec::with_capacity(n);
+        while late.len() < n {
+            let Some(m) = futures::StreamExt::next(&mut seen_by_sub).await else {
+                break;
+            };
+            let now = Instant::now();
+            if let Ok(f) =
+                polos::model::Fire::from_message(&m.subject, m.headers.as_ref(), &m.payload)
+            {
+                late.push(
+                    now.saturating_duration_since(clock.real(f.payload.timestamp))
+                        .as_secs_f64()
+                        * 1000.0,
+                );
+            }
+        }
+        late.sort_by(f64::total_cmp);
+        late
+    });
+    // Its own connection, like `polos scheduler`.
+    let client = async_nats::connect(b.server.url()).await?;
+    let t = start_with(b, client, Arc::new(clock), unused);
+    let mut status = t.status.clone();
+    let mut samples = Vec::with_capacity(n);
+    let mut seen = 0u64;
+    while seen < n as u64 {
+        tokio::time::timeout(Duration::from_secs(10), status.changed()).await??;
+        let now = Instant::now();
+        let s = status.borrow_and_update().clone();
+        if s.fires > seen {
+            if let Some(instant) = s.last_fire {
+                samples.push(
+                    now.saturating_duration_since(clock.real(instant))
+                        .as_secs_f64()
+                        * 1000.0,
+                );
+            }
+            seen = s.fires;
+        }
+    }
+    anyhow::ensure!(
+        samples.len() == n,
+        "{} fires shared a round",
+        n - samples.len()
+    );
+    let missed = t.status.borrow().missed;
+    anyhow::ensure!(missed == 0, "{missed} instants were missed");
+    t.shutdown().await;
+    samples.sort_by(f64::total_cmp);
+    let arrived = arrivals.await?;
+    println!(
+        "{:<34} seen by a subscriber p50 {:.3} ms p99 {:.3} ms; acked p50 {:.3} ms p99 {:.3} ms",
+        "fire lateness breakdown",
+        crate::support::percentile(&arrived, 50.0),
+        crate::support::percentile(&arrived, 99.0),
+        crate::support::percentile(&samples, 50.0),
+        crate::support::percentile(&samples, 99.0),
+    );
+    Ok(samples)
 }

@@ -918,50 +918,6 @@ async fn list_replies_are_pages_that_fit_in_a_message_and_the_client_follows_the
     api.stop().await;
 }
 
-/// Design §10: the API within 0.5 of raw KV compare-and-swap writes. A measurement, not a
-/// gate (timings on a shared machine vary): `cargo test --test main api_throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn api_throughput_vs_raw_kv_cas() {
-    const N: usize = 3000;
-    const IN_FLIGHT: usize = 64;
-    let api = ApiEnv::start().await;
-    register(&api, "bench", true).await;
-    let kv = api.kv("polos_schedules").await;
-
-    let started = std::time::Instant::now();
-    futures::stream::iter(0..N)
-        .for_each_concurrent(IN_FLIGHT, |i| {
-            let kv = kv.clone();
-            async move {
-                // A compare-and-swap create, like the bench's raw baseline.
-                kv.create(format!("raw.k{i}"), r#"{"cron":"0 8 * * *"}"#.into())
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-    let raw = N as f64 / started.elapsed().as_secs_f64();
-
-    let started = std::time::Instant::now();
-    futures::stream::iter(0..N)
-        .for_each_concurrent(IN_FLIGHT, |i| {
-            let client = api.client.clone();
-            async move {
-                schedules::create(&client, "bench", "0 8 * * *", "UTC", &format!("k{i}"))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-    let via_api = N as f64 / started.elapsed().as_secs_f64();
-    eprintln!(
-        "raw KV CAS: {raw:.0}/s, API upsert: {via_api:.0}/s, ratio {:.2}",
-        via_api / raw
-    );
-    api.stop().await;
-}
-
 #[tokio::test]
 async fn a_workflow_registered_as_not_schedulable_is_refused_once_the_change_is_seen() {
     let api = ApiEnv::start().await;
