@@ -1,9 +1,11 @@
 //! Reading a KV bucket completely, then following it live (design §9).
 //!
-//! `watch_with_history(">")` first delivers the latest value of every key (tombstones too) and
+//! A last-per-subject read (`watch_with_history(">")`, or the ordered pull consumer `follow`
+//! uses for the schedules) first delivers the latest value of every key (tombstones too) and
 //! then every change, but says nothing when the initial data ends. So the bucket stream's last
-//! sequence is read *before* watching: an empty bucket delivers nothing (caught up at once), and
-//! an entry with `delta == 0` or `revision >= last_sequence` is the moment we have caught up.
+//! sequence is read *before* reading: an empty bucket delivers nothing (caught up at once), and
+//! an entry with `delta == 0` (nothing pending) or `revision >= last_sequence` is the moment we
+//! have caught up.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
