@@ -141,6 +141,18 @@ impl ScheduleRecord {
     /// rather than silently moved. Cron and zone are *not* validated here (that is the cron
     /// layer's job, so its error message can name the field).
     pub fn from_kv(kv_key: &str, value: &[u8]) -> Result<Self, RecordError> {
+        let mut record = Self::from_kv_without_id(kv_key, value)?;
+        if record.schedule_id.is_empty() {
+            record.schedule_id = schedule_id(&record.workflow, &record.key);
+        }
+        Ok(record)
+    }
+
+    /// [`ScheduleRecord::from_kv`] with the same validation and errors, but `schedule_id` is
+    /// left empty unless the value carries one (then it is checked as usual). The SHA-256
+    /// behind the id is a large share of parsing a schedule, and a reader that derives the id
+    /// on demand (the ticker, for a million schedules at cold start) need not pay it per key.
+    pub fn from_kv_without_id(kv_key: &str, value: &[u8]) -> Result<Self, RecordError> {
         let (workflow, key) =
             split_schedule_kv_key(kv_key).ok_or_else(|| RecordError::BadKvKey {
                 kv_key: kv_key.to_string(),
@@ -152,7 +164,11 @@ impl ScheduleRecord {
                 example: r#"{"cron":"0 8 * * *","timezone":"America/Los_Angeles"}"#,
                 source,
             })?;
-        let id = schedule_id(&workflow, &key);
+        let id = if record.schedule_id.is_empty() {
+            String::new()
+        } else {
+            schedule_id(&workflow, &key)
+        };
         for (field, found, expected) in [
             ("workflow", &record.workflow, &workflow),
             ("key", &record.key, &key),

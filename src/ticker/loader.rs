@@ -1,14 +1,19 @@
 //! Reading a KV bucket completely, then following it live (design §9).
 //!
-//! `watch_with_history(">")` first delivers the latest value of every key (tombstones too) and
+//! A last-per-subject read (`watch_with_history(">")`, or the ordered pull consumer `follow`
+//! uses for the schedules) first delivers the latest value of every key (tombstones too) and
 //! then every change, but says nothing when the initial data ends. So the bucket stream's last
-//! sequence is read *before* watching: an empty bucket delivers nothing (caught up at once), and
-//! an entry with `delta == 0` or `revision >= last_sequence` is the moment we have caught up.
+//! sequence is read *before* reading: an empty bucket delivers nothing (caught up at once), and
+//! an entry with `delta == 0` (nothing pending) or `revision >= last_sequence` is the moment we
+//! have caught up.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::kv::{Entry, Operation, Store};
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::jetstream::Message;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
@@ -54,25 +59,76 @@ async fn last_sequence(kv: &Store) -> Result<(u64, bool), TickerError> {
     Ok((info.state.last_sequence, info.state.messages > 0))
 }
 
-fn to_change(entry: Entry) -> Change {
-    match entry.operation {
-        Operation::Put => {
-            let written = SystemTime::UNIX_EPOCH
+/// One bucket message as read off the wire, before its value is parsed.
+enum Raw {
+    /// A key was written: its value still as bytes.
+    Put {
+        kv_key: String,
+        revision: u64,
+        value: Bytes,
+        written: SystemTime,
+    },
+    /// A key was deleted or purged.
+    Delete { kv_key: String },
+    /// The initial data ends here.
+    CaughtUp,
+}
+
+/// Reads a bucket message the way the KV watcher does: key from the subject, operation from the
+/// `KV-Operation` header (or a server marker), revision and time from the reply subject.
+fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
+    let info = message.info().map_err(|e| e.to_string())?;
+    let kv_key = message
+        .subject
+        .strip_prefix(kv.prefix.as_str())
+        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?
+        .to_string();
+    let deleted = message.headers.as_ref().is_some_and(|h| {
+        h.get(KV_OPERATION)
+            .map(|op| op.as_str() != "PUT")
+            .unwrap_or_else(|| h.get(async_nats::header::NATS_MARKER_REASON).is_some())
+    });
+    let raw = if deleted {
+        Raw::Delete { kv_key }
+    } else {
+        Raw::Put {
+            kv_key,
+            revision: info.stream_sequence,
+            value: message.payload.clone(),
+            written: SystemTime::UNIX_EPOCH
                 + Duration::from_nanos(
-                    u64::try_from(entry.created.unix_timestamp_nanos()).unwrap_or(0),
-                );
+                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+                ),
+        }
+    };
+    Ok((raw, info.stream_sequence, info.pending))
+}
+
+/// The header naming a KV operation (`PUT`, `DEL`, `PURGE`).
+const KV_OPERATION: &str = "KV-Operation";
+
+fn to_change(raw: Raw) -> Change {
+    match raw {
+        Raw::Put {
+            kv_key,
+            revision,
+            value,
+            written,
+        } => {
             let age = SystemTime::now()
                 .duration_since(written)
                 .unwrap_or(Duration::ZERO);
             Change::Put {
-                record: ScheduleRecord::from_kv(&entry.key, &entry.value)
+                // The ticker derives schedule ids on demand: skip the per-key SHA-256.
+                record: ScheduleRecord::from_kv_without_id(&kv_key, &value)
                     .map_err(|e| e.to_string()),
-                kv_key: entry.key,
-                revision: entry.revision,
+                kv_key,
+                revision,
                 age,
             }
         }
-        Operation::Delete | Operation::Purge => Change::Delete { kv_key: entry.key },
+        Raw::Delete { kv_key } => Change::Delete { kv_key },
+        Raw::CaughtUp => Change::CaughtUp,
     }
 }
 
@@ -80,64 +136,108 @@ fn to_change(entry: Entry) -> Change {
 /// cost out of a million-key cold start.
 const BATCH: usize = 1024;
 
+/// Raw batches buffered between reading and parsing: enough to keep both busy. Reading is
+/// flow-controlled (a pull consumer), so a full buffer only slows the server down, it never
+/// drops messages.
+const RAW_BATCHES: usize = 16;
+
+/// An ordered pull consumer over the whole bucket: the latest value of every key first
+/// (`from == 0`), or every message from revision `from`.
+async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
+    let deliver_policy = if from == 0 {
+        DeliverPolicy::LastPerSubject
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    };
+    let consumer = kv
+        .stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}>", kv.prefix),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
+}
+
 /// Streams every key of `kv` and then every change into `tx`, in batches, with one
-/// [`Change::CaughtUp`] after the initial data. Survives watch errors by resuming after the last
+/// [`Change::CaughtUp`] after the initial data. Survives read errors by resuming after the last
 /// revision seen. Returns when `tx` is closed (the ticker stopped).
+///
+/// Why a pull consumer rather than `watch_with_history`: the watch is a push consumer, and at a
+/// million keys it delivers faster than values can be parsed, so the client drops messages as a
+/// slow consumer and the ordered consumer restarts and re-sends them (≈20,000 times per cold
+/// start on 2 cores). A pull consumer only receives what was asked for. Parsing runs on its own
+/// task so reading the next batch overlaps it.
 pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) -> Result<(), TickerError> {
     let (last_seq, any) = last_sequence(&kv).await?;
     let mut caught_up = !any;
     if caught_up && tx.send(vec![Change::CaughtUp]).await.is_err() {
         return Ok(());
     }
-    let mut watch = kv
-        .watch_with_history(">")
+    let mut messages = subscribe(&kv, 0)
         .await
-        .map_err(|e| TickerError::Watch {
+        .map_err(|message| TickerError::Watch {
             bucket: kv.name.clone(),
-            message: e.to_string(),
+            message,
         })?;
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<Raw>>(RAW_BATCHES);
+    tokio::spawn(async move {
+        while let Some(batch) = raw_rx.recv().await {
+            let changes = batch.into_iter().map(to_change).collect();
+            if tx.send(changes).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut seen = 0u64;
     loop {
         let mut batch = Vec::new();
-        let mut next = Some(watch.next().await);
+        let mut next = Some(messages.next().await);
         let mut failure = None;
-        // Take whatever the watch has ready, without waiting, up to a batch.
+        // Take whatever is ready, without waiting, up to a batch.
         while let Some(item) = next.take() {
-            match item {
-                Some(Ok(entry)) => {
-                    seen = seen.max(entry.revision);
-                    let done = !caught_up && (entry.delta == 0 || entry.revision >= last_seq);
-                    batch.push(to_change(entry));
+            let read = match item {
+                Some(Ok(message)) => raw_of(&kv, &message),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the consumer ended".to_string()),
+            };
+            match read {
+                Ok((raw, revision, pending)) => {
+                    seen = seen.max(revision);
+                    let done = !caught_up && (pending == 0 || revision >= last_seq);
+                    batch.push(raw);
                     if done {
                         caught_up = true;
-                        batch.push(Change::CaughtUp);
+                        batch.push(Raw::CaughtUp);
                     }
                     if batch.len() < BATCH {
-                        next = watch.next().now_or_never();
+                        next = messages.next().now_or_never();
                     }
                 }
-                other => failure = Some(other),
+                Err(e) => failure = Some(e),
             }
         }
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        if !batch.is_empty() && raw_tx.send(batch).await.is_err() {
             return Ok(());
         }
         let Some(failure) = failure else {
             continue;
         };
-        match failure {
-            Some(Err(e)) => {
-                warn!(bucket = %kv.name, error = %e, "watch failed; resuming after revision {seen}")
-            }
-            _ => warn!(bucket = %kv.name, "watch ended; resuming after revision {seen}"),
-        }
-        if tx.is_closed() {
+        warn!(bucket = %kv.name, error = %failure, "reading the bucket failed; resuming after revision {seen}");
+        if raw_tx.is_closed() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match kv.watch_all_from_revision(seen + 1).await {
-            Ok(w) => watch = w,
-            Err(e) => warn!(bucket = %kv.name, error = %e, "cannot resume the watch yet"),
+        // Before the initial data is complete, start over from the latest values (the revision
+        // order of a last-per-subject read is not a resumable position); after it, continue.
+        let from = if caught_up { seen + 1 } else { 0 };
+        match subscribe(&kv, from).await {
+            Ok(m) => messages = m,
+            Err(e) => warn!(bucket = %kv.name, error = %e, "cannot resume reading the bucket yet"),
         }
     }
 }
