@@ -147,7 +147,8 @@ pub async fn raw_fire_shaped(b: &Bench, n: usize) -> anyhow::Result<f64> {
         })
         .collect();
     let js = async_nats::jetstream::new(async_nats::connect(b.server.url()).await?);
-    tokio::spawn(async move {
+    let cpu = cpu_time();
+    let r = tokio::spawn(async move {
         let start = Instant::now();
         let mut pending = futures::stream::FuturesUnordered::new();
         for (subject, headers, body) in messages {
@@ -168,7 +169,13 @@ pub async fn raw_fire_shaped(b: &Bench, n: usize) -> anyhow::Result<f64> {
         Ok::<f64, String>(n as f64 / start.elapsed().as_secs_f64())
     })
     .await?
-    .map_err(anyhow::Error::msg)
+    .map_err(anyhow::Error::msg);
+    println!(
+        "{:<34} {:.2} µs/msg (bench process CPU)",
+        "  CPU per fire-shaped raw message",
+        cpu_time().saturating_sub(cpu).as_secs_f64() * 1e6 / n as f64
+    );
+    r
 }
 
 /// What `load` measured.
