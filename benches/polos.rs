@@ -76,6 +76,15 @@ async fn main() -> anyhow::Result<()> {
             "msg/s",
             true,
             "≥ 0.8",
+        ); // Like with like: the same raw loop, publishing messages shaped exactly like the fires.
+        let shaped = ticker::raw_fire_shaped(&b, n).await?;
+        report(
+            "  raw, fire-shaped messages (/s)",
+            ours,
+            shaped,
+            "msg/s",
+            true,
+            "(diagnostic)",
         );
     }
     if run("load") {
