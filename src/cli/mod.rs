@@ -141,6 +141,16 @@ pub fn init_logging(config: &Config) {
     };
 }
 
+/// Loads the configuration and connects to NATS; on failure prints the error and returns the exit
+/// code (`EXIT_INVALID` for a bad configuration, `EXIT_UNAVAILABLE` when NATS cannot be reached).
+pub(crate) async fn connect(cli: &Cli) -> Result<(Config, async_nats::Client), ExitCode> {
+    let config = cli.load_config().map_err(|e| fail(EXIT_INVALID, e))?;
+    let client = crate::nats::connect(&config.nats)
+        .await
+        .map_err(|e| fail(EXIT_UNAVAILABLE, e))?;
+    Ok((config, client))
+}
+
 /// Prints an error to stderr and returns `code`.
 pub(crate) fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");

@@ -72,13 +72,9 @@ struct StepRow {
 }
 
 pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
-    let config = match cli.load_config() {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_INVALID, e),
-    };
-    let client = match crate::nats::connect(&config.nats).await {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    let (_, client) = match super::connect(cli).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let js = jetstream::new(client);
     let (runs, steps) = match (

@@ -6,19 +6,15 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::{fail, Cli, EXIT_INVALID, EXIT_UNAVAILABLE};
+use super::{fail, Cli, EXIT_UNAVAILABLE};
 use crate::config::Config;
 use crate::nats::streams::apply;
 use crate::ticker::{self, SystemClock};
 
 pub(super) async fn run(cli: &Cli) -> ExitCode {
-    let config = match cli.load_config() {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_INVALID, e),
-    };
-    let client = match crate::nats::connect(&config.nats).await {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    let (config, client) = match super::connect(cli).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let js = async_nats::jetstream::new(client.clone());
     if let Err(e) = apply(&js, &config.storage).await {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{fail, Cli, EXIT_INVALID, EXIT_UNAVAILABLE};
+use super::{fail, Cli, EXIT_UNAVAILABLE};
 use crate::nats::streams::{apply, Outcome};
 
 /// `polos streams …`
@@ -16,13 +16,9 @@ pub enum StreamsCommand {
 
 pub(super) async fn run(cli: &Cli, cmd: &StreamsCommand) -> ExitCode {
     let StreamsCommand::Apply = cmd;
-    let config = match cli.load_config() {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_INVALID, e),
-    };
-    let client = match crate::nats::connect(&config.nats).await {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    let (config, client) = match super::connect(cli).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let js = async_nats::jetstream::new(client);
     match apply(&js, &config.storage).await {
