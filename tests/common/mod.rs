@@ -119,3 +119,17 @@ pub async fn stream_info(js: &jetstream::Context, name: &str) -> jetstream::stre
         .expect("stream info")
         .clone()
 }
+
+/// Runs the real `polos` binary against `url` (as a user would, quietly logged), bounded by
+/// [`WAIT`].
+pub async fn polos_cli(url: &str, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_polos"));
+    command
+        .arg("--nats-url")
+        .arg(url)
+        .args(args)
+        .env_remove("POLOS_CONFIG")
+        .env("POLOS_LOG__LEVEL", "warn")
+        .kill_on_drop(true);
+    within("polos CLI", command.output()).await.unwrap()
+}

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::common::within;
+use crate::common::{polos_cli, within};
 
 /// A running `polos dev` and the lines it printed.
 struct Dev {
@@ -124,18 +124,6 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-async fn polos(url: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_polos"));
-    command
-        .arg("--nats-url")
-        .arg(url)
-        .args(args)
-        .env_remove("POLOS_CONFIG")
-        .env("POLOS_LOG__LEVEL", "warn")
-        .kill_on_drop(true);
-    within("polos CLI", command.output()).await.unwrap()
-}
-
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -185,7 +173,7 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
     );
 
     // Fire the demo schedule now instead of waiting for the minute.
-    let out = polos(
+    let out = polos_cli(
         &url,
         &["schedules", "trigger", "user-reminder", "--key", "dev-demo"],
     )
@@ -205,7 +193,7 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(done.contains(r#"output {"status":"sent"}"#), "{done}");
 
     // Something the second start must still have.
-    let out = polos(
+    let out = polos_cli(
         &url,
         &[
             "schedules",
@@ -232,9 +220,9 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
         l.starts_with("demo: schedule sch_")
     })
     .await;
-    let out = polos(&url, &["schedules", "get", "daily-digest", "--key", "kept"]).await;
+    let out = polos_cli(&url, &["schedules", "get", "daily-digest", "--key", "kept"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = polos(&url, &["runs", "get", &run_id]).await;
+    let out = polos_cli(&url, &["runs", "get", &run_id]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("completed"), "{}", text(&out));
     let nats_pid = server_pid(&dir);

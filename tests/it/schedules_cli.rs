@@ -5,22 +5,10 @@ use std::process::Output;
 use serde_json::Value;
 
 use super::schedules_api::ApiEnv;
-use crate::common::within;
+use crate::common::polos_cli;
 
 async fn polos(api: &ApiEnv, args: &[&str]) -> Output {
-    polos_at(api.env.server.url(), args).await
-}
-
-async fn polos_at(url: &str, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_polos"));
-    command
-        .arg("--nats-url")
-        .arg(url)
-        .args(args)
-        .env_remove("POLOS_CONFIG")
-        .env("POLOS_LOG__LEVEL", "warn")
-        .kill_on_drop(true);
-    within("polos CLI", command.output()).await.unwrap()
+    polos_cli(api.env.server.url(), args).await
 }
 
 /// `polos schedules create user-reminder "0 8 * * *"` at 08:00 Pacific for key `user_123`, plus
@@ -227,7 +215,7 @@ async fn exit_codes_distinguish_invalid_not_found_and_unreachable() {
         .local_addr()
         .unwrap()
         .port();
-    let out = polos_at(&format!("nats://127.0.0.1:{port}"), &["schedules", "list"]).await;
+    let out = polos_cli(&format!("nats://127.0.0.1:{port}"), &["schedules", "list"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
 }

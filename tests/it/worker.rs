@@ -665,13 +665,9 @@ async fn shutdown_finishes_in_flight_runs() {
     assert_eq!(outstanding(&env.js, "slow").await, (0, 0));
 }
 
-fn polos_cli(url: &str, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_polos"))
-        .args(args)
-        .args(["--nats-url", url])
-        .env_remove("POLOS_CONFIG")
-        .output()
-        .unwrap();
+/// `polos <args>` against `url`: its exit code and stdout.
+async fn runs_cli(url: &str, args: &[&str]) -> (i32, String) {
+    let out = crate::common::polos_cli(url, args).await;
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -711,7 +707,7 @@ async fn runs_list_and_get_show_status_and_steps() {
     within("worker stops", handle).await.unwrap();
     let url = env.server.url().to_string();
 
-    let (code, out) = polos_cli(&url, &["runs", "get", &ok.run_id, "--json"]);
+    let (code, out) = runs_cli(&url, &["runs", "get", &ok.run_id, "--json"]).await;
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "completed");
@@ -727,25 +723,25 @@ async fn runs_list_and_get_show_status_and_steps() {
     assert_eq!(names, ["fetch data", "send"]);
     assert_eq!(v["steps"][0]["output"], json!([7, 8]));
 
-    let (code, out) = polos_cli(&url, &["runs", "get", &bad.run_id]);
+    let (code, out) = runs_cli(&url, &["runs", "get", &bad.run_id]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("failed") && out.contains("no such user"),
         "{out}"
     );
-    let (code, _) = polos_cli(&url, &["runs", "get", "sch_nothing-20260101T000000Z"]);
+    let (code, _) = runs_cli(&url, &["runs", "get", "sch_nothing-20260101T000000Z"]).await;
     assert_eq!(code, 3, "not found");
 
-    let (code, out) = polos_cli(&url, &["runs", "list", "--json"]);
+    let (code, out) = runs_cli(&url, &["runs", "list", "--json"]).await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["runs"].as_array().unwrap().len(), 2);
-    let (_, out) = polos_cli(&url, &["runs", "list", "--status", "failed", "--json"]);
+    let (_, out) = runs_cli(&url, &["runs", "list", "--status", "failed", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["run_id"], bad.run_id.as_str());
-    let (_, out) = polos_cli(&url, &["runs", "list", "--workflow", "report"]);
+    let (_, out) = runs_cli(&url, &["runs", "list", "--workflow", "report"]).await;
     assert!(
         out.contains(&ok.run_id) && !out.contains(&bad.run_id),
         "{out}"
