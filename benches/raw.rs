@@ -4,6 +4,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::{self, consumer, AckKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -20,16 +21,28 @@ pub async fn publish_throughput(
 ) -> anyhow::Result<f64> {
     let body = Bytes::from_static(br#"{"timestamp":"2026-11-26T16:00:00Z","last_timestamp":null,"timezone":"UTC","schedule_id":"sch_aaaaaaaaaaaaaaaaaaaaaaaaaa","key":"user_000001","upcoming":"2026-11-27T16:00:00Z"}"#);
     let start = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for i in 0..n {
+    pipelined(n, |i| {
         let mut headers = HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
             format!("raw-{i}@2026-11-26T16:00:00Z").as_str(),
         );
-        let ack = js
-            .publish_with_headers(subject.to_string(), headers, body.clone())
-            .await?;
+        js.publish_with_headers(subject.to_string(), headers, body.clone())
+    })
+    .await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Sends `n` publishes built by `publish(i)` without waiting for each ack, keeping at most
+/// [`WINDOW`] acks outstanding, then waits for the rest.
+async fn pipelined<F, Fut>(n: usize, mut publish: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<PublishAckFuture, PublishError>>,
+{
+    let mut pending = FuturesUnordered::new();
+    for i in 0..n {
+        let ack = publish(i).await?;
         pending.push(ack.into_future());
         if pending.len() >= WINDOW {
             if let Some(r) = pending.next().await {
@@ -40,7 +53,7 @@ pub async fn publish_throughput(
     while let Some(r) = pending.next().await {
         r?;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// Publish→ack latency of single publishes, one at a time; returns sorted samples in ms.
@@ -70,21 +83,11 @@ pub async fn fill_bucket(
     n: usize,
     key_and_value: impl Fn(usize) -> (String, Bytes),
 ) -> anyhow::Result<()> {
-    let mut pending = FuturesUnordered::new();
-    for i in 0..n {
+    pipelined(n, |i| {
         let (key, value) = key_and_value(i);
-        let ack = js.publish(format!("$KV.{bucket}.{key}"), value).await?;
-        pending.push(ack.into_future());
-        if pending.len() >= WINDOW {
-            if let Some(r) = pending.next().await {
-                r?;
-            }
-        }
-    }
-    while let Some(r) = pending.next().await {
-        r?;
-    }
-    Ok(())
+        js.publish(format!("$KV.{bucket}.{key}"), value)
+    })
+    .await
 }
 
 /// Reads every key of a bucket with `watch_with_history` until caught up; returns the elapsed time.
