@@ -42,8 +42,9 @@ const PUBLISH_RETRIES: [Duration; 4] = [
 /// due fires.
 const CHANGE_BATCH: usize = 4096;
 
-/// One planned fire: slot, instant, trigger.
-type Planned = (usize, DateTime<Utc>, Trigger);
+/// One planned fire: slot, instant, trigger, and the schedule's next instant after it (the
+/// payload's `upcoming`, computed once where the fire is planned).
+type Planned = (usize, DateTime<Utc>, Trigger, DateTime<Utc>);
 
 pub(super) struct Loop {
     /// Every schedule and the timeline.
@@ -443,7 +444,8 @@ impl Loop {
                         if rounds.len() <= k {
                             rounds.push(Vec::new());
                         }
-                        rounds[k].push((slot, instant, Trigger::Catchup));
+                        let upcoming = cron.next_after(instant).unwrap_or(instant);
+                        rounds[k].push((slot, instant, Trigger::Catchup, upcoming));
                         catchup_fires += 1;
                     }
                     p.next
@@ -492,8 +494,10 @@ impl Loop {
                 continue;
             };
             if now - instant <= grace {
-                rounds[0].push((slot, instant, Trigger::Schedule));
-                self.index.arm(slot, cron.next_after(instant));
+                // The next instant both re-arms the schedule and is this fire's `upcoming`.
+                let next = cron.next_after(instant);
+                rounds[0].push((slot, instant, Trigger::Schedule, next.unwrap_or(instant)));
+                self.index.arm(slot, next);
                 continue;
             }
             // Far too late (the process stalled): what it missed goes through catch-up.
@@ -507,7 +511,8 @@ impl Loop {
                 if rounds.len() <= k {
                     rounds.push(Vec::new());
                 }
-                rounds[k].push((slot, t, Trigger::Catchup));
+                let upcoming = cron.next_after(t).unwrap_or(t);
+                rounds[k].push((slot, t, Trigger::Catchup, upcoming));
             }
             if let Some(e) = self.index.get_mut(slot) {
                 e.missed += p.missed;
@@ -527,7 +532,7 @@ impl Loop {
                 continue;
             }
             self.publish_round(&round).await;
-            touched.extend(round.iter().map(|(slot, _, _)| *slot));
+            touched.extend(round.iter().map(|(slot, ..)| *slot));
         }
         touched.sort_unstable();
         touched.dedup();
@@ -543,13 +548,13 @@ impl Loop {
         let mut planned = Vec::with_capacity(round.len());
         let mut fires = Vec::with_capacity(round.len());
         let mut pipeline = Pipeline::new(&self.js, round.len());
-        for &(slot, instant, trigger) in round {
+        for &(slot, instant, trigger, upcoming) in round {
             let Some(e) = self.index.get(slot) else {
                 continue;
             };
-            let Some(cron) = e.cron.as_ref() else {
+            if e.cron.is_none() {
                 continue;
-            };
+            }
             let key = e.key();
             let payload = SchedulePayload {
                 timestamp: instant,
@@ -557,7 +562,7 @@ impl Loop {
                 timezone: e.timezone.to_string(),
                 schedule_id: crate::model::schedule_id(&e.workflow, &key),
                 key,
-                upcoming: cron.next_after(instant).unwrap_or(instant),
+                upcoming,
             };
             let fire = Fire::scheduled(&e.workflow, trigger, payload);
             pipeline.send(&fire).await;
