@@ -171,10 +171,61 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Longest accepted catch-up window: 100 years (an "unlimited" window that still fits the
+/// calendar arithmetic).
+pub const MAX_CATCHUP_WINDOW_SECS: u64 = 100 * 366 * 24 * 3600;
+/// Longest accepted lease TTL: an hour (a standby waits this long after the leader dies).
+pub const MAX_LEASE_TTL_SECS: u64 = 3600;
+/// Most fires policy `all` may replay per schedule at one takeover.
+pub const MAX_CATCHUP_FIRES: u32 = 10_000;
+
 impl SchedulerConfig {
     /// The lease TTL as a duration.
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    /// Checks that every `[scheduler]` value can work, naming the key and its limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let setting = |key: &'static str, value: u64, why: String| ConfigError::Setting {
+            key,
+            env: env_var(key),
+            value: value.to_string(),
+            why,
+        };
+        if !(1..=MAX_LEASE_TTL_SECS).contains(&self.lease_ttl_secs) {
+            return Err(setting(
+                "scheduler.lease_ttl_secs",
+                self.lease_ttl_secs,
+                format!("must be between 1 and {MAX_LEASE_TTL_SECS} seconds"),
+            ));
+        }
+        if self.catchup_window_secs > MAX_CATCHUP_WINDOW_SECS {
+            return Err(setting(
+                "scheduler.catchup_window_secs",
+                self.catchup_window_secs,
+                format!("must be at most {MAX_CATCHUP_WINDOW_SECS} seconds (100 years)"),
+            ));
+        }
+        if !(1..=MAX_CATCHUP_FIRES).contains(&self.catchup_max_fires) {
+            return Err(setting(
+                "scheduler.catchup_max_fires",
+                u64::from(self.catchup_max_fires),
+                format!("must be between 1 and {MAX_CATCHUP_FIRES} (use catchup_policy = \"skip\" to fire none)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The environment variable of a dotted config key (`scheduler.lease_ttl_secs` →
+/// `POLOS_SCHEDULER__LEASE_TTL_SECS`), for error messages.
+fn env_var(key: &'static str) -> &'static str {
+    match key {
+        "scheduler.lease_ttl_secs" => "POLOS_SCHEDULER__LEASE_TTL_SECS",
+        "scheduler.catchup_window_secs" => "POLOS_SCHEDULER__CATCHUP_WINDOW_SECS",
+        "scheduler.catchup_max_fires" => "POLOS_SCHEDULER__CATCHUP_MAX_FIRES",
+        _ => "",
     }
 }
 
@@ -247,6 +298,18 @@ pub enum ConfigError {
     /// A value is malformed or a key is unknown.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// A value parses but cannot work (out of its range).
+    #[error("invalid configuration: {key} = {value} ({env}) {why}")]
+    Setting {
+        /// The dotted key (`scheduler.lease_ttl_secs`).
+        key: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+        /// The value given.
+        value: String,
+        /// The accepted range.
+        why: String,
+    },
 }
 
 impl Config {
@@ -271,8 +334,12 @@ impl Config {
                     .split("__"),
             )
             .merge(overrides)
-            .extract()
+            .extract::<Config>()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .and_then(|config| {
+                config.scheduler.validate()?;
+                Ok(config)
+            })
     }
 
     /// Loads from defaults and environment only (handy in examples and tests).
@@ -355,6 +422,32 @@ mod tests {
                 "README does not name `{var}`"
             );
         }
+    }
+
+    #[test]
+    fn out_of_range_scheduler_settings_are_refused_with_key_and_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "POLOS_SCHEDULER__CATCHUP_WINDOW_SECS",
+                "18446744073709551615",
+            );
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                e.contains("scheduler.catchup_window_secs")
+                    && e.contains("POLOS_SCHEDULER__CATCHUP_WINDOW_SECS")
+                    && e.contains("100 years"),
+                "{e}"
+            );
+            jail.set_env("POLOS_SCHEDULER__CATCHUP_WINDOW_SECS", "60");
+            jail.set_env("POLOS_SCHEDULER__LEASE_TTL_SECS", "0");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("scheduler.lease_ttl_secs"), "{e}");
+            jail.set_env("POLOS_SCHEDULER__LEASE_TTL_SECS", "2");
+            jail.set_env("POLOS_SCHEDULER__CATCHUP_MAX_FIRES", "0");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("catchup_max_fires") && e.contains("skip"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

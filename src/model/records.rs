@@ -216,6 +216,12 @@ pub struct ScheduleState {
     /// Why the schedule cannot fire (bad cron, bad zone, unreadable value), `null` when healthy.
     #[serde(default)]
     pub error: Option<String>,
+    /// The `polos_schedules` revision this state describes. A scheduler taking over compares it
+    /// with the record it loaded: equal means the previous leader planned this very version
+    /// (continue at `next`); different means the record changed while no leader ran, so the
+    /// change takes effect from the moment it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_revision: Option<u64>,
 }
 
 /// A workflow's registration in `polos_workflows`, written by workers at start.

@@ -1,5 +1,6 @@
-//! Catch-up: what to do with the instants a schedule missed while no scheduler was leading
-//! (design §5). Pure: a cron, the last handled instant and "now" in, a plan out.
+//! Catch-up: what to do with the instants a schedule missed while no scheduler was leading, or
+//! while this one could not fire (a stalled process). Pure: a cron, the last handled instant and
+//! "now" in, a plan out.
 //!
 //! | policy | fires | counted as missed |
 //! |---|---|---|
@@ -7,19 +8,30 @@
 //! | `all` | every missed instant inside the window, oldest first, at most `max_fires` (the most recent ones) | the rest |
 //! | `skip` | nothing | every missed instant |
 //!
-//! Instants older than `now - window` are never fired. Counting is bounded: a schedule that
-//! missed more than [`MAX_SCAN`] instants (a per-minute cron after weeks of downtime) gets its
-//! count saturated there, so a takeover with a million schedules stays fast.
+//! An instant is *missed* only when it is older than the firing grace ([`LATE_GRACE`]) at the
+//! moment it is planned: one that falls due during a handover (or a slow round) within the grace
+//! fires on time, as `schedule`, whatever the policy. Instants older than `now - window` are never
+//! fired. Counting is bounded: a schedule that missed more than [`MAX_SCAN`] instants (a
+//! per-minute cron after weeks of downtime) gets its count saturated there, and the planner jumps
+//! straight to the instants that can still fire, so `latest` still fires the latest one and a
+//! takeover with a million schedules stays fast.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::cron::CronSchedule;
-use crate::model::CatchupPolicy;
+use crate::model::{CatchupPolicy, Trigger};
 
-/// Most missed instants examined for one schedule in one plan.
+/// Most missed instants examined one by one for one schedule in one plan.
 pub const MAX_SCAN: u64 = 10_000;
+
+/// A fire found due later than this after its instant (the process stalled, the host slept, the
+/// scheduler was down) is treated as missed and goes through the schedule's catch-up policy
+/// instead of firing as `schedule`. It also bounds how late a change that arrived "a moment before
+/// its instant" may still fire as an on-time fire.
+pub const LATE_GRACE: Duration = Duration::from_secs(5);
 
 /// The effective catch-up settings of one schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +49,7 @@ pub struct CatchupSettings {
 pub struct CatchupPlan {
     /// Missed instants to fire now, oldest first.
     pub fire: Vec<DateTime<Utc>>,
-    /// Missed instants that will not be fired.
+    /// Missed instants that will not be fired (saturated past [`MAX_SCAN`]).
     pub missed: u64,
     /// The first instant strictly after `now`: where the timer continues. `None` when the
     /// cron has no further instant.
@@ -52,7 +64,10 @@ pub fn plan(
     settings: CatchupSettings,
 ) -> CatchupPlan {
     let mut out = CatchupPlan::default();
-    let window_start = now - settings.window;
+    // A window reaching before the calendar's start (u64::MAX seconds) means "no limit".
+    let window_start = now
+        .checked_sub_signed(settings.window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let keep = match settings.policy {
         CatchupPolicy::Latest => 1,
         CatchupPolicy::All => settings.max_fires as usize,
@@ -62,6 +77,7 @@ pub fn plan(
     let mut kept: VecDeque<DateTime<Utc>> = VecDeque::new();
     let mut t = after;
     let mut scanned = 0u64;
+    let mut jumped = false;
     while let Some(instant) = cron.next_after(t) {
         if instant > now {
             out.next = Some(instant);
@@ -69,29 +85,123 @@ pub fn plan(
         }
         t = instant;
         scanned += 1;
-        if instant < window_start {
+        if instant < window_start || keep == 0 {
             out.missed += 1;
-        } else if keep > 0 {
+        } else {
             if kept.len() == keep {
                 kept.pop_front();
                 out.missed += 1;
             }
             kept.push_back(instant);
-        } else {
-            out.missed += 1;
         }
-        if scanned >= MAX_SCAN {
-            // Saturate: jump close to now (crons have minute granularity, so no instant of the
-            // last two minutes is skipped) and only look at what is left.
-            let jump = now - chrono::Duration::minutes(2);
-            if t < jump {
-                t = jump;
-                scanned = 0;
+        if scanned >= MAX_SCAN && !jumped {
+            // Saturate: skip to where the instants that can still fire begin (the last `keep`
+            // before now, never before the window), and only look at those.
+            jumped = true;
+            let lower = t.max(window_start - chrono::Duration::seconds(1));
+            let tail = if keep == 0 {
+                now.max(lower)
+            } else {
+                tail_start(cron, lower, now, keep)
+            };
+            if tail > t {
+                out.missed += kept.len() as u64;
+                kept.clear();
+                t = tail;
             }
         }
     }
     out.fire = kept.into_iter().collect();
     out
+}
+
+/// A point `s >= lower` such that `(s, now]` holds at least `keep` instants of `cron`, or `lower`
+/// when fewer than that exist after it. Found by doubling a span back from `now`, so the cost is
+/// about `keep` times the number of doublings, whatever the gap.
+fn tail_start(
+    cron: &CronSchedule,
+    lower: DateTime<Utc>,
+    now: DateTime<Utc>,
+    keep: usize,
+) -> DateTime<Utc> {
+    let mut span = chrono::Duration::minutes(2);
+    loop {
+        let Some(s) = now.checked_sub_signed(span).filter(|s| *s > lower) else {
+            return lower;
+        };
+        let mut count = 0;
+        let mut x = s;
+        while let Some(i) = cron.next_after(x) {
+            if i > now {
+                break;
+            }
+            count += 1;
+            if count >= keep {
+                return s;
+            }
+            x = i;
+        }
+        span = span * 2;
+    }
+}
+
+/// The outcome of one planning step for one schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Step {
+    /// An instant to fire now, and as what.
+    pub fire: Option<(DateTime<Utc>, Trigger)>,
+    /// Instants given up (policy, window).
+    pub missed: u64,
+    /// Where the timer continues when nothing fires now.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Continues a schedule whose last handled instant is `after`, at `now`: instants older than
+/// the grace go through the catch-up policy (the first one kept fires now as `catchup`; after it
+/// is published the schedule is planned again from it, which fires the rest of an `all` policy
+/// in order), and the timer continues at the first instant inside the grace.
+pub fn continue_after(
+    cron: &CronSchedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+    settings: CatchupSettings,
+) -> Step {
+    let cutoff = now - grace();
+    let p = plan(cron, after, cutoff, settings);
+    match p.fire.first() {
+        Some(first) => Step {
+            fire: Some((*first, Trigger::Catchup)),
+            missed: p.missed,
+            next: None,
+        },
+        None => Step {
+            fire: None,
+            missed: p.missed,
+            next: p.next,
+        },
+    }
+}
+
+/// A schedule armed at `armed` is found due at `now`: on time within the grace, otherwise its
+/// catch-up policy decides (from the instant just before `armed`).
+pub fn resolve_due(
+    cron: &CronSchedule,
+    armed: DateTime<Utc>,
+    now: DateTime<Utc>,
+    settings: CatchupSettings,
+) -> Step {
+    if now - armed <= grace() {
+        return Step {
+            fire: Some((armed, Trigger::Schedule)),
+            missed: 0,
+            next: None,
+        };
+    }
+    continue_after(cron, armed - chrono::Duration::seconds(1), now, settings)
+}
+
+fn grace() -> chrono::Duration {
+    chrono::Duration::milliseconds(LATE_GRACE.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -208,6 +318,69 @@ mod tests {
         let p = plan(&hourly(), at(6, 0), at(12, 30), latest);
         assert!(p.fire.is_empty(), "12:00 is 30 min old, outside 10 min");
         assert_eq!(p.missed, 6);
+    }
+
+    #[test]
+    fn huge_gaps_still_fire_the_latest_instant_of_a_sparse_cron() {
+        // Per-minute catch-up of an hourly cron after more than MAX_SCAN missed hours: the latest
+        // hour still fires (jumping to "now - 2 minutes" would find no instant at all).
+        let after = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let now = at(12, 30);
+        let s = CatchupSettings {
+            window: chrono::Duration::days(3650),
+            ..settings(CatchupPolicy::Latest)
+        };
+        let p = plan(&hourly(), after, now, s);
+        assert_eq!(p.fire, vec![at(12, 0)]);
+        assert!(p.missed >= MAX_SCAN, "{}", p.missed);
+        assert_eq!(p.next, Some(at(13, 0)));
+        let all = CatchupSettings {
+            policy: CatchupPolicy::All,
+            ..s
+        };
+        let p = plan(&hourly(), after, now, all);
+        assert_eq!(p.fire, vec![at(10, 0), at(11, 0), at(12, 0)]);
+    }
+
+    #[test]
+    fn a_window_of_u64_max_seconds_does_not_overflow() {
+        let s = CatchupSettings {
+            window: chrono::Duration::MAX,
+            ..settings(CatchupPolicy::Latest)
+        };
+        let p = plan(&hourly(), at(9, 0), at(12, 30), s);
+        assert_eq!(p.fire, vec![at(12, 0)]);
+    }
+
+    #[test]
+    fn due_within_the_grace_is_on_time_whatever_the_policy() {
+        let skip = settings(CatchupPolicy::Skip);
+        let due = at(10, 0);
+        let s = resolve_due(&hourly(), due, due + chrono::Duration::seconds(3), skip);
+        assert_eq!(s.fire, Some((due, Trigger::Schedule)));
+        let s = resolve_due(&hourly(), due, due + chrono::Duration::seconds(30), skip);
+        assert_eq!(s.fire, None, "30 s late is missed under skip");
+        assert_eq!(s.missed, 1);
+        assert_eq!(s.next, Some(at(11, 0)));
+        let latest = settings(CatchupPolicy::Latest);
+        let s = resolve_due(&hourly(), due, due + chrono::Duration::seconds(30), latest);
+        assert_eq!(s.fire, Some((due, Trigger::Catchup)));
+    }
+
+    #[test]
+    fn a_takeover_inside_the_grace_fires_the_instant_on_time() {
+        // The previous leader fired 09:00 and died; we take over at 10:00:02.
+        let now = at(10, 0) + chrono::Duration::seconds(2);
+        let s = continue_after(&hourly(), at(9, 0), now, settings(CatchupPolicy::Skip));
+        assert_eq!(s.fire, None);
+        assert_eq!(s.missed, 0);
+        assert_eq!(
+            s.next,
+            Some(at(10, 0)),
+            "armed, due at once, fires as schedule"
+        );
+        let s = continue_after(&hourly(), at(8, 0), now, settings(CatchupPolicy::All));
+        assert_eq!(s.fire, Some((at(9, 0), Trigger::Catchup)));
     }
 
     #[test]

@@ -1,112 +1,181 @@
 //! The firing loop: one task owns the schedule table, applies changes from the loader, follows
-//! the lease, and fires on a timer set to the earliest due instant.
+//! the lease through the [`Phase`] machine, and fires on a timer set to the earliest due instant.
+//!
+//! The loop never awaits NATS itself: fires go to the publishing task (`publisher`) and state to
+//! the state writer (`state`), and their results come back as events. So a slow stream, a long
+//! catch-up round or a reconnect never stops change handling or the lease.
+//!
+//! A fire's life: the timer finds a schedule due → [`resolve_due`] decides (on time, or the
+//! catch-up policy) → the schedule leaves the timeline (`firing`) and its fire joins the queue →
+//! it is built and handed to the publisher (at most [`MAX_IN_FLIGHT`] at once) → stored: the
+//! schedule records it, is armed at its next instant and its state is queued; held or failed:
+//! it is offered again after a backoff, for as long as this replica leads. When leadership ends
+//! everything not yet stored is dropped; the successor fires it through catch-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{self, kv::Store};
+use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
-use super::catchup::{plan, CatchupSettings};
+use super::catchup::{continue_after, resolve_due, CatchupSettings, Step};
 use super::clock::Clock;
 use super::error::TickerError;
-use super::firing::{publish_all, Pipeline};
+use super::fence::Leadership;
 use super::index::{Entry, Index};
-use super::loader::{self, Change};
+use super::loader::{self, Backoff, Change};
+use super::phase::{Action, Event, Phase};
+use super::publisher::{Batch, Published, Publisher};
 use super::state::StateWriter;
 use super::status::TickerStatus;
 use crate::config::SchedulerConfig;
 use crate::cron::CronSchedule;
-use crate::model::{split_schedule_kv_key, Fire, SchedulePayload, ScheduleRecord, Trigger};
+use crate::model::{
+    split_schedule_kv_key, Fire, SchedulePayload, ScheduleRecord, ScheduleState, Trigger,
+};
 
-/// A fire found due later than this after its instant (the process stalled, the host slept) is
-/// treated as missed and goes through the schedule's catch-up policy instead of firing as
-/// `schedule`. It also bounds how late a change that arrived "a moment before its instant" may
-/// still fire as an on-time fire.
-pub const LATE_GRACE: Duration = Duration::from_secs(5);
+/// Most fires handed to the publisher and not yet answered. Bounds what a round of a million
+/// fires holds in memory as built messages; the rest wait as compact queue entries.
+const MAX_IN_FLIGHT: usize = 8192;
 
-/// Retry delays for fires whose publish failed (NATS briefly unavailable).
-const PUBLISH_RETRIES: [Duration; 4] = [
-    Duration::from_millis(50),
-    Duration::from_millis(250),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
+/// Fires per batch handed to the publisher.
+const BATCH: usize = 1024;
+
+/// First delay before offering a failed fire again; doubles per failure up to
+/// [`MAX_PUBLISH_RETRY`].
+const FIRST_PUBLISH_RETRY: Duration = Duration::from_millis(50);
+/// Longest delay between two attempts to publish one fire.
+const MAX_PUBLISH_RETRY: Duration = Duration::from_secs(2);
+/// Delay before offering a held fire (fenced, disconnected) again.
+const HELD_RETRY: Duration = Duration::from_millis(100);
 
 /// Most changes applied between two checks of the timer, so a flood of updates cannot delay
 /// due fires.
 const CHANGE_BATCH: usize = 4096;
 
-/// One planned fire: slot, instant, trigger, and the schedule's next instant after it (the
-/// payload's `upcoming`, computed once where the fire is planned).
-type Planned = (usize, DateTime<Utc>, Trigger, DateTime<Utc>);
+/// One fire handed to publishing: which schedule, which instant, as what.
+#[derive(Debug)]
+pub(super) struct Due {
+    /// The schedule's slot in the table.
+    slot: usize,
+    /// Its KV key, compared by pointer: a slot reused by another schedule is not this one.
+    kv_key: Arc<str>,
+    /// The scheduled instant.
+    instant: DateTime<Utc>,
+    /// Why it fires.
+    trigger: Trigger,
+    /// The lease term it was planned under.
+    term: u64,
+    /// The record revision it was planned from: a different one when it is stored means the
+    /// schedule changed while the fire was out.
+    revision: u64,
+    /// Failed publishes so far.
+    failures: u32,
+}
+
+/// A background read of every state record for the takeover of one term.
+struct StateRead {
+    /// The term it is for.
+    term: u64,
+    /// Failed reads before this one (for the backoff).
+    attempt: u32,
+    /// The read.
+    task: JoinHandle<Result<HashMap<String, Bytes>, TickerError>>,
+}
+
+/// What one firing round did, for its summary line.
+#[derive(Debug, Default)]
+struct Round {
+    fired: u64,
+    duplicates: u64,
+    catchup: u64,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+    worst_late_ms: i64,
+}
 
 pub(super) struct Loop {
     /// Every schedule and the timeline.
     index: Index,
     /// Source of schedule time.
     clock: Arc<dyn Clock>,
-    /// Where fires are published.
-    js: jetstream::Context,
     /// `polos_schedule_state`, read on takeover.
     states: Store,
     /// Background writer of `polos_schedule_state`.
     writer: StateWriter,
     /// Global catch-up defaults.
     defaults: SchedulerConfig,
-    /// The lease says we lead.
-    leader: bool,
-    /// The initial load of `polos_schedules` is complete.
-    loaded: bool,
-    /// We lead, are loaded, and have planned: the timeline is armed and we fire.
-    active: bool,
+    /// Where the ticker is: loading, standby, taking over, leading.
+    phase: Phase,
+    /// What the lease task says (term, deadline).
+    leadership: watch::Receiver<Leadership>,
+    /// Tells the lease task the table is loaded, so it may compete.
+    ready: watch::Sender<bool>,
+    /// The state read of a takeover in progress.
+    state_read: Option<StateRead>,
+    /// Decided fires waiting to be handed to the publisher, in order.
+    queue: VecDeque<Due>,
+    /// Fires waiting to be offered again, by when.
+    retries: BTreeMap<(Instant, u64), Due>,
+    /// Tie-breaker for `retries` keys.
+    retry_seq: u64,
+    /// Fires handed to the publisher and not yet answered.
+    in_flight: usize,
+    /// The publishing task.
+    publisher: Publisher<Due>,
+    /// The round being fired, for its summary line.
+    round: Round,
     /// Where [`TickerStatus`] snapshots go.
     status: watch::Sender<TickerStatus>,
-    /// State records being read since leadership was won, for the takeover.
-    state_load: Option<StateLoad>,
 }
 
-/// A background read of every state record.
-type StateLoad = tokio::task::JoinHandle<Result<HashMap<String, Bytes>, TickerError>>;
-
 impl Loop {
-    /// A loop that is not leading yet, with an empty table.
+    /// A loop that is loading, with an empty table.
     pub(super) fn new(
         clock: Arc<dyn Clock>,
-        js: jetstream::Context,
+        publisher: Publisher<Due>,
         states: Store,
         defaults: SchedulerConfig,
+        leadership: watch::Receiver<Leadership>,
+        ready: watch::Sender<bool>,
         status: watch::Sender<TickerStatus>,
     ) -> Self {
         Loop {
             index: Index::default(),
             clock,
-            js,
-            writer: StateWriter::spawn(states.clone()),
+            writer: StateWriter::spawn(states.clone(), leadership.clone()),
             states,
             defaults,
-            leader: false,
-            loaded: false,
-            active: false,
+            phase: Phase::Loading,
+            leadership,
+            ready,
+            state_read: None,
+            queue: VecDeque::new(),
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            in_flight: 0,
+            publisher,
+            round: Round::default(),
             status,
-            state_load: None,
         }
     }
 
     /// Stops firing for good and hands back what outlives the loop: the state writer (to flush)
-    /// and the status channel.
+    /// and the status channel. Fires still in flight have had their chance to be recorded.
     pub(super) fn finish(self) -> (StateWriter, watch::Sender<TickerStatus>) {
         self.status.send_modify(|s| {
             s.active = false;
             s.next_fire = None;
         });
-        if let Some(task) = self.state_load {
-            task.abort();
+        if let Some(read) = self.state_read {
+            read.task.abort();
         }
         (self.writer, self.status)
     }
@@ -115,7 +184,6 @@ impl Loop {
     pub(super) async fn run_loop<F>(
         &mut self,
         mut changes: mpsc::Receiver<Vec<Change>>,
-        mut leading: watch::Receiver<bool>,
         shutdown: F,
     ) -> Result<(), TickerError>
     where
@@ -123,25 +191,39 @@ impl Loop {
     {
         tokio::pin!(shutdown);
         loop {
-            if self.leader && self.loaded && !self.active {
-                self.take_over().await?;
-            }
-            if self.active {
-                if let Some(t) = self.index.earliest() {
-                    if t <= self.clock.now() {
-                        self.fire_due().await;
-                        continue;
-                    }
+            if self.phase.firing() {
+                let now = self.clock.now();
+                if self.index.earliest().is_some_and(|t| t <= now) {
+                    self.collect_due(now);
                 }
+                self.dispatch();
             }
             self.publish_status();
-            let sleep = match self.index.earliest().filter(|_| self.active) {
+            let timer = match self.index.earliest().filter(|_| self.phase.firing()) {
                 Some(t) => self.clock.sleep_until(t),
                 None => Box::pin(std::future::pending()),
             };
+            let retry_at = self
+                .retries
+                .keys()
+                .next()
+                .map(|(at, _)| *at)
+                .filter(|_| self.phase.firing());
             tokio::select! {
                 biased;
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => break,
+                Some(results) = self.publisher.results.recv() => self.published(results),
+                changed = self.leadership.changed() => {
+                    if changed.is_err() {
+                        return Err(TickerError::Task {
+                            task: "lease",
+                            message: "the lease task ended".into(),
+                        });
+                    }
+                    let l = *self.leadership.borrow_and_update();
+                    self.transition(Event::Lease(l.leading().then_some(l.term)));
+                }
+                read = join_read(&mut self.state_read) => self.states_read(read),
                 batch = changes.recv() => {
                     let Some(batch) = batch else {
                         return Err(TickerError::Task {
@@ -161,40 +243,120 @@ impl Loop {
                         }
                     }
                 }
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        return Err(TickerError::Task {
-                            task: "lease",
-                            message: "the lease task ended".into(),
-                        });
-                    }
-                    self.leader = *leading.borrow_and_update();
-                    if self.leader && !self.active && self.state_load.is_none() {
-                        // Read the state records while the schedules are still loading: a cold
-                        // start then costs about one bucket load, not two in a row.
-                        let states = self.states.clone();
-                        self.state_load = Some(tokio::spawn(async move {
-                            loader::load_all(&states).await
-                        }));
-                    }
-                    if !self.leader {
-                        if let Some(task) = self.state_load.take() {
-                            task.abort();
-                        }
-                    }
-                    if !self.leader && self.active {
-                        self.active = false;
-                        self.index.disarm_all();
-                        info!("not leading: stopped firing");
-                    }
+                _ = sleep_until_opt(retry_at) => self.release_retries(),
+                _ = timer => {}
+            }
+        }
+        self.drain_in_flight().await;
+        Ok(())
+    }
+
+    /// On shutdown: no new fires; wait (bounded) for the answers to fires already sent, so
+    /// their state is written before the lease is released.
+    async fn drain_in_flight(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        self.queue.clear();
+        self.retries.clear();
+        while self.in_flight > 0 {
+            match tokio::time::timeout_at(deadline, self.publisher.results.recv()).await {
+                Ok(Some(results)) => self.published(results),
+                _ => break,
+            }
+        }
+    }
+
+    /// Moves the phase machine and carries out the transition's action.
+    fn transition(&mut self, event: Event) {
+        let (next, action) = self.phase.on(event);
+        if next != self.phase {
+            debug!(from = ?self.phase, to = ?next, ?event, "ticker phase");
+        }
+        self.phase = next;
+        match action {
+            Action::None => {}
+            Action::Compete => {
+                info!(
+                    schedules = self.index.len(),
+                    "loaded all schedules; competing for the lease"
+                );
+                self.ready.send_replace(true);
+            }
+            Action::ReadStates => {
+                self.stop_firing();
+                if let Some(term) = self.phase.term() {
+                    self.start_state_read(term, 0);
                 }
-                _ = sleep => {}
+            }
+            Action::StartFiring => {}
+            Action::StandDown => {
+                self.stop_firing();
+                info!(
+                    unpublished = self.in_flight,
+                    "not leading: stopped firing (anything not yet stored is fired by the next leader)"
+                );
+            }
+        }
+    }
+
+    /// Leaves firing: aborts a takeover's read, disarms every schedule and forgets fires not
+    /// yet stored. Fires in flight still report back; they are recorded in memory only.
+    fn stop_firing(&mut self) {
+        if let Some(read) = self.state_read.take() {
+            read.task.abort();
+        }
+        self.index.disarm_all();
+        self.queue.clear();
+        self.retries.clear();
+        self.end_round();
+    }
+
+    /// Reads every state record in the background (after a backoff when retrying).
+    fn start_state_read(&mut self, term: u64, attempt: u32) {
+        let states = self.states.clone();
+        let delay = if attempt == 0 {
+            Duration::ZERO
+        } else {
+            let mut b = Backoff::default();
+            (1..attempt).for_each(|_| {
+                b.next();
+            });
+            b.next()
+        };
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            loader::load_all(&states).await
+        });
+        self.state_read = Some(StateRead {
+            term,
+            attempt,
+            task,
+        });
+    }
+
+    /// The takeover's state read finished.
+    fn states_read(&mut self, read: (u64, u32, ReadResult)) {
+        let (term, attempt, result) = read;
+        match result {
+            Ok(raw) => {
+                let (_, action) = self.phase.on(Event::StatesRead(term));
+                if action == Action::StartFiring {
+                    self.transition(Event::StatesRead(term));
+                    self.take_over(term, raw);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, attempt = attempt + 1, "cannot read the schedule states to take over; retrying");
+                if self.phase == Phase::TakingOver(term) {
+                    self.start_state_read(term, attempt + 1);
+                }
             }
         }
     }
 
     fn publish_status(&self) {
-        let (active, loaded, schedules) = (self.active, self.loaded, self.index.len());
+        let active = self.phase.firing();
+        let loaded = self.phase != Phase::Loading;
+        let schedules = self.index.len();
         let next_fire = self.index.earliest().filter(|_| active);
         self.status.send_if_modified(|s| {
             let changed = s.active != active
@@ -211,7 +373,7 @@ impl Loop {
 
     fn settings(&self, e: &Entry) -> CatchupSettings {
         CatchupSettings {
-            policy: e.catchup.unwrap_or(self.defaults.catchup_policy),
+            policy: e.catchup_policy.unwrap_or(self.defaults.catchup_policy),
             window: secs(
                 e.catchup_window_secs
                     .map_or(self.defaults.catchup_window_secs, u64::from),
@@ -223,14 +385,11 @@ impl Loop {
     /// Applies one change of `polos_schedules`.
     fn apply(&mut self, change: Change) {
         match change {
-            Change::CaughtUp => {
-                self.loaded = true;
-                info!(schedules = self.index.len(), "loaded all schedules");
-            }
+            Change::CaughtUp => self.transition(Event::Loaded),
             Change::Delete { kv_key } => {
                 if let Some(e) = self.index.remove(&kv_key) {
-                    info!(kv_key = %kv_key, schedule_id = %e.schedule_id(), "schedule deleted: no further fires");
-                    if self.active {
+                    debug!(kv_key = %kv_key, schedule_id = %e.schedule_id(), "schedule deleted: no further fires");
+                    if self.phase.firing() {
                         self.writer.delete(e.kv_key);
                     }
                 }
@@ -239,7 +398,7 @@ impl Loop {
                 kv_key,
                 revision,
                 record,
-                age,
+                written,
             } => {
                 let slot = self.index.slot(&kv_key);
                 if let Some(e) = slot.and_then(|s| self.index.get(s)) {
@@ -247,6 +406,10 @@ impl Loop {
                         return;
                     }
                 }
+                // The server's timestamp, placed on our clock as of now (see `Change::Put`).
+                let age = SystemTime::now()
+                    .duration_since(written)
+                    .unwrap_or(Duration::ZERO);
                 let written_at =
                     self.clock.now() - chrono::Duration::from_std(age).unwrap_or_default();
                 match self.compile(&kv_key, record) {
@@ -292,7 +455,7 @@ impl Loop {
                 e.workflow = workflow;
                 e.timezone = timezone;
                 e.paused = record.paused;
-                e.catchup = record.catchup;
+                e.catchup_policy = record.catchup;
                 e.catchup_window_secs = window_secs(record.catchup_window_secs);
                 e.revision = revision;
                 e.written_at = written_at;
@@ -303,39 +466,37 @@ impl Loop {
             None => self.index.insert(Entry {
                 cron: Some(cron),
                 paused: record.paused,
-                catchup: record.catchup,
+                catchup_policy: record.catchup,
                 catchup_window_secs: window_secs(record.catchup_window_secs),
                 ..new_entry(&kv_key, workflow, timezone, revision, written_at)
             }),
         };
-        if self.active {
+        if self.phase.firing() {
             self.rearm_live(slot);
         }
     }
 
     /// Re-plans a schedule changed while we fire: the change takes effect for the next
     /// instant after the moment it was written (resume continues from then, with no catch-up
-    /// for the paused time) and never re-fires an instant already fired.
+    /// for the paused time) and never re-fires an instant already fired. A schedule whose fire
+    /// is being published keeps it; it is re-armed from the new version once that is stored.
     fn rearm_live(&mut self, slot: usize) {
         let now = self.clock.now();
         let Some(e) = self.index.get(slot) else {
             return;
         };
-        let next = match (&e.cron, e.paused) {
-            (Some(cron), false) => match e.next {
-                // Already due and about to fire: the change came after its instant.
-                Some(armed) if armed <= now && armed <= e.written_at => Some(armed),
-                _ => {
-                    let base = e.last.map_or(e.written_at, |l| l.max(e.written_at));
-                    cron.next_after(base)
-                }
-            },
-            _ => None,
-        };
-        self.index.arm(slot, next);
-        if let Some(e) = self.index.get(slot) {
-            self.writer.put(e.kv_key.clone(), e.state());
+        if !e.firing {
+            let next = match (&e.cron, e.paused) {
+                (Some(cron), false) => match e.next {
+                    // Already due and about to fire: the change came after its instant.
+                    Some(armed) if armed <= now && armed <= e.written_at => Some(armed),
+                    _ => cron.next_after(e.last.map_or(e.written_at, |l| l.max(e.written_at))),
+                },
+                _ => None,
+            };
+            self.index.arm(slot, next);
         }
+        self.write_state(slot);
     }
 
     /// Records a value that cannot be scheduled: skip it, warn once, report it in its state.
@@ -358,7 +519,6 @@ impl Loop {
                     .insert(new_entry(kv_key, workflow, timezone, revision, written_at))
             }
         };
-        self.index.arm(slot, None);
         let Some(e) = self.index.get_mut(slot) else {
             return;
         };
@@ -369,90 +529,58 @@ impl Loop {
         e.error = Some(message.into());
         e.revision = revision;
         e.written_at = written_at;
-        let (key, state) = (e.kv_key.clone(), e.state());
+        let firing = e.firing;
         self.index.release_cron(old.as_ref());
-        if self.active {
-            self.writer.put(key, state);
+        if !firing {
+            self.index.arm(slot, None);
+        }
+        if self.phase.firing() {
+            self.write_state(slot);
         }
     }
 
-    /// Becoming the firing leader: read every state record, continue each schedule where the
-    /// previous leader stopped, apply catch-up for what nobody fired, arm the timeline.
-    async fn take_over(&mut self) -> Result<(), TickerError> {
-        // Read when leadership was won (see `run_loop`); a failed prefetch is simply redone.
-        let mut prefetched = match self.state_load.take() {
-            Some(task) => task.await.ok().and_then(Result::ok),
-            None => None,
-        };
-        let mut raw = None;
-        for attempt in 0..3u32 {
-            let result = match prefetched.take() {
-                Some(r) => Ok(r),
-                None => loader::load_all(&self.states).await,
-            };
-            match result {
-                Ok(r) => {
-                    raw = Some(r);
-                    break;
-                }
-                Err(e) if attempt < 2 => {
-                    warn!(error = %e, "cannot read schedule states yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
+    /// Queues the state record of `slot`.
+    fn write_state(&self, slot: usize) {
+        if let Some(e) = self.index.get(slot) {
+            self.writer.put(e.kv_key.clone(), e.state());
         }
-        let raw = raw.unwrap_or_default();
+    }
+
+    /// Becoming the firing leader: continue each schedule where the previous leader stopped
+    /// (from the state records just read), apply catch-up for what nobody fired, arm the
+    /// timeline.
+    fn take_over(&mut self, term: u64, raw: HashMap<String, Bytes>) {
         let now = self.clock.now();
-        let mut rounds: Vec<Vec<Planned>> = Vec::new();
         let (mut catchup_fires, mut missed_total) = (0usize, 0u64);
         for slot in self.index.slots() {
-            let settings = match self.index.get(slot) {
-                Some(e) => self.settings(e),
-                None => continue,
-            };
-            let Some(e) = self.index.get_mut(slot) else {
+            let Some(e) = self.index.get(slot) else {
                 continue;
             };
-            let stored: Option<crate::model::ScheduleState> = raw
+            let settings = self.settings(e);
+            let stored: Option<ScheduleState> = raw
                 .get(&*e.kv_key)
                 .and_then(|b| serde_json::from_slice(b).ok());
             let before = stored.clone().unwrap_or_default();
+            let Some(e) = self.index.get_mut(slot) else {
+                continue;
+            };
             if let Some(st) = &stored {
                 // Our own memory may be ahead of a lagging record (we led before): keep the max.
                 e.last = e.last.max(st.last_timestamp);
                 e.fires = e.fires.max(st.fires);
                 e.missed = e.missed.max(st.missed);
             }
-            let next = match (&e.cron, e.paused) {
+            let step = match (&e.cron, e.paused) {
                 (Some(cron), false) => {
-                    let was_paused = stored
-                        .as_ref()
-                        .is_some_and(|s| s.next.is_none() && s.last_timestamp.is_some());
-                    let base = match e.last {
-                        // Resumed while nobody led: no catch-up for the paused time.
-                        Some(last) if was_paused => last.max(e.written_at),
-                        Some(last) => last,
-                        // Never fired: from when this version was written, never before.
-                        None => e.written_at,
-                    };
-                    let p = plan(cron, base, now, settings);
-                    e.missed += p.missed;
-                    missed_total += p.missed;
-                    self.status.send_modify(|s| s.missed += p.missed);
-                    for (k, instant) in p.fire.into_iter().enumerate() {
-                        if rounds.len() <= k {
-                            rounds.push(Vec::new());
-                        }
-                        let upcoming = cron.next_after(instant).unwrap_or(instant);
-                        rounds[k].push((slot, instant, Trigger::Catchup, upcoming));
-                        catchup_fires += 1;
-                    }
-                    p.next
+                    let base = takeover_base(e, stored.as_ref());
+                    continue_after(cron, base, now, settings)
                 }
-                _ => None,
+                _ => Step::default(),
             };
-            self.index.arm(slot, next);
+            catchup_fires += usize::from(step.fire.is_some());
+            missed_total += step.missed;
+            self.index.arm(slot, None);
+            self.apply_step(slot, step, term);
             if let Some(e) = self.index.get(slot) {
                 let state = e.state();
                 // A schedule that has no record yet and nothing to report gets one at its first
@@ -468,7 +596,6 @@ impl Loop {
                 }
             }
         }
-        self.active = true;
         info!(
             schedules = self.index.len(),
             catchup_fires,
@@ -476,169 +603,312 @@ impl Loop {
             next = ?self.index.earliest().map(crate::model::time::format_instant),
             "leading: firing schedules"
         );
-        self.fire_rounds(rounds).await;
-        Ok(())
     }
 
-    /// Fires everything due now.
-    async fn fire_due(&mut self) {
-        let now = self.clock.now();
-        let grace = secs(LATE_GRACE.as_secs());
-        let mut rounds: Vec<Vec<Planned>> = vec![Vec::new()];
+    /// Carries out a planning step for `slot`: count what was missed, then either hand its fire
+    /// to publishing or arm it at its next instant.
+    fn apply_step(&mut self, slot: usize, step: Step, term: u64) {
+        if step.missed > 0 {
+            if let Some(e) = self.index.get_mut(slot) {
+                e.missed += step.missed;
+            }
+            self.status.send_modify(|s| s.missed += step.missed);
+        }
+        match step.fire {
+            Some((instant, trigger)) => {
+                self.index.start_firing(slot, instant);
+                if let Some(e) = self.index.get(slot) {
+                    self.queue.push_back(Due {
+                        slot,
+                        kv_key: e.kv_key.clone(),
+                        instant,
+                        trigger,
+                        term,
+                        revision: e.revision,
+                        failures: 0,
+                    });
+                }
+            }
+            None => {
+                self.index.arm(slot, step.next);
+                if step.missed > 0 {
+                    self.write_state(slot);
+                }
+            }
+        }
+    }
+
+    /// Decides every schedule due at `now`, at once: each is judged on time or late against
+    /// the same `now`, however long the resulting round takes to publish.
+    fn collect_due(&mut self, now: DateTime<Utc>) {
+        let Some(term) = self.phase.term() else {
+            return;
+        };
         for slot in self.index.due(now) {
             let Some(e) = self.index.get(slot) else {
                 continue;
             };
-            let (Some(cron), Some(instant)) = (e.cron.clone(), e.next) else {
+            let (Some(cron), Some(armed), false) = (e.cron.clone(), e.next, e.paused) else {
                 self.index.arm(slot, None);
                 continue;
             };
-            if now - instant <= grace {
-                // The next instant both re-arms the schedule and is this fire's `upcoming`.
-                let next = cron.next_after(instant);
-                rounds[0].push((slot, instant, Trigger::Schedule, next.unwrap_or(instant)));
-                self.index.arm(slot, next);
-                continue;
-            }
-            // Far too late (the process stalled): what it missed goes through catch-up.
-            let p = plan(
-                &cron,
-                instant - chrono::Duration::seconds(1),
-                now,
-                self.settings(e),
-            );
-            for (k, t) in p.fire.into_iter().enumerate() {
-                if rounds.len() <= k {
-                    rounds.push(Vec::new());
+            let step = resolve_due(&cron, armed, now, self.settings(e));
+            self.apply_step(slot, step, term);
+        }
+    }
+
+    /// Hands queued fires to the publisher while fewer than [`MAX_IN_FLIGHT`] are out.
+    fn dispatch(&mut self) {
+        let Some(term) = self.phase.term() else {
+            return;
+        };
+        while self.in_flight < MAX_IN_FLIGHT && !self.queue.is_empty() {
+            let room = BATCH.min(MAX_IN_FLIGHT - self.in_flight);
+            let mut fires = Vec::with_capacity(room.min(self.queue.len()));
+            while fires.len() < room {
+                let Some(due) = self.queue.pop_front() else {
+                    break;
+                };
+                if let Some(fire) = self.build(&due) {
+                    fires.push((due, fire));
                 }
-                let upcoming = cron.next_after(t).unwrap_or(t);
-                rounds[k].push((slot, t, Trigger::Catchup, upcoming));
             }
-            if let Some(e) = self.index.get_mut(slot) {
-                e.missed += p.missed;
-            }
-            self.status.send_modify(|s| s.missed += p.missed);
-            self.index.arm(slot, p.next);
-        }
-        self.fire_rounds(rounds).await;
-    }
-
-    /// Publishes planned fires: round `k` holds each schedule's `k`-th fire, so one schedule's
-    /// fires go out in order and each carries the previous one as `last_timestamp`.
-    async fn fire_rounds(&mut self, rounds: Vec<Vec<Planned>>) {
-        let mut touched = Vec::new();
-        for round in rounds {
-            if round.is_empty() {
+            if fires.is_empty() {
                 continue;
             }
-            self.publish_round(&round).await;
-            touched.extend(round.iter().map(|(slot, ..)| *slot));
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for slot in touched {
-            if let Some(e) = self.index.get(slot) {
-                self.writer.put(e.kv_key.clone(), e.state());
-            }
+            self.in_flight += fires.len();
+            self.publisher.send(Batch { term, fires });
         }
     }
 
-    async fn publish_round(&mut self, round: &[Planned]) {
-        // Build each fire right before sending it, so building overlaps with publishing.
-        let mut planned = Vec::with_capacity(round.len());
-        let mut fires = Vec::with_capacity(round.len());
-        let mut pipeline = Pipeline::new(&self.js, round.len());
-        for &(slot, instant, trigger, upcoming) in round {
-            let Some(e) = self.index.get(slot) else {
-                continue;
-            };
-            if e.cron.is_none() {
-                continue;
+    /// The schedule a fire belongs to, if it is still the same schedule.
+    fn entry_of(&self, due: &Due) -> Option<&Entry> {
+        self.index
+            .get(due.slot)
+            .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))
+    }
+
+    /// Builds the message for `due`, or `None` when its schedule was deleted or paused since
+    /// (delete and pause stop fires at once).
+    fn build(&mut self, due: &Due) -> Option<Fire> {
+        let e = self.entry_of(due)?;
+        let cron = match (&e.cron, e.paused) {
+            (Some(cron), false) => cron.clone(),
+            _ => {
+                self.index.arm(due.slot, None);
+                self.write_state(due.slot);
+                return None;
             }
-            let key = e.key();
-            let payload = SchedulePayload {
-                timestamp: instant,
-                last_timestamp: e.last,
-                timezone: e.timezone.to_string(),
-                schedule_id: crate::model::schedule_id(&e.workflow, &key),
-                key,
-                upcoming,
-            };
-            let fire = Fire::scheduled(&e.workflow, trigger, payload);
-            pipeline.send(&fire).await;
-            planned.push((slot, instant, trigger));
-            fires.push(fire);
-        }
-        let mut results = pipeline.finish().await;
-        for delay in PUBLISH_RETRIES {
-            let failed: Vec<usize> = (0..results.len())
-                .filter(|i| results[*i].is_err())
-                .collect();
-            if failed.is_empty() || !self.leader {
-                break;
-            }
-            warn!(
-                failed = failed.len(),
-                "publishing fires failed; retrying in {delay:?}"
-            );
-            tokio::time::sleep(delay).await;
-            let retry: Vec<Fire> = failed.iter().map(|i| fires[*i].clone()).collect();
-            for (i, r) in failed.into_iter().zip(publish_all(&self.js, &retry).await) {
-                results[i] = r;
-            }
-        }
+        };
+        let key = e.key();
+        let payload = SchedulePayload {
+            timestamp: due.instant,
+            last_timestamp: e.last,
+            timezone: e.timezone.to_string(),
+            schedule_id: crate::model::schedule_id(&e.workflow, &key),
+            key,
+            upcoming: cron.next_after(due.instant).unwrap_or(due.instant),
+        };
+        Some(Fire::scheduled(&e.workflow, due.trigger, payload))
+    }
+
+    /// Results from the publisher.
+    fn published(&mut self, results: Vec<(Due, Published)>) {
+        self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
-        let (mut fired, mut failed, mut last_fire) = (0u64, 0u64, None);
-        for ((slot, instant, trigger), (fire, result)) in
-            planned.iter().zip(fires.iter().zip(results))
-        {
-            let Some(e) = self.index.get_mut(*slot) else {
-                continue;
-            };
-            let late_ms = (now - *instant).num_milliseconds();
-            match result {
-                Ok(duplicate) => {
-                    fired += 1;
-                    last_fire = last_fire.max(Some(*instant));
-                    e.last = Some(*instant);
-                    e.fires += 1;
-                    e.error = None;
-                    info!(
-                        workflow = %e.workflow,
-                        key = %fire.payload.key,
-                        run_id = %fire.run_id,
-                        scheduled = %crate::model::time::format_instant(*instant),
-                        trigger = trigger.as_str(),
-                        late_ms,
-                        duplicate,
-                        "fired"
-                    );
+        let mut failed: Option<(usize, String)> = None;
+        for (mut due, outcome) in results {
+            let current = self.phase == Phase::Leading(due.term);
+            match outcome {
+                Published::Stored { duplicate } => self.stored(&due, duplicate, current, now),
+                Published::Held if current => self.retry(due, HELD_RETRY),
+                Published::Failed(error) if current => {
+                    due.failures += 1;
+                    let delay = publish_retry(due.failures);
+                    match &mut failed {
+                        Some((n, _)) => *n += 1,
+                        None => failed = Some((1, error)),
+                    }
+                    self.retry(due, delay);
                 }
-                Err(message) => {
-                    failed += 1;
-                    e.missed += 1;
-                    e.error = Some(
-                        format!(
-                            "publishing the fire for {} failed: {message}",
-                            crate::model::time::format_instant(*instant)
-                        )
-                        .into(),
-                    );
-                    error!(workflow = %e.workflow, key = %fire.payload.key, run_id = %fire.run_id, error = %message, "fire not published");
-                }
+                // Planned under a term that is over: the successor (or our next takeover)
+                // fires it through catch-up.
+                Published::Held | Published::Failed(_) => {}
             }
         }
-        // One status update per round, not per fire: watchers wake once.
+        if let Some((n, error)) = failed {
+            warn!(
+                failed = n,
+                error = %error,
+                "publishing fires failed; retrying with backoff while this replica leads"
+            );
+        }
+        if self.queue.is_empty() && self.retries.is_empty() && self.in_flight == 0 {
+            self.end_round();
+        }
+    }
+
+    /// The stream stored a fire.
+    fn stored(&mut self, due: &Due, duplicate: bool, current: bool, now: DateTime<Utc>) {
+        let late_ms = (now - due.instant).num_milliseconds();
+        let Some(e) = self.index.get(due.slot) else {
+            return;
+        };
+        if !Arc::ptr_eq(&e.kv_key, &due.kv_key) {
+            return;
+        }
+        debug!(
+            workflow = %e.workflow,
+            kv_key = %e.kv_key,
+            scheduled = %crate::model::time::format_instant(due.instant),
+            trigger = due.trigger.as_str(),
+            late_ms,
+            duplicate,
+            "fired"
+        );
+        let base = if e.revision == due.revision {
+            due.instant
+        } else {
+            // A change made while this fire was out takes effect after the moment it was
+            // written.
+            due.instant.max(e.written_at)
+        };
+        let next = match (&e.cron, e.paused) {
+            (Some(cron), false) => cron.next_after(base),
+            _ => None,
+        };
+        let Some(e) = self.index.get_mut(due.slot) else {
+            return;
+        };
+        e.last = e.last.max(Some(due.instant));
+        e.fires += 1;
+        e.error = None;
+        let r = &mut self.round;
+        r.fired += 1;
+        r.duplicates += u64::from(duplicate);
+        r.catchup += u64::from(due.trigger == Trigger::Catchup);
+        r.first = Some(r.first.map_or(due.instant, |f| f.min(due.instant)));
+        r.last = r.last.max(Some(due.instant));
+        r.worst_late_ms = r.worst_late_ms.max(late_ms);
         self.status.send_modify(|s| {
-            s.fires += fired;
-            s.missed += failed;
-            s.last_fire = s.last_fire.max(last_fire);
+            s.fires += 1;
+            s.last_fire = s.last_fire.max(Some(due.instant));
         });
+        if current {
+            self.index.arm(due.slot, next);
+            self.write_state(due.slot);
+        }
+    }
+
+    /// Offers `due` to the publisher again after `delay`.
+    fn retry(&mut self, due: Due, delay: Duration) {
+        self.retry_seq += 1;
+        self.retries
+            .insert((Instant::now() + delay, self.retry_seq), due);
+    }
+
+    /// Moves the fires whose retry time has come to the front of the queue.
+    fn release_retries(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<(Instant, u64)> = self
+            .retries
+            .keys()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect();
+        for key in ready.into_iter().rev() {
+            if let Some(due) = self.retries.remove(&key) {
+                self.queue.push_front(due);
+            }
+        }
+    }
+
+    /// Logs the summary line of the round that just finished, if it fired anything.
+    fn end_round(&mut self) {
+        let r = std::mem::take(&mut self.round);
+        if r.fired == 0 {
+            return;
+        }
+        let fmt = |t: Option<DateTime<Utc>>| t.map(crate::model::time::format_instant);
+        info!(
+            fired = r.fired,
+            catchup = r.catchup,
+            duplicates = r.duplicates,
+            first = ?fmt(r.first),
+            last = ?fmt(r.last),
+            worst_late_ms = r.worst_late_ms,
+            "fired a round"
+        );
     }
 }
 
+type ReadResult = Result<HashMap<String, Bytes>, TickerError>;
+
+/// Awaits the takeover's state read, if one runs; pending forever otherwise.
+async fn join_read(read: &mut Option<StateRead>) -> (u64, u32, ReadResult) {
+    let Some(r) = read.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = match (&mut r.task).await {
+        Ok(result) => result,
+        Err(e) => Err(TickerError::Task {
+            task: "state read",
+            message: e.to_string(),
+        }),
+    };
+    let (term, attempt) = (r.term, r.attempt);
+    *read = None;
+    (term, attempt, result)
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The instant a schedule continues after at a takeover.
+///
+/// - The state describes this very version of the record (`schedule_revision` matches): the
+///   previous leader planned it, so continue where it would have fired next — a resume it saw
+///   does not catch up the paused time.
+/// - The record changed after the state was written (while no leader ran, or the write was
+///   lost): the change takes effect from the moment it was written, so neither the instants of a
+///   new cron from before it nor the paused time before a resume are fired.
+/// - Never fired: from when the record was written, never before.
+fn takeover_base(e: &Entry, stored: Option<&ScheduleState>) -> DateTime<Utc> {
+    let changed_since = |last: DateTime<Utc>| last.max(e.written_at);
+    match (stored, e.last) {
+        (Some(st), last) if st.schedule_revision == Some(e.revision) => match st.next {
+            Some(next) => {
+                let before_next = next - chrono::Duration::seconds(1);
+                last.map_or(before_next, |l| l.max(before_next))
+            }
+            None => last.unwrap_or(e.written_at),
+        },
+        // Written by a scheduler that knew the revision: this version is newer than the state.
+        (Some(st), Some(last)) if st.schedule_revision.is_some() => changed_since(last),
+        // A state without a revision (written by hand or by an older polos): a leader that saw
+        // a pause left `next` empty; otherwise continue from the last fire.
+        (Some(st), Some(last)) if st.next.is_none() => changed_since(last),
+        (Some(_), Some(last)) => last,
+        // No state, but we fired it while we led before.
+        (None, Some(last)) => changed_since(last),
+        (_, None) => e.written_at,
+    }
+}
+
+fn publish_retry(failures: u32) -> Duration {
+    FIRST_PUBLISH_RETRY
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(10)))
+        .min(MAX_PUBLISH_RETRY)
+}
+
 fn secs(s: u64) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+    chrono::Duration::try_seconds(i64::try_from(s).unwrap_or(i64::MAX))
+        .unwrap_or(chrono::Duration::MAX)
 }
 
 /// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
@@ -656,7 +926,8 @@ fn new_entry(
         cron: None,
         timezone,
         paused: false,
-        catchup: None,
+        firing: false,
+        catchup_policy: None,
         catchup_window_secs: None,
         revision,
         written_at,
@@ -671,4 +942,83 @@ fn new_entry(
 /// A per-schedule window in the compact form the table keeps (over 136 years saturates).
 fn window_secs(secs: Option<u64>) -> Option<u32> {
     secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, h, m, 0).unwrap()
+    }
+
+    fn entry(revision: u64, written_at: DateTime<Utc>, last: Option<DateTime<Utc>>) -> Entry {
+        Entry {
+            last,
+            ..new_entry(
+                "wf.k",
+                Arc::from("wf"),
+                Arc::from("UTC"),
+                revision,
+                written_at,
+            )
+        }
+    }
+
+    fn state(
+        revision: Option<u64>,
+        last: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    ) -> ScheduleState {
+        ScheduleState {
+            last_timestamp: Some(last),
+            next,
+            schedule_revision: revision,
+            ..ScheduleState::default()
+        }
+    }
+
+    #[test]
+    fn takeover_continues_where_the_previous_leader_planned_this_version() {
+        // Resumed at 10:30 under a leader that armed 11:00: the paused hours are not caught up.
+        let e = entry(7, at(10, 30), Some(at(8, 0)));
+        let st = state(Some(7), at(8, 0), Some(at(11, 0)));
+        assert_eq!(
+            takeover_base(&e, Some(&st)),
+            at(11, 0) - chrono::Duration::seconds(1)
+        );
+    }
+
+    #[test]
+    fn a_change_no_leader_saw_takes_effect_from_when_it_was_written() {
+        let e = entry(9, at(10, 30), Some(at(8, 0)));
+        let st = state(Some(7), at(8, 0), Some(at(9, 0)));
+        assert_eq!(takeover_base(&e, Some(&st)), at(10, 30));
+        // Unchanged since the last fire (the record is older): catch up from the last fire.
+        let e = entry(9, at(7, 0), Some(at(8, 0)));
+        assert_eq!(takeover_base(&e, Some(&st)), at(8, 0));
+        // A state without a revision: from the last fire, unless a leader saw it paused.
+        let e = entry(9, at(10, 30), Some(at(8, 0)));
+        let legacy = state(None, at(8, 0), Some(at(9, 0)));
+        assert_eq!(takeover_base(&e, Some(&legacy)), at(8, 0));
+        let paused = state(None, at(8, 0), None);
+        assert_eq!(takeover_base(&e, Some(&paused)), at(10, 30));
+        // Never fired: from when it was written.
+        let e = entry(9, at(7, 0), None);
+        assert_eq!(takeover_base(&e, None), at(7, 0));
+    }
+
+    #[test]
+    fn publish_retries_back_off_and_cap() {
+        assert_eq!(publish_retry(1), FIRST_PUBLISH_RETRY);
+        assert_eq!(publish_retry(3), FIRST_PUBLISH_RETRY * 4);
+        assert_eq!(publish_retry(50), MAX_PUBLISH_RETRY);
+    }
+
+    #[test]
+    fn huge_windows_saturate() {
+        assert_eq!(secs(u64::MAX), chrono::Duration::MAX);
+        assert_eq!(secs(60), chrono::Duration::minutes(1));
+    }
 }

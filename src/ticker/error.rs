@@ -22,6 +22,9 @@ pub enum TickerError {
         /// The server's error.
         message: String,
     },
+    /// A `[scheduler]` setting cannot work.
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
     /// A background task of the ticker ended unexpectedly.
     #[error("the ticker's {task} task stopped: {message}")]
     Task {

@@ -28,8 +28,12 @@ pub(crate) struct Entry {
     pub timezone: Arc<str>,
     /// Paused schedules stay in the table but not on the timeline.
     pub paused: bool,
+    /// Its instant `next` has been handed to publishing (queued, in flight or waiting for a
+    /// retry): off the timeline until the stream acknowledges it. A schedule has at most one
+    /// fire out at a time, so its fires are stored in order and its state never skips one.
+    pub firing: bool,
     /// Per-schedule catch-up policy override.
-    pub catchup: Option<CatchupPolicy>,
+    pub catchup_policy: Option<CatchupPolicy>,
     /// Per-schedule catch-up window override, seconds.
     pub catchup_window_secs: Option<u32>,
     /// KV revision of the record version this entry reflects; older deliveries are ignored.
@@ -39,7 +43,8 @@ pub(crate) struct Entry {
     pub written_at: DateTime<Utc>,
     /// Scheduled instant of the last fire (payload `last_timestamp` of the next fire).
     pub last: Option<DateTime<Utc>>,
-    /// The instant the timer is armed for; `None` when paused, invalid or not leading.
+    /// The instant the timer is armed for (or, while `firing`, the instant being fired); `None`
+    /// when paused, invalid or not leading.
     pub next: Option<DateTime<Utc>>,
     /// Fires published, carried over from the state record.
     pub fires: u64,
@@ -82,6 +87,7 @@ impl Entry {
             missed: self.missed,
             last_run_id: self.last.map(|t| run_id_for(&self.schedule_id(), t)),
             error: self.error.as_deref().map(str::to_string),
+            schedule_revision: Some(self.revision),
         }
     }
 }
@@ -188,18 +194,31 @@ impl Index {
         }
     }
 
-    /// Sets the instant `slot` fires at (`None` disarms it).
+    /// Sets the instant `slot` fires at (`None` disarms it); it is no longer firing.
     pub fn arm(&mut self, slot: usize, next: Option<DateTime<Utc>>) {
         let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(old) = entry.next {
+        if let (Some(old), false) = (entry.next, entry.firing) {
             self.timeline.remove(&(old, slot));
         }
+        entry.firing = false;
         entry.next = next;
         if let Some(new) = next {
             self.timeline.insert((new, slot));
         }
+    }
+
+    /// Takes `slot` off the timeline while its fire at `instant` is being published.
+    pub fn start_firing(&mut self, slot: usize, instant: DateTime<Utc>) {
+        let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let (Some(old), false) = (entry.next, entry.firing) {
+            self.timeline.remove(&(old, slot));
+        }
+        entry.firing = true;
+        entry.next = Some(instant);
     }
 
     /// The earliest armed instant.
@@ -216,11 +235,13 @@ impl Index {
             .collect()
     }
 
-    /// Disarms everything (leadership lost): entries keep what they fired.
+    /// Disarms everything and forgets what was being fired (leadership lost): entries keep
+    /// what they fired.
     pub fn disarm_all(&mut self) {
-        let armed: Vec<usize> = self.timeline.iter().map(|(_, s)| *s).collect();
-        for slot in armed {
-            self.arm(slot, None);
+        self.timeline.clear();
+        for entry in self.slots.iter_mut().flatten() {
+            entry.next = None;
+            entry.firing = false;
         }
     }
 
@@ -251,7 +272,8 @@ mod tests {
             cron: Some(index.cron(cron, "UTC").unwrap()),
             timezone: index.intern("UTC"),
             paused: false,
-            catchup: None,
+            firing: false,
+            catchup_policy: None,
             catchup_window_secs: None,
             revision: 1,
             written_at: Utc::now(),
@@ -283,6 +305,16 @@ mod tests {
         assert_eq!(index.due(t(6)), vec![a]);
         index.remove("wf.a");
         assert_eq!(index.earliest(), Some(t(7)));
+        index.start_firing(b, t(7));
+        assert_eq!(
+            index.earliest(),
+            None,
+            "a firing schedule is off the timeline"
+        );
+        assert_eq!(index.get(b).unwrap().next, Some(t(7)));
+        index.arm(b, Some(t(8)));
+        assert!(!index.get(b).unwrap().firing);
+        assert_eq!(index.earliest(), Some(t(8)));
         index.disarm_all();
         assert_eq!(index.earliest(), None);
         assert_eq!(index.len(), 1);

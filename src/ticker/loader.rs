@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -36,9 +36,10 @@ pub(crate) enum Change {
         /// The value read as a schedule record (parsed here, on the loader's task, so a cold
         /// start parses in parallel with the ticker building its table), or why it is not one.
         record: Result<ScheduleRecord, String>,
-        /// How long ago the server stored it (real time), to place "written a moment before
-        /// its instant" on the ticker's clock.
-        age: Duration,
+        /// When the server stored it. The ticker turns it into an age when it *applies* the
+        /// change (not when it was read), to place "written a moment before its instant" on its
+        /// own clock however long the change waited in between.
+        written: SystemTime,
     },
     /// A key was deleted or purged.
     Delete {
@@ -114,19 +115,13 @@ fn to_change(raw: Raw) -> Change {
             revision,
             value,
             written,
-        } => {
-            let age = SystemTime::now()
-                .duration_since(written)
-                .unwrap_or(Duration::ZERO);
-            Change::Put {
-                // The ticker derives schedule ids on demand: skip the per-key SHA-256.
-                record: ScheduleRecord::from_kv_without_id(&kv_key, &value)
-                    .map_err(|e| e.to_string()),
-                kv_key,
-                revision,
-                age,
-            }
-        }
+        } => Change::Put {
+            // The ticker derives schedule ids on demand: skip the per-key SHA-256.
+            record: ScheduleRecord::from_kv_without_id(&kv_key, &value).map_err(|e| e.to_string()),
+            kv_key,
+            revision,
+            written,
+        },
         Raw::Delete { kv_key } => Change::Delete { kv_key },
         Raw::CaughtUp => Change::CaughtUp,
     }
@@ -164,26 +159,45 @@ async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
 }
 
 /// Streams every key of `kv` and then every change into `tx`, in batches, with one
-/// [`Change::CaughtUp`] after the initial data. Survives read errors by resuming after the last
-/// revision seen. Returns when `tx` is closed (the ticker stopped).
+/// [`Change::CaughtUp`] after the initial data. Survives read errors (a stream electing its
+/// leader, a reconnect, JetStream briefly unavailable) by retrying with backoff and resuming after
+/// the last revision seen: it never gives up. Returns when `tx` is closed (the ticker stopped).
 ///
 /// Why a pull consumer rather than `watch_with_history`: the watch is a push consumer, and at a
 /// million keys it delivers faster than values can be parsed, so the client drops messages as a
 /// slow consumer and the ordered consumer restarts and re-sends them (≈20,000 times per cold
 /// start on 2 cores). A pull consumer only receives what was asked for. Parsing runs on its own
 /// task so reading the next batch overlaps it.
-pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) -> Result<(), TickerError> {
-    let (last_seq, any) = last_sequence(&kv).await?;
+pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) {
+    let mut delay = Backoff::default();
+    let (last_seq, any) = loop {
+        match last_sequence(&kv).await {
+            Ok(found) => break found,
+            Err(e) => {
+                warn!(error = %e, "cannot read the schedules bucket yet; retrying");
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(delay.next()).await;
+            }
+        }
+    };
     let mut caught_up = !any;
     if caught_up && tx.send(vec![Change::CaughtUp]).await.is_err() {
-        return Ok(());
+        return;
     }
-    let mut messages = subscribe(&kv, 0)
-        .await
-        .map_err(|message| TickerError::Watch {
-            bucket: kv.name.clone(),
-            message,
-        })?;
+    let mut messages = loop {
+        match subscribe(&kv, 0).await {
+            Ok(m) => break m,
+            Err(e) => {
+                warn!(bucket = %kv.name, error = %e, "cannot read the schedules bucket yet; retrying");
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(delay.next()).await;
+            }
+        }
+    };
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<Raw>>(RAW_BATCHES);
     tokio::spawn(async move {
         while let Some(batch) = raw_rx.recv().await {
@@ -222,16 +236,17 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) -> Result<(
             }
         }
         if !batch.is_empty() && raw_tx.send(batch).await.is_err() {
-            return Ok(());
+            return;
         }
         let Some(failure) = failure else {
+            delay = Backoff::default();
             continue;
         };
         warn!(bucket = %kv.name, error = %failure, "reading the bucket failed; resuming after revision {seen}");
         if raw_tx.is_closed() {
-            return Ok(());
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(delay.next()).await;
         // Before the initial data is complete, start over from the latest values (the revision
         // order of a last-per-subject read is not a resumable position); after it, continue.
         let from = if caught_up { seen + 1 } else { 0 };
@@ -242,35 +257,61 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) -> Result<(
     }
 }
 
-/// Reads the latest value of every live key of `kv` once.
+/// Longest wait for the next message while reading a bucket once: a read that stalls this long
+/// (a stream without a leader) is abandoned and retried by the caller.
+const READ_STALL: Duration = Duration::from_secs(10);
+
+/// Reads the latest value of every live key of `kv` once, with the same pull consumer and
+/// tombstone rule as [`follow`].
 pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<String, Bytes>, TickerError> {
     let (last_seq, any) = last_sequence(kv).await?;
     let mut out = HashMap::new();
     if !any {
         return Ok(out);
     }
-    let watch_err = |e: &dyn std::fmt::Display| TickerError::Watch {
+    let read_err = |message: String| TickerError::Watch {
         bucket: kv.name.clone(),
-        message: e.to_string(),
+        message,
     };
-    let mut watch = kv
-        .watch_with_history(">")
-        .await
-        .map_err(|e| watch_err(&e))?;
-    while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| watch_err(&e))?;
-        let done = entry.delta == 0 || entry.revision >= last_seq;
-        match entry.operation {
-            Operation::Put => {
-                out.insert(entry.key, entry.value);
+    let mut messages = subscribe(kv, 0).await.map_err(read_err)?;
+    loop {
+        let message = match tokio::time::timeout(READ_STALL, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => return Err(read_err(e.to_string())),
+            Ok(None) => return Err(read_err("the consumer ended".into())),
+            Err(_) => return Err(read_err(format!("no message for {READ_STALL:?}"))),
+        };
+        let (raw, revision, pending) = raw_of(kv, &message).map_err(read_err)?;
+        match raw {
+            Raw::Put { kv_key, value, .. } => {
+                out.insert(kv_key, value);
             }
-            Operation::Delete | Operation::Purge => {
-                out.remove(&entry.key);
+            Raw::Delete { kv_key } => {
+                out.remove(&kv_key);
             }
+            Raw::CaughtUp => {}
         }
-        if done {
+        if pending == 0 || revision >= last_seq {
             return Ok(out);
         }
     }
-    Err(watch_err(&"the watch ended before the initial values"))
+}
+
+/// Delays between attempts to read a bucket that is not available: 250 ms doubling to 5 s.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(250))
+    }
+}
+
+impl Backoff {
+    /// The next delay.
+    pub fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        d
+    }
 }

@@ -7,28 +7,31 @@
 //! | `index` | schedule table + timeline ordered by next instant, interned crons |
 //! | `loader` | full read then live follow of a KV bucket, caught-up detection |
 //! | `lease` | leadership among replicas in KV `polos_leases` |
-//! | `catchup` | the `latest` / `all` / `skip` policies, pure |
-//! | `firing` | pipelined publishing of fires |
-//! | `state` | batched writes of `polos_schedule_state` and why they keep fires exact |
+//! | `fence` | the lease deadline fires are checked against (boot clock) |
+//! | `phase` | the ticker's state machine: loading, standby, taking over, leading |
+//! | `catchup` | the `latest` / `all` / `skip` policies and the firing grace, pure |
+//! | `publisher` | the publishing task: pipelined, fenced, results back to the loop |
+//! | `state` | batched, retried writes of `polos_schedule_state` and why they keep fires exact |
 //! | `status` | [`TickerStatus`]: leading, schedules, fires, next fire |
-//! | `driver` | the firing loop: applies changes, takes over, fires due schedules |
+//! | `driver` | the firing loop: applies changes, takes over, fires due schedules, retries |
 //! | `runner` | the public entry wiring it all: [`Ticker`], [`run`] |
 
 mod catchup;
 mod clock;
 mod driver;
 mod error;
-mod firing;
+mod fence;
 mod index;
 mod lease;
 mod loader;
+mod phase;
+mod publisher;
 mod runner;
 mod state;
 mod status;
 
-pub use catchup::{plan, CatchupPlan, CatchupSettings, MAX_SCAN};
+pub use catchup::{plan, CatchupPlan, CatchupSettings, LATE_GRACE, MAX_SCAN};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use driver::LATE_GRACE;
 pub use error::TickerError;
 pub use lease::{LeaseValue, LEASE_KEY};
 pub use runner::{run, Ticker, LEASES_BUCKET};

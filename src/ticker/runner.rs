@@ -5,15 +5,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::KeyValueErrorKind;
 use async_nats::jetstream::{self, kv::Store};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{info, warn};
 
 use super::clock::Clock;
 use super::driver::Loop;
 use super::error::TickerError;
-use super::lease;
-use super::loader;
+use super::fence::Leadership;
+use super::lease::LeaseTask;
+use super::loader::{self, Backoff};
+use super::publisher::Publisher;
 use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
@@ -89,10 +92,15 @@ impl Ticker {
     /// Runs until `shutdown` completes. On shutdown it stops firing, flushes state, then
     /// releases the lease so a standby takes over at once. Dropping the future instead (an
     /// aborted task) stops everything too, without the flush and release: like a crash.
+    ///
+    /// Only a configuration error or a missing bucket ends it early: NATS or JetStream being
+    /// unavailable (a stream electing its leader, a reconnect, a cluster that lost its quorum)
+    /// makes it retry with backoff and, when the lease cannot be renewed, stand by.
     pub async fn run<F>(self, shutdown: F) -> Result<(), TickerError>
     where
         F: Future<Output = ()>,
     {
+        self.config.validate().map_err(TickerError::Config)?;
         let js = jetstream::new(self.client);
         let schedules = open(&js, SCHEDULES_BUCKET).await?;
         let states = open(&js, SCHEDULE_STATE_BUCKET).await?;
@@ -100,25 +108,33 @@ impl Ticker {
         let holder = format!("{}-{}", std::process::id(), nuid::next());
         info!(holder = %holder, lease_ttl = ?self.config.lease_ttl(), "scheduler ticker starting");
 
-        let (lead_tx, lead_rx) = watch::channel(false);
+        let (leadership_tx, leadership_rx) = watch::channel(Leadership::default());
+        let (ready_tx, ready_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (change_tx, change_rx) = mpsc::channel(64);
+        let lease = LeaseTask {
+            kv: leases,
+            holder,
+            ttl: self.config.lease_ttl(),
+            ready: ready_rx,
+            leadership: leadership_tx,
+            stop: stop_rx,
+        };
         let mut tasks = Tasks(vec![
-            tokio::spawn(lease::run(
-                leases,
-                holder,
-                self.config.lease_ttl(),
-                lead_tx,
-                stop_rx,
-            )),
-            tokio::spawn(async move {
-                if let Err(e) = loader::follow(schedules, change_tx).await {
-                    error!(error = %e, "schedule loader stopped");
-                }
-            }),
+            tokio::spawn(lease.run()),
+            tokio::spawn(loader::follow(schedules, change_tx)),
         ]);
-        let mut ticker = Loop::new(self.clock, js, states, self.config, self.status);
-        let result = ticker.run_loop(change_rx, lead_rx, shutdown).await;
+        let publisher = Publisher::spawn(js, leadership_rx.clone());
+        let mut ticker = Loop::new(
+            self.clock,
+            publisher,
+            states,
+            self.config,
+            leadership_rx,
+            ready_tx,
+            self.status,
+        );
+        let result = ticker.run_loop(change_rx, shutdown).await;
         // Order matters: stop firing, write state, and only then let a standby take over.
         let (writer, ticker_status) = ticker.finish();
         writer.close(Duration::from_secs(10)).await;
@@ -149,11 +165,42 @@ impl Drop for Tasks {
     }
 }
 
+/// Opens a bucket. A bucket that does not exist is an error (run `polos streams apply`); any
+/// other failure (JetStream briefly unavailable) is retried with backoff.
 async fn open(js: &jetstream::Context, bucket: &str) -> Result<Store, TickerError> {
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| TickerError::Bucket {
-            bucket: bucket.to_string(),
-            message: e.to_string(),
+    let mut delay = Backoff::default();
+    loop {
+        match js.get_key_value(bucket).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.kind() == KeyValueErrorKind::InvalidStoreName => {
+                return Err(TickerError::Bucket {
+                    bucket: bucket.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(e) if is_missing(&e) => {
+                return Err(TickerError::Bucket {
+                    bucket: bucket.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => {
+                warn!(bucket, error = %e, "cannot open the bucket yet; retrying");
+                tokio::time::sleep(delay.next()).await;
+            }
+        }
+    }
+}
+
+/// Whether opening a bucket failed because its stream does not exist.
+fn is_missing(e: &async_nats::jetstream::context::KeyValueError) -> bool {
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+    use async_nats::jetstream::ErrorCode;
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<GetStreamError>())
+        .is_some_and(|s| match s.kind() {
+            GetStreamErrorKind::JetStream(js) => js.error_code() == ErrorCode::STREAM_NOT_FOUND,
+            _ => false,
         })
 }

@@ -1,18 +1,27 @@
-//! Writing `polos_schedule_state`, off the firing path.
+//! Writing `polos_schedule_state`, off the firing path, without ever dropping a write.
 //!
 //! The ticker hands every change to a background writer and moves on; the writer coalesces
 //! changes per key (only the newest state of a schedule is written) and writes a batch with many
 //! puts in flight. So 100,000 fires at one instant do not wait for 100,000 KV round trips.
 //!
+//! A write that fails (a stream electing its leader, a reconnect, a timeout) stays pending and is
+//! retried with backoff until it lands, unless a newer state of the same schedule replaced it.
+//! Writes only go out while this replica leads and its lease deadline has not passed (the same
+//! fence as fires), so a replica that lost the lease can never overwrite its successor's state;
+//! when leadership ends, what is still pending is dropped and the successor re-plans from what
+//! is stored.
+//!
 //! Why a lagging state record cannot lose or double a fire:
 //! - A fire's identity is its instant: `Nats-Msg-Id: <schedule_id>@<timestamp>` and run id
 //!   `<schedule_id>-<YYYYMMDDTHHMMSSZ>`. Publishing the same instant twice inside the stream's
 //!   2-minute duplicate window stores it once; a later duplicate reaches a worker that finds the
-//!   run already completed.
+//!   run already recorded and does not run it again.
 //! - The state's `last_timestamp` only ever trails what was fired (it is written after the ack).
-//!   A scheduler that starts or takes over re-plans from it: at worst it re-publishes the
-//!   instants fired in the last flush interval (milliseconds, far inside the window), which the
-//!   stream drops as duplicates; it never skips an instant that was not fired.
+//!   A scheduler that takes over re-plans from it: what its predecessor fired but had not yet
+//!   recorded is at most the fires of its last moments (a crash between an ack and the write of
+//!   its state, or writes pending when the lease was lost). A successor takes over within the
+//!   lease TTL, far inside the duplicate window, so those re-publishes are absorbed; it never
+//!   skips an instant that was not fired.
 //! - A graceful stop flushes the writer before releasing the lease.
 //! - The one thing a crash inside that window can skew is a payload field: if the leader dies
 //!   after the stream stored fire T but before it recorded T, a successor whose catch-up fires a
@@ -26,15 +35,22 @@ use std::time::Duration;
 use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use super::fence::Leadership;
 use crate::model::ScheduleState;
 
 /// Most state writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 512;
 
+/// First retry delay of a failed write; doubles per failed round up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Longest delay between two rounds of retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
 enum Write {
     Put(ScheduleState),
     Delete,
@@ -49,12 +65,12 @@ pub(crate) struct StateWriter {
 }
 
 impl StateWriter {
-    /// Starts the writer on bucket `kv`.
-    pub fn spawn(kv: Store) -> Self {
+    /// Starts the writer on bucket `kv`; it writes while `leadership` says this replica may.
+    pub fn spawn(kv: Store, leadership: watch::Receiver<Leadership>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         StateWriter {
             tx,
-            task: tokio::spawn(write_loop(kv, rx)),
+            task: tokio::spawn(write_loop(kv, rx, leadership)),
         }
     }
 
@@ -79,39 +95,110 @@ impl StateWriter {
     }
 }
 
-async fn write_loop(kv: Store, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)>) {
-    let mut batch: HashMap<Arc<str>, Write> = HashMap::new();
-    while let Some((key, write)) = rx.recv().await {
-        batch.insert(key, write);
-        while let Ok((key, write)) = rx.try_recv() {
-            batch.insert(key, write);
+async fn write_loop(
+    kv: Store,
+    mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)>,
+    mut leadership: watch::Receiver<Leadership>,
+) {
+    let mut pending: HashMap<Arc<str>, Write> = HashMap::new();
+    let mut open = true;
+    let mut failed_rounds = 0u32;
+    loop {
+        if pending.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.recv().await {
+                Some((key, write)) => {
+                    pending.insert(key, write);
+                }
+                None => return,
+            }
         }
+        while let Ok((key, write)) = rx.try_recv() {
+            pending.insert(key, write);
+        }
+        let now = *leadership.borrow_and_update();
+        if !now.leading() {
+            warn!(
+                unwritten = pending.len(),
+                "not leading any more: dropping unwritten schedule states (the next leader re-plans from what is stored)"
+            );
+            pending.clear();
+            continue;
+        }
+        if !now.may_publish(now.term) {
+            // Fenced until the lease is renewed or lost: wait for either (or more work).
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return },
+                more = rx.recv(), if open => match more {
+                    Some((key, write)) => { pending.insert(key, write); }
+                    None => open = false,
+                },
+            }
+            continue;
+        }
+        let batch: Vec<(Arc<str>, Write)> = pending.drain().collect();
+        let total = batch.len();
         let writes = batch
-            .drain()
-            .map(|(key, write)| write_one(kv.clone(), key, write));
-        let failures: Vec<String> = futures::stream::iter(writes)
+            .into_iter()
+            .map(|(key, write)| write_one(&kv, key, write));
+        let failures: Vec<(Arc<str>, Write, String)> = futures::stream::iter(writes)
             .buffer_unordered(WRITES_IN_FLIGHT)
             .filter_map(std::future::ready)
             .collect()
             .await;
         // A cold start or a takeover may queue a million writes at once: give that memory back.
-        if batch.capacity() > 4096 {
-            batch = HashMap::new();
+        if pending.capacity() > 4096 && pending.is_empty() {
+            pending = HashMap::new();
         }
-        if let Some(first) = failures.first() {
-            warn!(
-                failed = failures.len(),
-                "could not write schedule state (first: {first}); the next change rewrites it"
-            );
+        if failures.is_empty() {
+            failed_rounds = 0;
+            continue;
         }
+        failed_rounds += 1;
+        let delay = retry_delay(failed_rounds);
+        warn!(
+            failed = failures.len(),
+            of = total,
+            first = %failures[0].2,
+            retry_in = ?delay,
+            "could not write schedule states; retrying"
+        );
+        for (key, write, _) in failures {
+            // A newer state queued meanwhile supersedes the failed one.
+            pending.entry(key).or_insert(write);
+        }
+        let backoff = tokio::time::sleep(delay);
+        tokio::pin!(backoff);
+        loop {
+            tokio::select! {
+                _ = &mut backoff => break,
+                more = rx.recv(), if open => match more {
+                    Some((key, write)) => { pending.insert(key, write); }
+                    None => open = false,
+                },
+                changed = leadership.changed() => {
+                    if changed.is_err() || !leadership.borrow().leading() { break }
+                }
+            }
+        }
+        debug!(pending = pending.len(), "retrying schedule state writes");
     }
 }
 
-/// Writes one state change; the error text (naming the key) when it fails.
-async fn write_one(kv: Store, key: Arc<str>, write: Write) -> Option<String> {
-    let result = match write {
+fn retry_delay(failed_rounds: u32) -> Duration {
+    FIRST_RETRY_DELAY
+        .saturating_mul(2u32.saturating_pow(failed_rounds.saturating_sub(1).min(10)))
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Writes one state change; on failure the write back with the error text (naming the key).
+async fn write_one(kv: &Store, key: Arc<str>, write: Write) -> Option<(Arc<str>, Write, String)> {
+    let result = match &write {
         Write::Put(state) => {
-            let body = serde_json::to_vec(&state).unwrap_or_default();
+            // A struct of strings, numbers and instants always serializes.
+            let body = serde_json::to_vec(state).unwrap_or_default();
             kv.put(&*key, Bytes::from(body))
                 .await
                 .map(|_| ())
@@ -119,5 +206,23 @@ async fn write_one(kv: Store, key: Arc<str>, write: Write) -> Option<String> {
         }
         Write::Delete => kv.delete(&*key).await.map_err(|e| e.to_string()),
     };
-    result.err().map(|e| format!("{key}: {e}"))
+    match result {
+        Ok(()) => None,
+        Err(e) => {
+            let text = format!("{key}: {e}");
+            Some((key, write, text))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        assert_eq!(retry_delay(1), FIRST_RETRY_DELAY);
+        assert_eq!(retry_delay(2), FIRST_RETRY_DELAY * 2);
+        assert_eq!(retry_delay(40), MAX_RETRY_DELAY);
+    }
 }
