@@ -596,6 +596,7 @@ impl Loop {
                 }
             }
         }
+        self.status.send_modify(|s| s.takeovers += 1);
         info!(
             schedules = self.index.len(),
             catchup_fires,

@@ -21,4 +21,6 @@ pub struct TickerStatus {
     pub last_fire: Option<DateTime<Utc>>,
     /// The earliest armed instant (`None` when not active or nothing is armed).
     pub next_fire: Option<DateTime<Utc>>,
+    /// Times this replica took over firing (won the lease and planned every schedule).
+    pub takeovers: u64,
 }

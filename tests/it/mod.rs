@@ -9,5 +9,6 @@ mod streams;
 mod ticker;
 mod ticker_dst;
 mod ticker_failover;
+mod ticker_guarantees;
 mod unreachable;
 mod worker;

@@ -160,6 +160,57 @@ impl Running {
     pub fn kill(self) {
         self.task.abort();
     }
+
+    /// Whether the ticker's `run` has returned (it only should when stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Every message published on `polos.runs.>`, seen by a core subscription: unlike the stream,
+/// it also sees a second publish of the same `Nats-Msg-Id` that the stream absorbs as a
+/// duplicate, so it shows whether a scheduler published an instant twice.
+pub struct PublishLog {
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl PublishLog {
+    pub async fn start(client: &async_nats::Client) -> PublishLog {
+        let mut sub = client.subscribe("polos.runs.>").await.unwrap();
+        client.flush().await.unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let header = |name: &str| {
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_string())
+                        .unwrap_or_default()
+                };
+                let entry = (header("Nats-Msg-Id"), header("Polos-Trigger"));
+                sink.lock().unwrap().push(entry);
+            }
+        });
+        PublishLog { seen, _task: task }
+    }
+
+    /// How many times `msg_id` was published.
+    pub fn count(&self, msg_id: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id == msg_id)
+            .count()
+    }
+
+    /// Every publish so far: `(Nats-Msg-Id, Polos-Trigger)`.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
 /// What most ticker tests start from: a fresh server, the fire log, and a clock frozen at `start`.
@@ -170,7 +221,7 @@ pub async fn frozen_at(start: &str) -> (TestEnv, FireLog, ManualClock) {
 }
 
 /// Writes `n` schedules `digest.user_<i>` due daily at 09:00 UTC, `concurrency` puts at a time.
-async fn put_digests(env: &TestEnv, n: usize, concurrency: usize) {
+pub async fn put_digests(env: &TestEnv, n: usize, concurrency: usize) {
     let kv = env.js.get_key_value("polos_schedules").await.unwrap();
     let value = bytes::Bytes::from_static(br#"{"cron":"0 9 * * *","timezone":"UTC"}"#);
     futures::stream::iter(0..n)
