@@ -25,7 +25,9 @@ pub struct Received {
 /// Every fire published to `polos.runs.>`, collected by one consumer (acked, so the work-queue
 /// stream stays empty) in the order the stream stored them.
 pub struct FireLog {
-    rx: mpsc::UnboundedReceiver<Received>,
+    /// Fires, or the consumer's error that ended the log (a test then fails with it instead
+    /// of timing out silently).
+    rx: mpsc::UnboundedReceiver<Result<Received, String>>,
     pub all: Vec<Received>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -43,7 +45,15 @@ impl FireLog {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let mut messages = consumer.messages().await.unwrap();
-            while let Some(Ok(m)) = messages.next().await {
+            while let Some(m) = messages.next().await {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) if e.to_string().contains("heartbeat") => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("the fire log's consumer failed: {e}")));
+                        return;
+                    }
+                };
                 let fire = Fire::from_message(&m.subject, m.headers.as_ref(), &m.payload).unwrap();
                 let msg_id = m
                     .headers
@@ -56,11 +66,11 @@ impl FireLog {
                 let stored_at = Utc.timestamp_nanos(nanos);
                 m.ack().await.unwrap();
                 if tx
-                    .send(Received {
+                    .send(Ok(Received {
                         fire,
                         msg_id,
                         stored_at,
-                    })
+                    }))
                     .is_err()
                 {
                     return;
@@ -79,7 +89,7 @@ impl FireLog {
         within(&format!("{n} fires (have {})", self.all.len()), async {
             while self.all.len() < n {
                 let r = self.rx.recv().await.unwrap();
-                self.all.push(r);
+                self.all.push(r.unwrap_or_else(|e| panic!("{e}")));
             }
         })
         .await;
@@ -92,7 +102,7 @@ impl FireLog {
         tokio::time::timeout(limit, async {
             while self.all.len() < n {
                 let r = self.rx.recv().await.unwrap();
-                self.all.push(r);
+                self.all.push(r.unwrap_or_else(|e| panic!("{e}")));
             }
         })
         .await
@@ -372,6 +382,7 @@ async fn payload_fields_across_three_consecutive_fires() {
 #[tokio::test]
 async fn restart_mid_series_loses_and_doubles_nothing() {
     let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let publishes = PublishLog::start(&env.client).await;
     let cfg = config(&env);
     put(
         &env,
@@ -518,8 +529,20 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
         .all(|r| r.fire.trigger == Trigger::Schedule
             && r.fire.payload.timestamp == at("2026-05-01T13:00:00Z")));
     log.assert_no_more(Duration::from_millis(300)).await;
-    let ids: std::collections::HashSet<_> = log.all.iter().map(|r| r.msg_id.clone()).collect();
-    assert_eq!(ids.len(), log.all.len(), "every fire once");
+    // Every instant was published once, except 10:00 of `sync.global`, re-published on purpose
+    // above from the lagging state record (and absorbed by the stream).
+    let mut published: Vec<String> = publishes.all().into_iter().map(|(id, _)| id).collect();
+    published.sort();
+    let stored: Vec<String> = {
+        let mut ids: Vec<String> = log.all.iter().map(|r| r.msg_id.clone()).collect();
+        ids.push(format!(
+            "{}@2026-05-01T10:00:00Z",
+            schedule_id("sync", "global")
+        ));
+        ids.sort();
+        ids
+    };
+    assert_eq!(published, stored, "every fire published once");
     d.stop().await;
 }
 
@@ -630,6 +653,20 @@ async fn created_a_moment_before_its_instant_still_fires() {
         "2026-05-02T10:00:00Z",
         Trigger::Schedule,
     );
+    // One created a second after the instant waits for the next day (its age is taken from
+    // the server's timestamp when the ticker applies it, however long it waited before).
+    clock.sleep_until(at("2026-05-01T10:00:01Z")).await;
+    put(
+        &env,
+        "later",
+        "global",
+        serde_json::json!({"cron": "0 10 * * *"}),
+    )
+    .await;
+    wait_state(&env, "later", "global", "armed for tomorrow", |s| {
+        s.next == Some(at("2026-05-02T10:00:00Z")) && s.fires == 0
+    })
+    .await;
     t.stop().await;
 }
 
@@ -701,22 +738,18 @@ async fn ten_thousand_schedules_due_at_one_instant_fire_once_each() {
         s.schedules == N && s.next_fire == Some(at("2026-05-01T09:00:00Z"))
     })
     .await;
-    let started = std::time::Instant::now();
+    let publishes = PublishLog::start(&env.client).await;
     clock.set(at("2026-05-01T09:00:00Z"));
     t.wait("10,000 fires acked", |s| s.fires == N as u64).await;
-    let publish_time = started.elapsed();
     let fires = log.wait_for(N).await;
     let keys: std::collections::HashSet<_> =
         fires.iter().map(|r| r.fire.payload.key.clone()).collect();
     assert_eq!(keys.len(), N);
     assert!(fires.iter().all(|r| r.fire.trigger == Trigger::Schedule
         && r.fire.payload.timestamp == at("2026-05-01T09:00:00Z")));
-    log.assert_no_more(Duration::from_millis(300)).await;
-    eprintln!("10,000 fires published and acked in {publish_time:?}");
-    assert!(
-        publish_time < Duration::from_secs(10),
-        "publishing took {publish_time:?}"
-    );
+    // Published once each (a core subscription sees re-publishes the stream would absorb).
+    // How fast is measured by `cargo bench --bench polos -- fire`.
+    assert_eq!(publishes.all().len(), N);
     t.stop().await;
 }
 
@@ -738,8 +771,11 @@ async fn real_clock_end_to_end() {
     assert_eq!(r.fire.trigger, Trigger::Schedule);
     let late = r.stored_at - r.fire.payload.timestamp;
     eprintln!("stored {late:?} after its instant");
+    // On time means inside the firing grace (a loaded CI machine may start slowly); how close
+    // to its instant a fire is stored is measured by `cargo bench --bench polos -- latency`.
     assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::milliseconds(500),
+        late >= chrono::Duration::zero()
+            && late <= chrono::Duration::from_std(polos::ticker::LATE_GRACE).unwrap(),
         "stored {late:?} after its instant"
     );
     assert_eq!(
