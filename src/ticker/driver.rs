@@ -9,10 +9,12 @@
 //! catch-up policy) → the schedule leaves the timeline (`firing`) and its fire joins the queue →
 //! it is built and handed to the publisher (at most [`MAX_IN_FLIGHT`] at once) → stored: the
 //! schedule records it, is armed at its next instant and its state is queued; held or failed:
-//! it is offered again after a backoff, for as long as this replica leads. When leadership ends
-//! everything not yet stored is dropped; the successor fires it through catch-up.
+//! it goes back to the front of the queue and publishing pauses for a backoff (the whole queue,
+//! so an outage costs a probe per backoff, not a publish per fire), for as long as this replica
+//! leads. When leadership ends everything not yet stored is dropped; the successor fires it
+//! through catch-up.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,13 +50,15 @@ const MAX_IN_FLIGHT: usize = 8192;
 /// Fires per batch handed to the publisher.
 const BATCH: usize = 1024;
 
-/// First delay before offering a failed fire again; doubles per failure up to
+/// First pause of publishing after a failed batch; doubles per failed batch in a row up to
 /// [`MAX_PUBLISH_RETRY`].
 const FIRST_PUBLISH_RETRY: Duration = Duration::from_millis(50);
-/// Longest delay between two attempts to publish one fire.
+/// Longest pause between two attempts to publish.
 const MAX_PUBLISH_RETRY: Duration = Duration::from_secs(2);
-/// Delay before offering a held fire (fenced, disconnected) again.
+/// Pause before offering held fires (fenced, disconnected) again.
 const HELD_RETRY: Duration = Duration::from_millis(100);
+/// Least time between two warnings about failing publishes.
+const WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// Most changes applied between two checks of the timer, so a flood of updates cannot delay
 /// due fires.
@@ -76,8 +80,6 @@ pub(super) struct Due {
     /// The record revision it was planned from: a different one when it is stored means the
     /// schedule changed while the fire was out.
     revision: u64,
-    /// Failed publishes so far.
-    failures: u32,
 }
 
 /// A background read of every state record for the takeover of one term.
@@ -120,12 +122,15 @@ pub(super) struct Loop {
     ready: watch::Sender<bool>,
     /// The state read of a takeover in progress.
     state_read: Option<StateRead>,
-    /// Decided fires waiting to be handed to the publisher, in order.
+    /// Decided fires waiting to be handed to the publisher, in order (failed ones go back to
+    /// the front).
     queue: VecDeque<Due>,
-    /// Fires waiting to be offered again, by when.
-    retries: BTreeMap<(Instant, u64), Due>,
-    /// Tie-breaker for `retries` keys.
-    retry_seq: u64,
+    /// Publishing waits until then after a failure (no dispatch before).
+    paused_until: Option<Instant>,
+    /// Failed batches in a row, for the backoff.
+    failed_rounds: u32,
+    /// When failing publishes were last warned about.
+    warned_at: Option<Instant>,
     /// Fires handed to the publisher and not yet answered.
     in_flight: usize,
     /// The publishing task.
@@ -158,8 +163,9 @@ impl Loop {
             ready,
             state_read: None,
             queue: VecDeque::new(),
-            retries: BTreeMap::new(),
-            retry_seq: 0,
+            paused_until: None,
+            failed_rounds: 0,
+            warned_at: None,
             in_flight: 0,
             publisher,
             round: Round::default(),
@@ -203,12 +209,7 @@ impl Loop {
                 Some(t) => self.clock.sleep_until(t),
                 None => Box::pin(std::future::pending()),
             };
-            let retry_at = self
-                .retries
-                .keys()
-                .next()
-                .map(|(at, _)| *at)
-                .filter(|_| self.phase.firing());
+            let resume_at = self.paused_until.filter(|_| self.phase.firing());
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -243,7 +244,7 @@ impl Loop {
                         }
                     }
                 }
-                _ = sleep_until_opt(retry_at) => self.release_retries(),
+                _ = sleep_until_opt(resume_at) => self.paused_until = None,
                 _ = timer => {}
             }
         }
@@ -256,7 +257,6 @@ impl Loop {
     async fn drain_in_flight(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(3);
         self.queue.clear();
-        self.retries.clear();
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.publisher.results.recv()).await {
                 Ok(Some(results)) => self.published(results),
@@ -306,7 +306,8 @@ impl Loop {
         }
         self.index.disarm_all();
         self.queue.clear();
-        self.retries.clear();
+        self.paused_until = None;
+        self.failed_rounds = 0;
         self.end_round();
     }
 
@@ -626,7 +627,6 @@ impl Loop {
                         trigger,
                         term,
                         revision: e.revision,
-                        failures: 0,
                     });
                 }
             }
@@ -658,11 +658,15 @@ impl Loop {
         }
     }
 
-    /// Hands queued fires to the publisher while fewer than [`MAX_IN_FLIGHT`] are out.
+    /// Hands queued fires to the publisher while fewer than [`MAX_IN_FLIGHT`] are out (and
+    /// publishing is not pausing after a failure).
     fn dispatch(&mut self) {
         let Some(term) = self.phase.term() else {
             return;
         };
+        if self.paused_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
         while self.in_flight < MAX_IN_FLIGHT && !self.queue.is_empty() {
             let room = BATCH.min(MAX_IN_FLIGHT - self.in_flight);
             let mut fires = Vec::with_capacity(room.min(self.queue.len()));
@@ -717,34 +721,55 @@ impl Loop {
     fn published(&mut self, results: Vec<(Due, Published)>) {
         self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
-        let mut failed: Option<(usize, String)> = None;
-        for (mut due, outcome) in results {
+        let mut again = Vec::new();
+        let (mut stored, mut failed, mut first_error) = (false, false, None);
+        for (due, outcome) in results {
             let current = self.phase == Phase::Leading(due.term);
             match outcome {
-                Published::Stored { duplicate } => self.stored(&due, duplicate, current, now),
-                Published::Held if current => self.retry(due, HELD_RETRY),
+                Published::Stored { duplicate } => {
+                    stored = true;
+                    self.stored(&due, duplicate, current, now);
+                }
+                Published::Held if current => again.push(due),
                 Published::Failed(error) if current => {
-                    due.failures += 1;
-                    let delay = publish_retry(due.failures);
-                    match &mut failed {
-                        Some((n, _)) => *n += 1,
-                        None => failed = Some((1, error)),
-                    }
-                    self.retry(due, delay);
+                    failed = true;
+                    first_error.get_or_insert(error);
+                    again.push(due);
                 }
                 // Planned under a term that is over: the successor (or our next takeover)
                 // fires it through catch-up.
                 Published::Held | Published::Failed(_) => {}
             }
         }
-        if let Some((n, error)) = failed {
-            warn!(
-                failed = n,
-                error = %error,
-                "publishing fires failed; retrying with backoff while this replica leads"
-            );
+        if stored {
+            self.failed_rounds = 0;
         }
-        if self.queue.is_empty() && self.retries.is_empty() && self.in_flight == 0 {
+        if !again.is_empty() {
+            // Back to the front, in order, and publishing pauses for a while.
+            for due in again.into_iter().rev() {
+                self.queue.push_front(due);
+            }
+            let pause = if failed {
+                self.failed_rounds += 1;
+                publish_retry(self.failed_rounds)
+            } else {
+                HELD_RETRY
+            };
+            let until = Instant::now() + pause;
+            self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+            if let Some(error) = first_error {
+                if self.warned_at.is_none_or(|w| w.elapsed() >= WARN_EVERY) {
+                    self.warned_at = Some(Instant::now());
+                    warn!(
+                        waiting = self.queue.len(),
+                        error = %error,
+                        retry_in = ?pause,
+                        "publishing fires failed; retrying with backoff while this replica leads"
+                    );
+                }
+            }
+        }
+        if self.queue.is_empty() && self.in_flight == 0 {
             self.end_round();
         }
     }
@@ -798,29 +823,6 @@ impl Loop {
         if current {
             self.index.arm(due.slot, next);
             self.write_state(due.slot);
-        }
-    }
-
-    /// Offers `due` to the publisher again after `delay`.
-    fn retry(&mut self, due: Due, delay: Duration) {
-        self.retry_seq += 1;
-        self.retries
-            .insert((Instant::now() + delay, self.retry_seq), due);
-    }
-
-    /// Moves the fires whose retry time has come to the front of the queue.
-    fn release_retries(&mut self) {
-        let now = Instant::now();
-        let ready: Vec<(Instant, u64)> = self
-            .retries
-            .keys()
-            .take_while(|(at, _)| *at <= now)
-            .copied()
-            .collect();
-        for key in ready.into_iter().rev() {
-            if let Some(due) = self.retries.remove(&key) {
-                self.queue.push_front(due);
-            }
         }
     }
 
