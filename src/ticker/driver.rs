@@ -721,6 +721,7 @@ impl Loop {
     fn published(&mut self, results: Vec<(Due, Published)>) {
         self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
+        let fired_before = self.round.fired;
         let mut again = Vec::new();
         let (mut stored, mut failed, mut first_error) = (false, false, None);
         for (due, outcome) in results {
@@ -743,6 +744,12 @@ impl Loop {
         }
         if stored {
             self.failed_rounds = 0;
+            // One status update per chunk of results, not per fire: watchers wake once.
+            let (fired, last) = (self.round.fired - fired_before, self.round.last);
+            self.status.send_modify(|s| {
+                s.fires += fired;
+                s.last_fire = s.last_fire.max(last);
+            });
         }
         if !again.is_empty() {
             // Back to the front, in order, and publishing pauses for a while.
@@ -809,6 +816,7 @@ impl Loop {
         e.last = e.last.max(Some(due.instant));
         e.fires += 1;
         e.error = None;
+        // Counted here, published to the status once per chunk of results (see `published`).
         let r = &mut self.round;
         r.fired += 1;
         r.duplicates += u64::from(duplicate);
@@ -816,10 +824,6 @@ impl Loop {
         r.first = Some(r.first.map_or(due.instant, |f| f.min(due.instant)));
         r.last = r.last.max(Some(due.instant));
         r.worst_late_ms = r.worst_late_ms.max(late_ms);
-        self.status.send_modify(|s| {
-            s.fires += 1;
-            s.last_fire = s.last_fire.max(Some(due.instant));
-        });
         if current {
             self.index.arm(due.slot, next);
             self.write_state(due.slot);
