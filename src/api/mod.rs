@@ -28,7 +28,7 @@ mod types;
 
 pub use crate::store::InvalidEntry;
 pub use error::{ApiError, ErrorCode, ServeError};
-pub use service::{serve, start, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
+pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,

@@ -16,6 +16,7 @@ use super::lease;
 use super::loader;
 use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
+use crate::metrics::Metrics;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
 
 /// KV bucket holding the scheduler lease.
@@ -62,6 +63,8 @@ pub struct Ticker {
     clock: Arc<dyn Clock>,
     /// Published status; receivers come from [`Ticker::status`].
     status: watch::Sender<TickerStatus>,
+    /// Where fires, misses and leadership are counted.
+    metrics: Metrics,
 }
 
 impl Ticker {
@@ -72,7 +75,14 @@ impl Ticker {
             config: config.scheduler.clone(),
             clock: Arc::new(super::SystemClock),
             status: watch::channel(TickerStatus::default()).0,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts fires, misses, leadership and schedules in `metrics` (served at `/metrics`).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Uses `clock` for schedule time (tests pass a [`ManualClock`](super::ManualClock)).
@@ -117,7 +127,14 @@ impl Ticker {
                 }
             }),
         ]);
-        let mut ticker = Loop::new(self.clock, js, states, self.config, self.status);
+        let mut ticker = Loop::new(
+            self.clock,
+            js,
+            states,
+            self.config,
+            self.status,
+            self.metrics,
+        );
         let result = ticker.run_loop(change_rx, lead_rx, shutdown).await;
         // Order matters: stop firing, write state, and only then let a standby take over.
         let (writer, ticker_status) = ticker.finish();
