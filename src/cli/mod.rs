@@ -128,16 +128,31 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Installs the tracing subscriber described by `[log]`. Called once by `main`.
+/// Installs the tracing subscriber described by `[log]`, writing to stderr. Called once by
+/// `main` (and by worker programs). Colours only when stderr is a terminal (and `NO_COLOR` is
+/// unset), so logs piped to a file or a container log are plain text; `log.format = "json"`
+/// writes one JSON object per line, with the fields of the enclosing spans (a worker's
+/// `workflow`, `run_id`, `attempt`).
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!(
+                "warning: log.level {:?} is not a valid filter ({e}); logging at info. Write e.g. \"info\" or \"polos=debug,async_nats=warn\"",
+                config.log.level
+            );
+            tracing_subscriber::EnvFilter::new("info")
+        }
+    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
 

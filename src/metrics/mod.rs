@@ -33,4 +33,5 @@ pub use error::HttpError;
 pub use http::{
     bind, check_token, metrics_router, require_token, serve_metrics, HttpAddr, TOKEN_COOKIE,
 };
+pub(crate) use http::{serve_router, urlencode};
 pub use registry::{InFlight, Metrics, RunOutcome, OPENMETRICS_CONTENT_TYPE};
