@@ -80,8 +80,9 @@ Run one or more replicas against the same NATS: one holds the lease and fires, e
 answers the API. Apply the streams first (`polos streams apply`).
 
 Example:
-  polos scheduler --nats-url nats://prod:4222")]
-    Scheduler,
+  polos scheduler --nats-url nats://prod:4222
+  polos scheduler --http 4280                # dashboard + /metrics on 127.0.0.1:4280")]
+    Scheduler(scheduler::SchedulerArgs),
     /// Runs recorded by workers: list them, or show one with its steps.
     #[command(
         subcommand,
@@ -122,7 +123,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
         Command::Cron(ref cmd) => cron::run(cmd),
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
-        Command::Scheduler => scheduler::run(&cli).await,
+        Command::Scheduler(ref args) => scheduler::run(&cli, args).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
         Command::Dev(ref args) => dev::run(&cli, args).await,
     }

@@ -22,7 +22,7 @@
 //! let dashboard = polos::web::Dashboard::start(client, metrics).await?;
 //! let addr = polos::metrics::HttpAddr::parse("127.0.0.1:4280")?;
 //! let listener = polos::metrics::bind(&addr, None).await?;
-//! polos::web::serve(listener, &dashboard, None, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! polos::web::serve(listener, dashboard, None, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 
@@ -165,7 +165,7 @@ impl Dashboard {
 /// Serves `dashboard` (and `/metrics`) on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    dashboard: &Dashboard,
+    dashboard: Dashboard,
     token: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
