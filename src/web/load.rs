@@ -94,13 +94,12 @@ impl LoadAhead {
 }
 
 /// A bar chart as inline SVG: one bar per value (bars with 0 are left out), a tooltip per bar,
-/// a label every `tick_every` values, a scale line at the maximum.
+/// a label and grid line where `tick` gives one, a scale line at the maximum.
 pub fn bar_chart(
     title: &str,
     values: &[u64],
     tooltip: impl Fn(usize, u64) -> String,
-    tick_every: usize,
-    tick_label: impl Fn(usize) -> String,
+    tick: impl Fn(usize) -> Option<String>,
 ) -> String {
     const W: f64 = 960.0;
     const H: f64 = 180.0;
@@ -135,13 +134,14 @@ pub fn bar_chart(
             t = esc(&tooltip(i, v))
         );
     }
-    for i in (0..values.len()).step_by(tick_every.max(1)) {
+    for (i, label) in (0..values.len()).filter_map(|i| Some((i, tick(i)?))) {
+        let x = i as f64 * bar;
         let _ = write!(
             svg,
-            r#"<text class="tick" x="{x:.1}" y="{y}">{t}</text>"#,
-            x = i as f64 * bar + 1.0,
+            r#"<line class="grid" x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{H}"/><text class="tick" x="{tx:.1}" y="{y}">{t}</text>"#,
+            tx = x + 2.0,
             y = H + AXIS - 4.0,
-            t = esc(&tick_label(i))
+            t = esc(&label)
         );
     }
     svg.push_str("</svg>");
@@ -214,8 +214,7 @@ mod tests {
             "x",
             &load.per_minute,
             |_, v| format!("{v} fires"),
-            120,
-            |i| i.to_string(),
+            |i| (i % 120 == 0).then(|| i.to_string()),
         );
         assert!(svg.contains("<title>100002 fires</title>"), "{svg}");
     }
