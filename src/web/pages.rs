@@ -3,11 +3,11 @@
 
 use std::fmt::Write;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
 use super::catalog::{Filter, Page, RowView, Summary};
 use super::html::{duration, esc, json_block, local, q, relative, utc};
-use super::load::{bar_chart, thousands, LoadAhead, HOURS};
+use super::load::{bar_chart, thousands, LoadAhead};
 use super::runs::{RunFilter, RunPage, StepView};
 use crate::model::{RunRecord, RunStatus};
 
@@ -504,11 +504,9 @@ pub fn load(load: &LoadAhead, active: usize, now: DateTime<Utc>) -> String {
             let t = start + TimeDelta::minutes(i as i64);
             format!("{} UTC: {} fires", t.format("%H:%M"), thousands(v))
         },
-        120,
         |i| {
-            (start + TimeDelta::minutes(i as i64))
-                .format("%H:%M")
-                .to_string()
+            let t = start + TimeDelta::minutes(i as i64);
+            (t.minute() == 0 && t.hour() % 3 == 0).then(|| t.format("%H:%M").to_string())
         },
     ));
     let hour_start = load.hour_start;
@@ -520,11 +518,9 @@ pub fn load(load: &LoadAhead, active: usize, now: DateTime<Utc>) -> String {
             let t = hour_start + TimeDelta::hours(i as i64);
             format!("{} UTC: {} fires", t.format("%a %d %H:00"), thousands(v))
         },
-        HOURS / 7,
         |i| {
-            (hour_start + TimeDelta::hours(i as i64))
-                .format("%a %d")
-                .to_string()
+            let t = hour_start + TimeDelta::hours(i as i64);
+            (t.hour() == 0).then(|| t.format("%a %d").to_string())
         },
     ));
     b.push_str("<h2>Busiest minutes (next 24 hours)</h2>");
