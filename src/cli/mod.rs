@@ -136,25 +136,39 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// `workflow`, `run_id`, `attempt`).
 pub fn init_logging(config: &Config) {
     use std::io::IsTerminal;
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ =
+        tracing::subscriber::set_global_default(log_subscriber(&config.log, std::io::stderr, ansi));
+}
+
+/// The subscriber [`init_logging`] installs, writing to `writer` (tests capture it with
+/// `tracing::subscriber::set_default`).
+pub fn log_subscriber<W>(
+    log: &crate::config::LogConfig,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = match tracing_subscriber::EnvFilter::try_new(&log.level) {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!(
                 "warning: log.level {:?} is not a valid filter ({e}); logging at info. Write e.g. \"info\" or \"polos=debug,async_nats=warn\"",
-                config.log.level
+                log.level
             );
             tracing_subscriber::EnvFilter::new("info")
         }
     };
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
-    let _ = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    match log.format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    }
 }
 
 /// Loads the configuration and connects to NATS; on failure prints the error and returns the exit
