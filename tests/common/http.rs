@@ -97,7 +97,7 @@ fn dechunk(mut text: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        text = &rest[n..].trim_start_matches("\r\n");
+        text = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
