@@ -656,8 +656,8 @@ impl Loop {
             fires = fired,
             failed,
             duplicates,
-            first = ?first_fire.map(crate::model::time::format_instant),
-            last = ?last_fire.map(crate::model::time::format_instant),
+            first = %first_fire.map(crate::model::time::format_instant).unwrap_or_default(),
+            last = %last_fire.map(crate::model::time::format_instant).unwrap_or_default(),
             worst_late_ms,
             "fired a round"
         );

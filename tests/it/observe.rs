@@ -643,3 +643,57 @@ async fn a_dashboard_on_another_address_needs_its_token() {
     within("dashboard stops", web).await.unwrap().unwrap();
     let _ = Duration::ZERO;
 }
+
+// Current-thread runtime: the ticker's tasks log under this thread's subscriber.
+#[tokio::test]
+async fn one_info_line_per_round_of_fires_and_none_per_fire() {
+    let captured = Captured::default();
+    let log = LogConfig {
+        level: "polos=info".into(),
+        format: LogFormat::Json,
+    };
+    let _guard =
+        tracing::subscriber::set_default(polos::cli::log_subscriber(&log, captured.clone(), false));
+    let env = TestEnv::start().await;
+    let clock = polos::ticker::ManualClock::frozen(at("2026-05-01T08:59:30Z"));
+    for key in ["a", "b", "c"] {
+        put(&env, "digest", key, json!({"cron": "0 9 * * *"})).await;
+    }
+    let ticker = Ticker::new(env.client.clone(), &config(&env)).clock(Arc::new(clock.clone()));
+    let mut status = ticker.status();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ticker = tokio::spawn(ticker.run(async {
+        let _ = stopped.await;
+    }));
+    within(
+        "ticker active",
+        status.wait_for(|s| s.active && s.schedules == 3),
+    )
+    .await
+    .unwrap();
+    clock.set(at("2026-05-01T09:00:00Z"));
+    within("three fires", status.wait_for(|s| s.fires == 3))
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    within("ticker stops", ticker).await.unwrap().unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rounds: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["message"] == "fired a round")
+        .collect();
+    assert_eq!(rounds.len(), 1, "{text}");
+    assert_eq!(rounds[0]["fires"], 3, "{text}");
+    assert_eq!(rounds[0]["first"], "2026-05-01T09:00:00Z", "{text}");
+    assert_eq!(rounds[0]["last"], "2026-05-01T09:00:00Z", "{text}");
+    assert!(rounds[0]["worst_late_ms"].is_number(), "{text}");
+    assert!(
+        !lines.iter().any(|v| v["message"] == "fired"),
+        "a line per fire at info:\n{text}"
+    );
+}
