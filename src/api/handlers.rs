@@ -114,6 +114,7 @@ impl Handlers {
             created: upserted.created,
             next: cron.upcoming(Utc::now(), NEXT_COUNT),
             warning,
+            warnings: crate::cron::schedule_notes(&cron, Utc::now()),
         })
     }
 

@@ -697,3 +697,87 @@ async fn one_info_line_per_round_of_fires_and_none_per_fire() {
         "a line per fire at info:\n{text}"
     );
 }
+
+#[tokio::test]
+async fn dst_notes_and_plain_english_in_the_cli_and_the_upsert_reply() {
+    let env = TestEnv::start().await;
+    let api = polos::api::start(env.client.clone(), &env.config())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(api.run(async {
+        let _ = stopped.await;
+    }));
+    let upsert = |cron: &str, tz: &str, key: &str| {
+        let body = json!({"workflow": "digest", "cron": cron, "timezone": tz, "key": key});
+        let client = env.client.clone();
+        async move {
+            let reply = client
+                .request("polos.schedules.upsert", body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    // As any client sees it: an additive `warnings` list of strings.
+    let reply = upsert("30 2 * * *", "America/New_York", "u1").await;
+    let warnings: Vec<&str> = reply["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings in {reply}"))
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("02:30 does not exist on ")
+                && w.ends_with(" in America/New_York: fires at 03:00")),
+        "{reply}"
+    );
+    let reply = upsert("* * * * *", "UTC", "u2").await;
+    assert!(
+        reply["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("events or queues"),
+        "{reply}"
+    );
+    let reply = upsert("0 12 * * *", "UTC", "u3").await;
+    assert!(reply.get("warnings").is_none(), "nothing to say: {reply}");
+
+    let url = env.server.url();
+    let out = polos_cli(
+        url,
+        &[
+            "schedules",
+            "create",
+            "digest",
+            "30 2 * * *",
+            "--timezone",
+            "America/New_York",
+            "--key",
+            "u4",
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("At 02:30 every day, America/New_York time."),
+        "{text}"
+    );
+    assert!(text.contains("note: 02:30 does not exist on "), "{text}");
+    let out = polos_cli(url, &["schedules", "get", "digest", "--key", "u4"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("At 02:30 every day, America/New_York time."),
+        "{text}"
+    );
+    assert!(
+        text.contains("notes        02:30 does not exist on "),
+        "{text}"
+    );
+
+    let _ = stop.send(());
+    within("API stops", api).await.unwrap().unwrap();
+}
