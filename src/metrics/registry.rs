@@ -164,7 +164,10 @@ struct Inner {
     // --- scheduler ---
     fires: Family<FireLabels, Counter>,
     fire_handles: RwLock<HashMap<Box<str>, FireHandles>>,
-    lateness: HistogramFamily<TriggerLabels>,
+    /// `polos_fire_lateness_seconds{trigger="schedule"}` and `{trigger="catchup"}`, held
+    /// directly so a fire needs no label lookup.
+    late_schedule: Histogram,
+    late_catchup: Histogram,
     duplicates: Family<WorkflowLabels, Counter>,
     missed: Family<WorkflowLabels, Counter>,
     schedules: Gauge,
@@ -324,7 +327,12 @@ impl Metrics {
                 registry,
                 fires,
                 fire_handles: RwLock::new(HashMap::new()),
-                lateness,
+                late_schedule: lateness.get_or_create_owned(&TriggerLabels {
+                    trigger: TriggerLabel::schedule,
+                }),
+                late_catchup: lateness.get_or_create_owned(&TriggerLabels {
+                    trigger: TriggerLabel::catchup,
+                }),
                 duplicates,
                 missed,
                 schedules,
@@ -362,18 +370,26 @@ impl Metrics {
         lateness: chrono::TimeDelta,
         duplicate: bool,
     ) {
-        let handles = self.fire_handles(workflow);
         let label = TriggerLabel::from(trigger);
-        handles.fires[label as usize].inc();
-        if duplicate {
-            handles.duplicates.inc();
+        let count = |h: &FireHandles| {
+            h.fires[label as usize].inc();
+            if duplicate {
+                h.duplicates.inc();
+            }
+        };
+        // The hot path (a known workflow) is a read lock and two atomic adds.
+        let counted = match self.inner.fire_handles.read() {
+            Ok(map) => map.get(workflow).map(count).is_some(),
+            Err(_) => false,
+        };
+        if !counted {
+            count(&self.fire_handles(workflow));
         }
-        if trigger != Trigger::Manual {
-            let secs = lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-            self.inner
-                .lateness
-                .get_or_create(&TriggerLabels { trigger: label })
-                .observe(secs.max(0.0));
+        let secs = (lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0);
+        match trigger {
+            Trigger::Schedule => self.inner.late_schedule.observe(secs),
+            Trigger::Catchup => self.inner.late_catchup.observe(secs),
+            Trigger::Manual => {}
         }
     }
 
