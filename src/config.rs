@@ -29,6 +29,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The dashboard and `/metrics` of `polos scheduler` and `polos dev`.
+    pub http: HttpConfig,
 }
 
 /// `[nats]`: server addresses and credentials.
@@ -244,6 +246,9 @@ pub struct WorkerConfig {
     /// Seconds a stopping worker waits for in-flight runs before releasing them to other
     /// workers (they resume from their last completed step).
     pub shutdown_timeout_secs: u64,
+    /// Where this worker serves `GET /metrics` (`PORT` on 127.0.0.1, or `HOST:PORT`; a
+    /// non-loopback address needs `http.token`). Empty: no endpoint.
+    pub metrics_addr: String,
 }
 
 impl Default for WorkerConfig {
@@ -254,8 +259,22 @@ impl Default for WorkerConfig {
             ack_wait_secs: 30,
             retry_backoff_secs: 1,
             shutdown_timeout_secs: 30,
+            metrics_addr: String::new(),
         }
     }
+}
+
+/// `[http]`: the dashboard and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where `polos scheduler` serves the dashboard and `/metrics` (`PORT` on 127.0.0.1, or
+    /// `HOST:PORT`). Empty: not served (`--http ADDR` turns it on). `polos dev` always serves
+    /// them, here or on 127.0.0.1:4280 (a free port when taken).
+    pub addr: String,
+    /// Required for an address other machines can reach: browsers open the dashboard once with
+    /// `?token=…`, Prometheus sends `Authorization: Bearer …`.
+    pub token: Option<String>,
 }
 
 /// Log output format.

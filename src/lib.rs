@@ -13,6 +13,8 @@
 //! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |
 //! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
+//! | [`metrics`] | Prometheus metrics of the scheduler, API and workers, and the `/metrics` HTTP endpoint |
+//! | [`web`] | the dashboard: server-rendered pages of schedules, runs and the load ahead |
 //! | [`dev`] | `polos dev`: embedded nats-server, scheduler and the example workflows in one process tree |
 //! | [`cli`] | the `polos` command line; `src/main.rs` only parses and dispatches |
 //!
@@ -30,10 +32,12 @@ pub mod client;
 pub mod config;
 pub mod cron;
 pub mod dev;
+pub mod metrics;
 pub mod model;
 pub mod nats;
 pub mod store;
 pub mod ticker;
+pub mod web;
 pub mod worker;
 
 pub use client::{schedules, PolosClient};

@@ -12,9 +12,11 @@ use super::types::{
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };
 use crate::cron::CronSchedule;
+use crate::metrics::Metrics;
 use crate::model::time::now_seconds;
 use crate::model::{
-    payload, schedule_kv_key, validate_key, validate_workflow, Fire, ScheduleRecord, ScheduleSource,
+    payload, schedule_kv_key, validate_key, validate_workflow, Fire, ScheduleRecord,
+    ScheduleSource, Trigger,
 };
 use crate::store::{InvalidEntry, ScheduleStore};
 
@@ -30,6 +32,8 @@ pub(crate) struct Handlers {
     pub js: jetstream::Context,
     /// Workflows known to be schedulable, so most upserts skip a KV read.
     pub registry: Registry,
+    /// Where manual fires are counted (request counts are kept by the service).
+    pub metrics: Metrics,
 }
 
 fn check_note(note: Option<&str>) -> Result<(), ApiError> {
@@ -110,6 +114,7 @@ impl Handlers {
             created: upserted.created,
             next: cron.upcoming(Utc::now(), NEXT_COUNT),
             warning,
+            warnings: crate::cron::schedule_notes(&cron, Utc::now()),
         })
     }
 
@@ -261,6 +266,12 @@ impl Handlers {
             .map_err(|e| publish(e.to_string()))?
             .await
             .map_err(|e| publish(e.to_string()))?;
+        self.metrics.fired(
+            &fire.workflow,
+            Trigger::Manual,
+            chrono::TimeDelta::zero(),
+            false,
+        );
         Ok(TriggerReply {
             run_id: fire.run_id,
         })

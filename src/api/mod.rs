@@ -6,7 +6,7 @@
 //!
 //! | subject | request | reply |
 //! |---|---|---|
-//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?}` |
+//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?,"warnings"?}` |
 //! | `polos.schedules.get` | [`KeyRequest`] `{"workflow","key"?}` | [`ScheduleView`]: the record + `"state"` + `"next":[5]` (+ `"error"` when its cron/zone is invalid) |
 //! | `polos.schedules.list` | [`ListRequest`] `{"workflow"?,"after"?,"limit"?}` | [`ListReply`] `{"schedules":[..],"invalid":[{"kv_key","error"}],"next_after"?}` |
 //! | `polos.schedules.delete` | [`KeyRequest`] | [`DeleteReply`] `{"deleted"}` |
@@ -28,7 +28,7 @@ mod types;
 
 pub use crate::store::InvalidEntry;
 pub use error::{ApiError, ErrorCode, ServeError};
-pub use service::{serve, start, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
+pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,

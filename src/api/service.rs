@@ -24,6 +24,7 @@ use super::error::{ApiError, ErrorBody, ServeError};
 use super::handlers::Handlers;
 use super::registry::Registry;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::model::names::SERVICE_NAME;
 use crate::model::DEFAULT_KEY;
 use crate::store::ScheduleStore;
@@ -58,6 +59,20 @@ enum Op {
 }
 
 impl Op {
+    /// The endpoint's name in metrics: the subject without the `polos.` prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Op::Upsert => "schedules.upsert",
+            Op::Get => "schedules.get",
+            Op::List => "schedules.list",
+            Op::Delete => "schedules.delete",
+            Op::Pause => "schedules.pause",
+            Op::Resume => "schedules.resume",
+            Op::Trigger => "schedules.trigger",
+            Op::WorkflowsList => "workflows.list",
+        }
+    }
+
     fn is_write(self) -> bool {
         matches!(
             self,
@@ -91,7 +106,17 @@ impl std::fmt::Debug for ApiServer {
 /// Opens the buckets and registers the micro service `polos` with every endpoint of design §3.
 ///
 /// `config` is accepted so the signature stays stable when the API grows settings.
-pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiServer, ServeError> {
+pub async fn start(client: async_nats::Client, config: &Config) -> Result<ApiServer, ServeError> {
+    start_metered(client, config, Metrics::new()).await
+}
+
+/// [`start`], counting requests (by endpoint and result code), their latency and manual fires
+/// in `metrics`.
+pub async fn start_metered(
+    client: async_nats::Client,
+    _config: &Config,
+    metrics: Metrics,
+) -> Result<ApiServer, ServeError> {
     let js = async_nats::jetstream::new(client.clone());
     let store = ScheduleStore::open(&js).await?;
     let service = client
@@ -129,6 +154,7 @@ pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiSe
             registry: Registry::start(store.clone()),
             store,
             js,
+            metrics,
         }),
         client,
     })
@@ -273,6 +299,7 @@ fn shard_of(body: &[u8]) -> usize {
 /// Runs the handler of `op` and answers; a request without a reply subject (a plain publish) is
 /// applied all the same, and its outcome is logged instead.
 async fn handle(handlers: &Handlers, op: Op, request: Request) {
+    let started = std::time::Instant::now();
     let body = &request.message.payload;
     let result = match op {
         Op::Upsert => json(handlers.upsert(body).await),
@@ -284,6 +311,10 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Trigger => json(handlers.trigger(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
     };
+    let code = result.as_ref().err().map(|e| e.code.as_str());
+    handlers
+        .metrics
+        .api_request(op.name(), code, started.elapsed());
     let subject = request.message.subject.as_str();
     if request.message.reply.is_none() {
         match &result {

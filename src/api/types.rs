@@ -101,6 +101,12 @@ pub struct UpsertReply {
     /// wait in the stream until a worker for it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Notes on the schedule itself, left out when there are none: what each daylight-saving
+    /// change of the next 12 months does to it (`"02:30 does not exist on 2027-03-14 in
+    /// America/New_York: fires at 03:00"`), and the advice that a schedule firing every minute
+    /// is better served by events or queues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `get`, `delete` and `trigger`: names one schedule.

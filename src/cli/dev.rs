@@ -18,6 +18,10 @@ pub struct DevArgs {
     /// Where the embedded server keeps its data; a second start reuses it.
     #[arg(long, value_name = "DIR", default_value = dev::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Where to serve the dashboard and /metrics: PORT (on 127.0.0.1) or HOST:PORT (default
+    /// http.addr, else 127.0.0.1:4280 or a free port if taken; 0 = any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 pub(super) async fn run(cli: &Cli, args: &DevArgs) -> ExitCode {
@@ -28,6 +32,7 @@ pub(super) async fn run(cli: &Cli, args: &DevArgs) -> ExitCode {
     let options = DevOptions {
         data_dir: args.data_dir.clone(),
         port: args.port,
+        http: args.http.clone(),
     };
     match dev::run(
         config,

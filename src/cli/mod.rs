@@ -80,8 +80,9 @@ Run one or more replicas against the same NATS: one holds the lease and fires, e
 answers the API. Apply the streams first (`polos streams apply`).
 
 Example:
-  polos scheduler --nats-url nats://prod:4222")]
-    Scheduler,
+  polos scheduler --nats-url nats://prod:4222
+  polos scheduler --http 4280                # dashboard + /metrics on 127.0.0.1:4280")]
+    Scheduler(scheduler::SchedulerArgs),
     /// Runs recorded by workers: list them, or show one with its steps.
     #[command(
         subcommand,
@@ -122,23 +123,52 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Streams(ref cmd) => streams::run(&cli, cmd).await,
         Command::Cron(ref cmd) => cron::run(cmd),
         Command::Schedules(ref args) => schedules::run(&cli, args).await,
-        Command::Scheduler => scheduler::run(&cli).await,
+        Command::Scheduler(ref args) => scheduler::run(&cli, args).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
         Command::Dev(ref args) => dev::run(&cli, args).await,
     }
 }
 
-/// Installs the tracing subscriber described by `[log]`. Called once by `main`.
+/// Installs the tracing subscriber described by `[log]`, writing to stderr. Called once by
+/// `main` (and by worker programs). Colours only when stderr is a terminal (and `NO_COLOR` is
+/// unset), so logs piped to a file or a container log are plain text; `log.format = "json"`
+/// writes one JSON object per line, with the fields of the enclosing spans (a worker's
+/// `workflow`, `run_id`, `attempt`).
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ =
+        tracing::subscriber::set_global_default(log_subscriber(&config.log, std::io::stderr, ansi));
+}
+
+/// The subscriber [`init_logging`] installs, writing to `writer` (tests capture it with
+/// `tracing::subscriber::set_default`).
+pub fn log_subscriber<W>(
+    log: &crate::config::LogConfig,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = match tracing_subscriber::EnvFilter::try_new(&log.level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!(
+                "warning: log.level {:?} is not a valid filter ({e}); logging at info. Write e.g. \"info\" or \"polos=debug,async_nats=warn\"",
+                log.level
+            );
+            tracing_subscriber::EnvFilter::new("info")
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match log.format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    }
 }
 
 /// Loads the configuration and connects to NATS; on failure prints the error and returns the exit

@@ -211,9 +211,10 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
             }
             let verb = if reply.created { "Created" } else { "Updated" };
             let zone = CronSchedule::parse(cron, timezone).ok();
-            let text = format!(
-                "{verb} schedule {} ({workflow} / {key})\nnext: {}",
+            let mut text = format!(
+                "{verb} schedule {} ({workflow} / {key})\n{}\nnext: {}",
                 reply.schedule_id,
+                zone.as_ref().map(crate::cron::describe).unwrap_or_default(),
                 reply
                     .next
                     .iter()
@@ -221,6 +222,9 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for note in &reply.warnings {
+                text += &format!("\nnote: {note}");
+            }
             Outcome::ok(text, reply)
         }
         SchedulesCommand::Get { workflow, key } => {
@@ -318,6 +322,10 @@ fn describe(view: &ScheduleView) -> String {
         format!("workflow     {}", r.workflow),
         format!("key          {}", printable(&r.key)),
         format!("cron         {}", r.cron),
+        format!(
+            "             {}",
+            cron.as_ref().map(crate::cron::describe).unwrap_or_default()
+        ),
         format!("timezone     {}", r.timezone),
         format!("paused       {}", r.paused),
         format!("note         {}", r.note.as_deref().unwrap_or("-")),
@@ -353,6 +361,14 @@ fn describe(view: &ScheduleView) -> String {
     for (i, t) in view.next.iter().enumerate() {
         let label = if i == 0 { "next" } else { "" };
         lines.push(format!("{label:<12} {}", in_zone(*t, cron.as_ref())));
+    }
+    let notes = cron
+        .as_ref()
+        .map(|c| crate::cron::schedule_notes(c, Utc::now()))
+        .unwrap_or_default();
+    for (i, note) in notes.iter().enumerate() {
+        let label = if i == 0 { "notes" } else { "" };
+        lines.push(format!("{label:<12} {note}"));
     }
     lines.join("\n")
 }

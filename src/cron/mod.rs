@@ -7,7 +7,9 @@
 //! | `saffron_expr.rs` | bitsets → a normalized saffron expression (lists only, weekday names) |
 //! | `zone.rs` | IANA zones, cached UTC-offset transitions, constant-offset segments |
 //! | `schedule.rs` | [`CronSchedule`]: `next_after` walking segments with Vixie's DST rules |
+//! | `describe.rs` | [`describe`] in plain English, [`schedule_notes`]: DST notes and frequency advice |
 
+mod describe;
 mod error;
 mod fields;
 mod parse;
@@ -18,5 +20,6 @@ mod zone;
 #[cfg(test)]
 mod dst_tests;
 
+pub use describe::{describe, dst_notes, schedule_notes, DST_HORIZON_DAYS};
 pub use error::CronError;
 pub use schedule::CronSchedule;

@@ -41,6 +41,9 @@ pub enum DevError {
     /// The example worker stopped with an error.
     #[error("the example worker stopped: {0}")]
     Worker(#[from] crate::worker::WorkerError),
+    /// The dashboard could not start.
+    #[error("cannot start the dashboard: {0}; choose another address with --http ADDR")]
+    Dashboard(#[from] crate::web::WebError),
     /// The `polos_runs` bucket could not be watched.
     #[error("cannot watch the runs bucket {bucket}: {reason}")]
     Watch {

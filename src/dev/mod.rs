@@ -25,5 +25,5 @@ pub use embedded::{EmbeddedServer, DEFAULT_DATA_DIR, DEFAULT_PORT};
 pub use error::DevError;
 pub use examples::example_workflows;
 pub use lock::DataDirLock;
-pub use session::{run, DevOptions};
+pub use session::{run, DevOptions, DEFAULT_DASHBOARD};
 pub use watch::RunPrinter;

@@ -4,8 +4,11 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use super::{demo, watch, DevError, EmbeddedServer};
+use crate::cli::scheduler::start_dashboard;
 use crate::client::PolosClient;
 use crate::config::{Config, DEFAULT_NATS_URL};
+use crate::metrics::{HttpAddr, HttpError, Metrics};
+use crate::web::WebError;
 use crate::worker::{Worker, Workflow};
 
 /// How `polos dev` runs.
@@ -16,13 +19,20 @@ pub struct DevOptions {
     /// Client port of the embedded server: `None` = 4222, or a free one if taken; `Some(0)` =
     /// any free port.
     pub port: Option<u16>,
+    /// Where to serve the dashboard and `/metrics` (`PORT` or `HOST:PORT`); `None` means
+    /// `http.addr` when set, else [`DEFAULT_DASHBOARD`] (a free port when that one is taken).
+    pub http: Option<String>,
 }
+
+/// Where `polos dev` serves its dashboard unless told otherwise.
+pub const DEFAULT_DASHBOARD: &str = "127.0.0.1:4280";
 
 impl Default for DevOptions {
     fn default() -> Self {
         DevOptions {
             data_dir: PathBuf::from(super::DEFAULT_DATA_DIR),
             port: None,
+            http: None,
         }
     }
 }
@@ -45,7 +55,7 @@ pub async fn run(
         config.nats.url = server.url().to_string();
         Some(server)
     };
-    let result = serve(&config, server.as_ref(), workflows, shutdown).await;
+    let result = serve(&config, &options, server.as_ref(), workflows, shutdown).await;
     if let Some(server) = server {
         server.stop();
         println!(
@@ -58,6 +68,7 @@ pub async fn run(
 
 async fn serve(
     config: &Config,
+    options: &DevOptions,
     server: Option<&EmbeddedServer>,
     workflows: Vec<Workflow>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -68,7 +79,6 @@ async fn serve(
         .await
         .map_err(|e| DevError::Streams(e.to_string()))?;
     let ids: Vec<String> = workflows.iter().map(|w| w.id().to_string()).collect();
-    print!("{}", banner(config, server, &ids));
 
     // One stop signal for every part: the caller's shutdown, or any part failing.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -78,6 +88,10 @@ async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // One registry for the scheduler, the API and the worker: one /metrics for all of dev.
+    let metrics = Metrics::new();
+    let dashboard = dashboard(&client, config, options, &metrics, &stopped).await?;
+    print!("{}", banner(config, server, &ids, &dashboard));
     let stop_all = |failed: bool| {
         if failed {
             let _ = stop_tx.send(true);
@@ -96,7 +110,7 @@ async fn serve(
         }
     };
     let scheduler = async {
-        let r = crate::cli::scheduler::serve(client.clone(), config, stopped())
+        let r = crate::cli::scheduler::serve(client.clone(), config, metrics.clone(), stopped())
             .await
             .map_err(DevError::Scheduler);
         stop_all(r.is_err());
@@ -104,7 +118,7 @@ async fn serve(
     };
     let worker = async {
         let worker = workflows.into_iter().fold(
-            Worker::from_config(client.clone(), config),
+            Worker::from_config(client.clone(), config).metrics(metrics.clone()),
             Worker::workflow,
         );
         let r = worker.run(stopped()).await.map_err(DevError::from);
@@ -141,6 +155,35 @@ async fn serve(
     scheduler.and(worker).and(runs)
 }
 
+/// Starts the dashboard on the chosen address and returns its URL. The default address falls
+/// back to a free port when taken (another `polos dev`, say); an address the user chose must
+/// be free.
+async fn dashboard<F: Future<Output = ()> + Send + 'static>(
+    client: &async_nats::Client,
+    config: &Config,
+    options: &DevOptions,
+    metrics: &Metrics,
+    stopped: impl Fn() -> F,
+) -> Result<String, DevError> {
+    let chosen = options
+        .http
+        .clone()
+        .or_else(|| Some(config.http.addr.clone()).filter(|a| !a.trim().is_empty()));
+    let addr = chosen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DASHBOARD.to_string());
+    match start_dashboard(client, config, &addr, metrics, stopped()).await {
+        Ok(url) => Ok(url),
+        Err(WebError::Http(HttpError::Bind { .. })) if chosen.is_none() => {
+            let any = HttpAddr::parse(DEFAULT_DASHBOARD)
+                .map(|a| a.with_port(0).to_string())
+                .unwrap_or_else(|_| "0".into());
+            Ok(start_dashboard(client, config, &any, metrics, stopped()).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// ` --nats-url <url>` when other commands would not find the server by default.
 fn url_flag(config: &Config) -> String {
     let urls = config.nats.server_urls().join(",");
@@ -152,7 +195,12 @@ fn url_flag(config: &Config) -> String {
 }
 
 /// What `polos dev` prints at start: where things are and what to try next.
-fn banner(config: &Config, server: Option<&EmbeddedServer>, workflows: &[String]) -> String {
+fn banner(
+    config: &Config,
+    server: Option<&EmbeddedServer>,
+    workflows: &[String],
+    dashboard: &str,
+) -> String {
     let urls = config.nats.server_urls().join(",");
     let flag = url_flag(config);
     let mut out = String::from("polos dev\n");
@@ -167,6 +215,8 @@ fn banner(config: &Config, server: Option<&EmbeddedServer>, workflows: &[String]
         }
     }
     out += "  scheduler  ticker + schedules API\n";
+    out += &format!("  dashboard  {dashboard}\n");
+    out += &format!("  metrics    {dashboard}metrics\n");
     out += &format!("  workflows  {}\n", workflows.join(", "));
     out += "\nTry, in another terminal:\n";
     out += &format!("  polos{flag} schedules list\n");

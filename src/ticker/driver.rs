@@ -39,6 +39,7 @@ use super::state::StateWriter;
 use super::status::TickerStatus;
 use crate::config::SchedulerConfig;
 use crate::cron::CronSchedule;
+use crate::metrics::Metrics;
 use crate::model::{
     split_schedule_kv_key, Fire, SchedulePayload, ScheduleRecord, ScheduleState, Trigger,
 };
@@ -139,6 +140,8 @@ pub(super) struct Loop {
     round: Round,
     /// Where [`TickerStatus`] snapshots go.
     status: watch::Sender<TickerStatus>,
+    /// Where fires, misses, leadership and schedules are counted (`/metrics`).
+    metrics: Metrics,
 }
 
 impl Loop {
@@ -151,6 +154,7 @@ impl Loop {
         leadership: watch::Receiver<Leadership>,
         ready: watch::Sender<bool>,
         status: watch::Sender<TickerStatus>,
+        metrics: Metrics,
     ) -> Self {
         Loop {
             index: Index::default(),
@@ -170,6 +174,7 @@ impl Loop {
             publisher,
             round: Round::default(),
             status,
+            metrics,
         }
     }
 
@@ -272,6 +277,7 @@ impl Loop {
             debug!(from = ?self.phase, to = ?next, ?event, "ticker phase");
         }
         self.phase = next;
+        self.metrics.leading(self.phase.term().is_some());
         match action {
             Action::None => {}
             Action::Compete => {
@@ -358,6 +364,7 @@ impl Loop {
         let active = self.phase.firing();
         let loaded = self.phase != Phase::Loading;
         let schedules = self.index.len();
+        self.metrics.schedules_loaded(schedules);
         let next_fire = self.index.earliest().filter(|_| active);
         self.status.send_if_modified(|s| {
             let changed = s.active != active
@@ -389,6 +396,8 @@ impl Loop {
             Change::CaughtUp => self.transition(Event::Loaded),
             Change::Delete { kv_key } => {
                 if let Some(e) = self.index.remove(&kv_key) {
+                    self.metrics
+                        .invalid_schedules_changed(-i64::from(e.error.is_some()));
                     debug!(kv_key = %kv_key, schedule_id = %e.schedule_id(), "schedule deleted: no further fires");
                     if self.phase.firing() {
                         self.writer.delete(e.kv_key);
@@ -453,6 +462,8 @@ impl Loop {
                     return;
                 };
                 let old = e.cron.replace(cron);
+                self.metrics
+                    .invalid_schedules_changed(-i64::from(e.error.is_some()));
                 e.workflow = workflow;
                 e.timezone = timezone;
                 e.paused = record.paused;
@@ -526,6 +537,8 @@ impl Loop {
         if e.error.as_deref() != Some(message.as_str()) {
             warn!(kv_key = %kv_key, revision, error = %message, "skipping invalid schedule value");
         }
+        self.metrics
+            .invalid_schedules_changed(i64::from(e.error.is_none()));
         let old = e.cron.take();
         e.error = Some(message.into());
         e.revision = revision;
@@ -602,7 +615,11 @@ impl Loop {
             schedules = self.index.len(),
             catchup_fires,
             missed = missed_total,
-            next = ?self.index.earliest().map(crate::model::time::format_instant),
+            next = %self
+                .index
+                .earliest()
+                .map(crate::model::time::format_instant)
+                .unwrap_or_else(|| "none".into()),
             "leading: firing schedules"
         );
     }
@@ -613,6 +630,7 @@ impl Loop {
         if step.missed > 0 {
             if let Some(e) = self.index.get_mut(slot) {
                 e.missed += step.missed;
+                self.metrics.missed(&e.workflow, step.missed);
             }
             self.status.send_modify(|s| s.missed += step.missed);
         }
@@ -790,6 +808,8 @@ impl Loop {
         if !Arc::ptr_eq(&e.kv_key, &due.kv_key) {
             return;
         }
+        self.metrics
+            .fired(&e.workflow, due.trigger, now - due.instant, duplicate);
         debug!(
             workflow = %e.workflow,
             kv_key = %e.kv_key,
@@ -836,13 +856,16 @@ impl Loop {
         if r.fired == 0 {
             return;
         }
-        let fmt = |t: Option<DateTime<Utc>>| t.map(crate::model::time::format_instant);
+        let fmt = |t: Option<DateTime<Utc>>| {
+            t.map(crate::model::time::format_instant)
+                .unwrap_or_default()
+        };
         info!(
-            fired = r.fired,
+            fires = r.fired,
             catchup = r.catchup,
             duplicates = r.duplicates,
-            first = ?fmt(r.first),
-            last = ?fmt(r.last),
+            first = %fmt(r.first),
+            last = %fmt(r.last),
             worst_late_ms = r.worst_late_ms,
             "fired a round"
         );

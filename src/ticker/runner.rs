@@ -19,6 +19,7 @@ use super::loader::{self, Backoff};
 use super::publisher::Publisher;
 use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
+use crate::metrics::Metrics;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
 
 /// KV bucket holding the scheduler lease.
@@ -65,6 +66,8 @@ pub struct Ticker {
     clock: Arc<dyn Clock>,
     /// Published status; receivers come from [`Ticker::status`].
     status: watch::Sender<TickerStatus>,
+    /// Where fires, misses and leadership are counted.
+    metrics: Metrics,
 }
 
 impl Ticker {
@@ -75,7 +78,14 @@ impl Ticker {
             config: config.scheduler.clone(),
             clock: Arc::new(super::SystemClock),
             status: watch::channel(TickerStatus::default()).0,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts fires, misses, leadership and schedules in `metrics` (served at `/metrics`).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Uses `clock` for schedule time (tests pass a [`ManualClock`](super::ManualClock)).
@@ -133,6 +143,7 @@ impl Ticker {
             leadership_rx,
             ready_tx,
             self.status,
+            self.metrics,
         );
         let result = ticker.run_loop(change_rx, shutdown).await;
         // Order matters: stop firing, write state, and only then let a standby take over.

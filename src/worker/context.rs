@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::WorkflowError;
+use crate::metrics::Metrics;
 use crate::model::{step_kv_key, StepRecord, Trigger};
 
 /// The run a handler executes, and its durable steps (`ctx.step.run(...)`).
@@ -93,6 +94,8 @@ pub struct Step {
     fresh: bool,
     /// Names used so far in this attempt: reusing one is a bug in the workflow.
     used: Arc<Mutex<HashSet<String>>>,
+    /// Where step durations are counted, with the run's workflow as label.
+    metrics: Option<(Metrics, Arc<str>)>,
 }
 
 impl Step {
@@ -102,7 +105,14 @@ impl Step {
             run_id: Arc::from(run_id),
             fresh,
             used: Arc::new(Mutex::new(HashSet::new())),
+            metrics: None,
         }
+    }
+
+    /// Counts each executed step's duration in `metrics`, labelled with `workflow`.
+    pub(crate) fn metered(mut self, metrics: Metrics, workflow: &str) -> Self {
+        self.metrics = Some((metrics, Arc::from(workflow)));
+        self
     }
 
     /// Runs the step `name` once per run: returns its stored output if an earlier attempt
@@ -154,7 +164,11 @@ impl Step {
                 return Ok(stored);
             }
         }
+        let started = std::time::Instant::now();
         let output = body().await.map_err(Into::into)?;
+        if let Some((metrics, workflow)) = &self.metrics {
+            metrics.step_finished(workflow, name, started.elapsed());
+        }
         let record = StepRecord {
             output: serde_json::to_value(&output).map_err(|e| {
                 WorkflowError::terminal(format!(

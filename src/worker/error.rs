@@ -109,6 +109,9 @@ impl fmt::Debug for WorkflowError {
 /// Why [`crate::worker::Worker::run`] could not start or had to stop.
 #[derive(Debug, Error)]
 pub enum WorkerError {
+    /// The `/metrics` endpoint (`worker.metrics_addr`) could not start.
+    #[error("the worker's metrics endpoint (worker.metrics_addr): {0}")]
+    Metrics(#[from] crate::metrics::HttpError),
     /// `Worker::run` was called without any workflow.
     #[error("the worker has no workflows; add one with Worker::workflow(Workflow::new(\"id\", handler))")]
     NoWorkflows,

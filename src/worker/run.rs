@@ -16,18 +16,19 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::{AckKind, Message};
 use chrono::Utc;
 use futures::FutureExt;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::context::Step;
 use super::workflow::BoxedHandler;
 use super::{WorkflowContext, WorkflowError};
+use crate::metrics::{Metrics, RunOutcome};
 use crate::model::{run_kv_key, Fire, RunRecord, RunStatus};
 
 /// Settings every run of a worker shares.
@@ -52,6 +53,8 @@ pub(crate) struct RunEnv {
     pub settings: RunSettings,
     /// Becomes `true` when in-flight runs must be released (the shutdown grace period ended).
     pub abort: watch::Receiver<bool>,
+    /// Where runs, retries and durations are counted.
+    pub metrics: Metrics,
 }
 
 /// The longest a retry is delayed, however many attempts came before.
@@ -83,6 +86,21 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1)
         .max(1);
+    // Every log line of this attempt, the handler's own included, carries the run's identity.
+    let span = info_span!("run", workflow = %fire.workflow, run_id = %fire.run_id, attempt);
+    execute_attempt(message, fire, attempt, handler, env)
+        .instrument(span)
+        .await
+}
+
+/// Executes attempt `attempt` of `fire` (inside its span).
+async fn execute_attempt(
+    message: Message,
+    fire: Fire,
+    attempt: u32,
+    handler: BoxedHandler,
+    env: Arc<RunEnv>,
+) {
     let key = run_kv_key(&fire.workflow, &fire.run_id);
     let mut record = RunRecord {
         run_id: fire.run_id.clone(),
@@ -119,6 +137,8 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
             "gave up after {} attempts: the worker running the last attempt stopped without finishing it",
             settings.max_attempts
         ));
+        env.metrics
+            .run_finished(&fire.workflow, RunOutcome::Failed, Duration::ZERO);
         finish(&message, &env.runs, &key, &record, AckKind::Term).await;
         return;
     }
@@ -147,8 +167,10 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
         fire.workflow.clone(),
         attempt,
         fire.trigger,
-        Step::new(env.steps.clone(), &fire.run_id, fresh),
+        Step::new(env.steps.clone(), &fire.run_id, fresh)
+            .metered(env.metrics.clone(), &fire.workflow),
     );
+    let (_in_flight, started) = (env.metrics.run_started(&fire.workflow), Instant::now());
     let result = match run_handler(
         &message,
         handler,
@@ -162,6 +184,8 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
         Some(result) => result,
         None => {
             info!(run_id = %fire.run_id, "worker shutting down; releasing the run to another worker");
+            env.metrics
+                .run_finished(&fire.workflow, RunOutcome::Released, started.elapsed());
             send(&message, AckKind::Nak(None)).await;
             return;
         }
@@ -169,6 +193,8 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
 
     match result {
         Ok(output) => {
+            env.metrics
+                .run_finished(&fire.workflow, RunOutcome::Completed, started.elapsed());
             record.status = RunStatus::Completed;
             record.finished_at = Some(Utc::now());
             record.output = Some(output);
@@ -176,6 +202,8 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
         }
         Err(e) if e.is_terminal() || attempt >= settings.max_attempts => {
             warn!(run_id = %fire.run_id, attempt, error = %e, "run failed");
+            env.metrics
+                .run_finished(&fire.workflow, RunOutcome::Failed, started.elapsed());
             record.status = RunStatus::Failed;
             record.finished_at = Some(Utc::now());
             record.error = Some(e.message().to_string());
@@ -183,6 +211,8 @@ pub(crate) async fn execute(message: Message, handler: BoxedHandler, env: Arc<Ru
         }
         Err(e) => {
             let delay = backoff(settings.retry_backoff, attempt);
+            env.metrics
+                .run_finished(&fire.workflow, RunOutcome::Retried, started.elapsed());
             warn!(run_id = %fire.run_id, attempt, error = %e, retry_in = ?delay, "run attempt failed; retrying");
             record.error = Some(e.message().to_string());
             // The retry happens whether or not this write lands; it only informs operators.

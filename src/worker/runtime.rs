@@ -16,6 +16,7 @@ use super::run::{RunEnv, RunSettings};
 use super::{WorkerError, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
+use crate::metrics::{serve_metrics, HttpAddr, Metrics};
 use crate::model::names::{
     RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
     WORKFLOWS_BUCKET,
@@ -55,6 +56,10 @@ pub struct Worker {
     retry_backoff: Option<Duration>,
     /// An ack wait finer than whole seconds; overrides `ack_wait_secs`.
     ack_wait: Option<Duration>,
+    /// Where runs, retries, durations and runs in flight are counted.
+    metrics: Metrics,
+    /// `http.token`: required to serve `/metrics` on a non-loopback `worker.metrics_addr`.
+    http_token: Option<String>,
 }
 
 impl Worker {
@@ -66,12 +71,30 @@ impl Worker {
             config: WorkerConfig::default(),
             retry_backoff: None,
             ack_wait: None,
+            metrics: Metrics::new(),
+            http_token: None,
         }
     }
 
     /// A worker with the `[worker]` section of a loaded configuration.
     pub fn from_config(client: async_nats::Client, config: &Config) -> Self {
-        Worker::new(client).config(config.worker.clone())
+        let mut worker = Worker::new(client).config(config.worker.clone());
+        worker.http_token = config.http.token.clone();
+        worker
+    }
+
+    /// Counts runs in `metrics` instead of the worker's own registry (to serve one `/metrics`
+    /// for several parts of a process, as `polos dev` does).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Serves `GET /metrics` on `addr` (`PORT` or `HOST:PORT`; a non-loopback address needs
+    /// `http.token`) while the worker runs. Same as the config key `worker.metrics_addr`.
+    pub fn metrics_addr(mut self, addr: &str) -> Self {
+        self.config.metrics_addr = addr.to_string();
+        self
     }
 
     /// Replaces all `[worker]` settings.
@@ -168,7 +191,23 @@ impl Worker {
             steps: Arc::new(steps_kv),
             settings,
             abort: abort_rx,
+            metrics: self.metrics.clone(),
         });
+        if !self.config.metrics_addr.trim().is_empty() {
+            let addr = HttpAddr::parse(&self.config.metrics_addr)?;
+            let mut stopped = stop_rx.clone();
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let (local, _server) = serve_metrics(
+                &addr,
+                self.http_token.as_deref(),
+                self.metrics.clone(),
+                stop,
+            )
+            .await?;
+            info!("worker metrics at http://{local}/metrics");
+        }
 
         let mut loops = JoinSet::new();
         for workflow in &self.workflows {

@@ -10,6 +10,15 @@ pub const NATS_PY: &str = "nats-py==2.16.0";
 /// PyYAML, for tests that read YAML files (docker-compose.yml) with an independent parser.
 pub const PYYAML: &str = "PyYAML==6.0.3";
 
+/// The Prometheus project's Python client, whose OpenMetrics parser checks `/metrics`.
+pub const PROMETHEUS_CLIENT: &str = "prometheus-client==0.26.0";
+
+/// The directory to put on `PYTHONPATH` so `import prometheus_client` works; installs it into
+/// `<tools dir>/py-prometheus` the first time.
+pub fn prometheus_client() -> PathBuf {
+    pip_target(PROMETHEUS_CLIENT, "prometheus_client", "py-prometheus")
+}
+
 /// The directory to put on `PYTHONPATH` so `import nats` finds nats-py; installs it into
 /// `<tools dir>/py` with `python3 -m pip install --target` the first time.
 pub fn nats_py() -> PathBuf {

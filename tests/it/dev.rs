@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::common::{polos_cli, within};
+use crate::common::{http, polos_cli, within};
 
 /// A running `polos dev` and the lines it printed.
 struct Dev {
@@ -139,6 +139,16 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
 
     let mut dev = Dev::start(&dir);
     let url = dev.url().await;
+    let dashboard = dev
+        .line("the dashboard URL", |l| {
+            l.trim_start().starts_with("dashboard ")
+        })
+        .await;
+    let dashboard = dashboard
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no loopback URL in {dashboard:?}"))
+        .to_string();
     dev.line("the example workflows", |l| {
         l.contains("workflows") && l.contains("daily-report") && l.contains("user-reminder")
     })
@@ -191,6 +201,35 @@ async fn dev_runs_examples_stops_on_ctrl_c_and_keeps_its_data() {
         .await;
     assert!(done.contains("user-reminder  dev-demo"), "{done}");
     assert!(done.contains(r#"output {"status":"sent"}"#), "{done}");
+
+    // The dashboard shows the examples' schedules, the run and the load ahead; /metrics counts.
+    let page = http::get(&format!("{dashboard}schedules")).await;
+    assert_eq!(page.status, 200);
+    for workflow in [
+        "daily-report",
+        "end-of-day-sync",
+        "user-reminder",
+        "morning-report",
+    ] {
+        assert!(
+            page.body.contains(&format!("<td>{workflow}</td>")),
+            "{workflow}: {}",
+            page.body
+        );
+    }
+    let page = http::get(&format!("{dashboard}runs")).await;
+    assert!(page.body.contains(&run_id), "{}", page.body);
+    let page = http::get(&format!("{dashboard}load")).await;
+    assert!(page.body.contains(r#"<svg class="chart""#), "{}", page.body);
+    let metrics = http::get(&format!("{dashboard}metrics")).await.body;
+    assert!(
+        metrics.contains(r#"polos_fires_total{workflow="user-reminder",trigger="manual"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"polos_runs_total{workflow="user-reminder",status="completed"}"#),
+        "{metrics}"
+    );
 
     // Something the second start must still have.
     let out = polos_cli(
