@@ -11,3 +11,4 @@ mod ticker_dst;
 mod ticker_failover;
 mod unreachable;
 mod worker;
+mod worker_guarantees;

@@ -1,0 +1,508 @@
+//! The worker's guarantees under overlap and faults: one execution owns a run, attempts are
+//! counted when a handler starts, a worker holds no more fires than it has free slots, a lost
+//! consumer is re-created without a tight loop, and fires that are not fires are terminated.
+//!
+//! Evidence comes from outside the worker where possible: step bodies counted by the test, the
+//! writes the server stored (a KV watch), stream and consumer state, the client's own counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use polos::model::{step_kv_key, RunRecord, RunStatus, StepRecord};
+use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+
+use super::worker::{
+    fire_at, outstanding, publish, run_record, spawn_worker, wait_consumer, wait_status,
+};
+use crate::common::{eventually, stream_info, within, TestEnv};
+
+/// How many times each named thing happened, across every execution in a test.
+#[derive(Clone, Default)]
+struct Counts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Counts {
+    fn add(&self, name: &str) {
+        *self.0.lock().unwrap().entry(name.to_string()).or_default() += 1;
+    }
+
+    fn get(&self, name: &str) -> usize {
+        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Every value the server stored for one run record, in order, seen through a KV watch started
+/// before the run (a refused compare-and-swap is never stored, so it never shows here).
+struct StoredWrites(Arc<Mutex<Vec<RunRecord>>>);
+
+impl StoredWrites {
+    async fn watch(js: &jetstream::Context, workflow: &str, run_id: &str) -> StoredWrites {
+        let kv = js.get_key_value("polos_runs").await.unwrap();
+        let mut updates = kv
+            .watch(polos::model::run_kv_key(workflow, run_id))
+            .await
+            .unwrap();
+        let seen: Arc<Mutex<Vec<RunRecord>>> = Arc::default();
+        let out = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(entry)) = updates.next().await {
+                if let Ok(record) = serde_json::from_slice(&entry.value) {
+                    out.lock().unwrap().push(record);
+                }
+            }
+        });
+        StoredWrites(seen)
+    }
+
+    fn with_status(&self, status: RunStatus) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+}
+
+async fn stored_step(js: &jetstream::Context, run_id: &str, step: &str) -> StepRecord {
+    let steps = js.get_key_value("polos_steps").await.unwrap();
+    let bytes = steps.get(step_kv_key(run_id, step)).await.unwrap().unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Three steps whose bodies are counted in `counts` (`one`, `two`, `three`) and whose outputs
+/// say which worker (`who`) ran them; `inside_two` runs inside step two's body. The handler
+/// counts `returned` when it gets past all three.
+fn three_counted_steps<G>(id: &str, who: &'static str, counts: Counts, inside_two: G) -> Workflow
+where
+    G: Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync + Clone + 'static,
+{
+    Workflow::new(id, move |ctx: WorkflowContext, _p| {
+        let (counts, inside_two) = (counts.clone(), inside_two.clone());
+        async move {
+            counts.add("started");
+            let one = ctx
+                .step
+                .run("one", || async {
+                    counts.add("one");
+                    Ok::<_, WorkflowError>(format!("one by {who}"))
+                })
+                .await?;
+            let two = ctx
+                .step
+                .run("two", || async {
+                    counts.add("two");
+                    inside_two().await;
+                    Ok::<_, WorkflowError>(format!("two by {who}"))
+                })
+                .await?;
+            let three = ctx
+                .step
+                .run("three", || async {
+                    counts.add("three");
+                    Ok::<_, WorkflowError>(format!("three by {who}"))
+                })
+                .await?;
+            counts.add("returned");
+            Ok(json!({"one": one, "two": two, "three": three}))
+        }
+    })
+}
+
+fn nothing() -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async {})
+}
+
+/// Worker A stalls inside step two (blocking its thread, as blocking code in a handler would),
+/// so its in-progress acks stop and the server redelivers the fire to worker B while A still
+/// lives. B takes the run over; when A resumes it uses what B stored, runs no stored step again,
+/// and its final write is refused: one result is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_while_the_first_execution_lives_records_one_result() {
+    let env = TestEnv::start().await;
+    let wf = "overlap-redelivered";
+    let fire = fire_at(wf, "global", 0);
+    let counts = Counts::default();
+    let writes = StoredWrites::watch(&env.js, wf, &fire.run_id).await;
+
+    let inside_two = Arc::new(AtomicBool::new(false));
+    let unblock = Arc::new(AtomicBool::new(false));
+    let (stop_a, stop_a_rx) = oneshot::channel::<()>();
+    let a = {
+        let url = env.server.url().to_string();
+        let (counts, inside_two, unblock) = (counts.clone(), inside_two.clone(), unblock.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = async_nats::connect(url).await.unwrap();
+                let stall = move || -> futures::future::BoxFuture<'static, ()> {
+                    inside_two.store(true, SeqCst);
+                    // Blocks the whole runtime of worker A: no in-progress acks, no fetching.
+                    while !unblock.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Box::pin(async {})
+                };
+                Worker::new(client)
+                    .workflow(three_counted_steps(wf, "A", counts, stall))
+                    .concurrency(1)
+                    .ack_wait(Duration::from_secs(1))
+                    .run(async {
+                        let _ = stop_a_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            })
+        })
+    };
+    wait_consumer(&env.js, wf).await;
+    publish(&env.js, &fire).await;
+    eventually("worker A inside step two", || async {
+        inside_two.load(SeqCst)
+    })
+    .await;
+
+    let (stop_b, b) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(three_counted_steps(wf, "B", counts.clone(), nothing))
+            .ack_wait(Duration::from_secs(1)),
+    );
+    let done = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    unblock.store(true, SeqCst);
+    // Stopping A waits for its execution to end, final write included.
+    let _ = stop_a.send(());
+    within("worker A stops", tokio::task::spawn_blocking(move || a.join()))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(stop_b);
+    within("worker B stops", b).await.unwrap();
+
+    assert_eq!(counts.get("started"), 2, "both deliveries ran the handler");
+    assert_eq!(counts.get("one"), 1, "stored before B started: not run again");
+    assert_eq!(
+        counts.get("two"),
+        2,
+        "A was inside step two when B ran it (a step body runs at least once)"
+    );
+    assert_eq!(
+        counts.get("three"),
+        1,
+        "B stored step three before A reached it: A must use it, not run it again"
+    );
+    assert_eq!(
+        stored_step(&env.js, &fire.run_id, "two").await.output,
+        json!("two by B"),
+        "the first stored output wins"
+    );
+    assert_eq!(
+        done.output,
+        Some(json!({"one": "one by A", "two": "two by B", "three": "three by B"}))
+    );
+    assert_eq!(
+        writes.with_status(RunStatus::Completed),
+        1,
+        "one recorded result"
+    );
+    assert_eq!(
+        run_record(&env.js, wf, &fire.run_id).await.unwrap(),
+        done,
+        "A's late final write did not overwrite B's"
+    );
+    assert_eq!(outstanding(&env.js, wf).await, (0, 0));
+}
+
+/// The same run published again after the duplicate window (same `Polos-Run-Id`, another
+/// `Nats-Msg-Id`) while its first fire is still running: the second message is acked without
+/// running anything, and the first finishes alone.
+#[tokio::test]
+async fn a_fire_published_again_while_its_run_runs_does_not_run_again() {
+    let env = TestEnv::start().await;
+    let wf = "overlap-republished";
+    let fire = fire_at(wf, "global", 0);
+    let counts = Counts::default();
+    let writes = StoredWrites::watch(&env.js, wf, &fire.run_id).await;
+    let (open_gate, gate) = watch::channel(false);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let hold_first = {
+        let entered = entered.clone();
+        move || -> futures::future::BoxFuture<'static, ()> {
+            let mut gate = gate.clone();
+            let first = entered.fetch_add(1, SeqCst) == 0;
+            Box::pin(async move {
+                if first {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+            })
+        }
+    };
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(three_counted_steps(wf, "A", counts.clone(), hold_first))
+            .concurrency(2),
+    );
+    wait_consumer(&env.js, wf).await;
+    publish(&env.js, &fire).await;
+    eventually("first execution inside step two", || async {
+        entered.load(SeqCst) == 1
+    })
+    .await;
+
+    let mut again = fire.headers();
+    again.insert("Nats-Msg-Id", "published-again-after-the-duplicate-window");
+    env.js
+        .publish_with_headers(fire.subject(), again, fire.body())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("the second message answered", || async {
+        stream_info(&env.js, "POLOS_RUNS").await.state.messages == 1
+    })
+    .await;
+    assert_eq!(counts.get("started"), 1, "the second message ran nothing");
+
+    open_gate.send(true).unwrap();
+    let done = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    eventually("queue drained", || async {
+        outstanding(&env.js, wf).await == (0, 0)
+    })
+    .await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    for step in ["started", "one", "two", "three"] {
+        assert_eq!(counts.get(step), 1, "{step}");
+    }
+    assert_eq!(
+        done.output,
+        Some(json!({"one": "one by A", "two": "two by A", "three": "three by A"}))
+    );
+    assert_eq!(writes.with_status(RunStatus::Completed), 1);
+    assert_eq!(done.attempt, 1);
+}
+
+/// With `max_attempts(1)`, runs released by a stopping worker (and fires it had pulled but not
+/// started) run to completion on the next worker: giving a run back uses no attempt.
+#[tokio::test]
+async fn released_and_unstarted_fires_use_no_attempt() {
+    let env = TestEnv::start().await;
+    let wf = "restarted";
+    let effects = Counts::default();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let workflow = |hold: bool| {
+        let (effects, entered) = (effects.clone(), entered.clone());
+        Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+            let (effects, entered) = (effects.clone(), entered.clone());
+            async move {
+                let run_id = ctx.run_id().to_string();
+                ctx.step
+                    .run("effect", || async {
+                        effects.add(&run_id);
+                        Ok::<_, WorkflowError>(())
+                    })
+                    .await?;
+                if hold {
+                    entered.fetch_add(1, SeqCst);
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        })
+    };
+    let (stop_a, a) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(workflow(true))
+            .concurrency(2)
+            .max_attempts(1)
+            .shutdown_timeout(Duration::ZERO),
+    );
+    wait_consumer(&env.js, wf).await;
+    let fires: Vec<_> = (0..5).map(|i| fire_at(wf, "global", i)).collect();
+    for f in &fires {
+        publish(&env.js, f).await;
+    }
+    eventually("two runs held by worker A", || async {
+        entered.load(SeqCst) == 2
+    })
+    .await;
+    drop(stop_a);
+    within("worker A stops", a).await.unwrap();
+
+    let (stop_b, b) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(workflow(false))
+            .concurrency(5)
+            .max_attempts(1),
+    );
+    for f in &fires {
+        let r = wait_status(&env.js, wf, &f.run_id, RunStatus::Completed).await;
+        assert_eq!(r.attempt, 1, "{r:?}");
+        assert_eq!(effects.get(&f.run_id), 1, "step of {} ran once", f.run_id);
+    }
+    drop(stop_b);
+    within("worker B stops", b).await.unwrap();
+}
+
+/// Two workers with one slot each; A is stuck in a long run. The next fire runs on B at once
+/// instead of waiting in a fire A pulled ahead of time.
+#[tokio::test]
+async fn a_busy_worker_leaves_the_next_fire_to_an_idle_one() {
+    let env = TestEnv::start().await;
+    let wf = "one-slot";
+    let stuck = fire_at(wf, "global", 0);
+    let next = fire_at(wf, "global", 1);
+    let ran_by: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
+    let workflow = |who: &'static str| {
+        let (ran_by, stuck_id) = (ran_by.clone(), stuck.run_id.clone());
+        Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+            let (ran_by, stuck_id) = (ran_by.clone(), stuck_id.clone());
+            async move {
+                ran_by.lock().unwrap().insert(ctx.run_id().to_string(), who);
+                if ctx.run_id() == stuck_id {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        })
+    };
+    let (stop_a, a) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(workflow("A"))
+            .concurrency(1)
+            .shutdown_timeout(Duration::ZERO),
+    );
+    wait_consumer(&env.js, wf).await;
+    publish(&env.js, &stuck).await;
+    eventually("A runs the long run", || async {
+        ran_by.lock().unwrap().get(&stuck.run_id) == Some(&"A")
+    })
+    .await;
+    let (stop_b, b) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(workflow("B"))
+            .concurrency(1),
+    );
+    publish(&env.js, &next).await;
+    wait_status(&env.js, wf, &next.run_id, RunStatus::Completed).await;
+    assert_eq!(ran_by.lock().unwrap()[&next.run_id], "B");
+    drop((stop_a, stop_b));
+    within("worker A stops", a).await.unwrap();
+    within("worker B stops", b).await.unwrap();
+}
+
+/// The consumer deleted under a running worker is re-created and later fires run; with the
+/// whole stream gone for a while the worker backs off instead of sending requests in a loop.
+#[tokio::test]
+async fn a_lost_consumer_is_recreated_without_a_tight_loop() {
+    let env = TestEnv::start().await;
+    let wf = "consumer-lost";
+    let client = env.connect().await;
+    let stats = client.statistics();
+    let (stop, handle) = spawn_worker(
+        Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) })),
+    );
+    wait_consumer(&env.js, wf).await;
+    let consumer = format!("polos_{wf}");
+
+    // 1. Only the consumer is deleted: it comes back and fires run again.
+    let stream = env.js.get_stream("POLOS_RUNS").await.unwrap();
+    stream.delete_consumer(&consumer).await.unwrap();
+    eventually("consumer re-created", || async {
+        stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&consumer)
+            .await
+            .is_ok()
+    })
+    .await;
+    let first = fire_at(wf, "global", 0);
+    publish(&env.js, &first).await;
+    wait_status(&env.js, wf, &first.run_id, RunStatus::Completed).await;
+
+    // 2. The stream is gone (so is the consumer, and re-creating it fails) for a while. This
+    // is a measurement window, not a wait for an event: count what the worker sends meanwhile.
+    env.js.delete_stream("POLOS_RUNS").await.unwrap();
+    let sent_before = stats.out_messages.load(SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = stats.out_messages.load(SeqCst) - sent_before;
+    assert!(
+        sent < 60,
+        "the worker sent {sent} messages in 3 s without a consumer: a tight loop"
+    );
+
+    polos::nats::streams::apply(&env.js, &polos::config::StorageConfig::default())
+        .await
+        .unwrap();
+    let stream = env.js.get_stream("POLOS_RUNS").await.unwrap();
+    eventually("consumer re-created with the stream", || async {
+        stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&consumer)
+            .await
+            .is_ok()
+    })
+    .await;
+    let second = fire_at(wf, "global", 1);
+    publish(&env.js, &second).await;
+    wait_status(&env.js, wf, &second.run_id, RunStatus::Completed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
+
+/// Messages on `polos.runs.<workflow>` that are not fires (a `Polos-Run-Id` that is not a run
+/// id, a body that is not a payload) are terminated at once, not redelivered forever.
+#[tokio::test]
+async fn messages_that_are_not_fires_are_terminated() {
+    let env = TestEnv::start().await;
+    let wf = "strict";
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let (stop, handle) = spawn_worker(Worker::new(env.connect().await).workflow(Workflow::new(
+        wf,
+        move |_ctx, _p| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, SeqCst);
+                Ok(())
+            }
+        },
+    )));
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    for (n, bad_id) in ["has spaces", "sch_x.y", "hello", ""].iter().enumerate() {
+        let mut headers = fire.headers();
+        headers.insert("Nats-Msg-Id", format!("bad-id-{n}").as_str());
+        headers.insert("Polos-Run-Id", *bad_id);
+        env.js
+            .publish_with_headers(fire.subject(), headers, fire.body())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut headers = fire.headers();
+    headers.insert("Nats-Msg-Id", "bad-body");
+    env.js
+        .publish_with_headers(fire.subject(), headers, "{not a payload".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("every bad message terminated", || async {
+        outstanding(&env.js, wf).await == (0, 0)
+            && stream_info(&env.js, "POLOS_RUNS").await.state.messages == 0
+    })
+    .await;
+    assert_eq!(calls.load(SeqCst), 0, "nothing ran");
+    publish(&env.js, &fire).await;
+    wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    assert_eq!(calls.load(SeqCst), 1);
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
