@@ -193,6 +193,9 @@ pub struct WorkerConfig {
     /// Seconds a stopping worker waits for in-flight runs before releasing them to other
     /// workers (they resume from their last completed step).
     pub shutdown_timeout_secs: u64,
+    /// Seconds one attempt of a run may take before it is cancelled and retried, for workflows
+    /// that set no `Workflow::timeout`; a hung run cannot hold its slot forever.
+    pub run_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -203,6 +206,7 @@ impl Default for WorkerConfig {
             ack_wait_secs: 30,
             retry_backoff_secs: 1,
             shutdown_timeout_secs: 30,
+            run_timeout_secs: 3600,
         }
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             finished_at: (status != RunStatus::Running).then_some(at),
             output: (status == RunStatus::Completed).then(|| serde_json::json!({"status": "sent"})),
             error: (attempt > 1).then(|| "boom".to_string()),
+            fire_seq: None,
         }
     }
 

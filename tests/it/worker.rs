@@ -39,7 +39,11 @@ pub(super) async fn publish(js: &jetstream::Context, fire: &Fire) {
         .unwrap();
 }
 
-pub(super) async fn run_record(js: &jetstream::Context, workflow: &str, run_id: &str) -> Option<RunRecord> {
+pub(super) async fn run_record(
+    js: &jetstream::Context,
+    workflow: &str,
+    run_id: &str,
+) -> Option<RunRecord> {
     let kv = js.get_key_value("polos_runs").await.unwrap();
     kv.get(run_kv_key(workflow, run_id))
         .await
@@ -729,8 +733,14 @@ async fn runs_list_and_get_show_status_and_steps() {
         out.contains("failed") && out.contains("no such user"),
         "{out}"
     );
-    let (code, _) = runs_cli(&url, &["runs", "get", "sch_nothing-20260101T000000Z"]).await;
+    let absent = format!(
+        "{}-20260101T000000Z",
+        polos::model::schedule_id("report", "nobody")
+    );
+    let (code, _) = runs_cli(&url, &["runs", "get", &absent]).await;
     assert_eq!(code, 3, "not found");
+    let (code, _) = runs_cli(&url, &["runs", "get", "sch_nothing-20260101T000000Z"]).await;
+    assert_eq!(code, 2, "not a run id");
 
     let (code, out) = runs_cli(&url, &["runs", "list", "--json"]).await;
     assert_eq!(code, 0);

@@ -179,15 +179,22 @@ async fn a_redelivery_while_the_first_execution_lives_records_one_result() {
     unblock.store(true, SeqCst);
     // Stopping A waits for its execution to end, final write included.
     let _ = stop_a.send(());
-    within("worker A stops", tokio::task::spawn_blocking(move || a.join()))
-        .await
-        .unwrap()
-        .unwrap();
+    within(
+        "worker A stops",
+        tokio::task::spawn_blocking(move || a.join()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     drop(stop_b);
     within("worker B stops", b).await.unwrap();
 
     assert_eq!(counts.get("started"), 2, "both deliveries ran the handler");
-    assert_eq!(counts.get("one"), 1, "stored before B started: not run again");
+    assert_eq!(
+        counts.get("one"),
+        1,
+        "stored before B started: not run again"
+    );
     assert_eq!(
         counts.get("two"),
         2,
@@ -406,9 +413,8 @@ async fn a_lost_consumer_is_recreated_without_a_tight_loop() {
     let wf = "consumer-lost";
     let client = env.connect().await;
     let stats = client.statistics();
-    let (stop, handle) = spawn_worker(
-        Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) })),
-    );
+    let (stop, handle) =
+        spawn_worker(Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) })));
     wait_consumer(&env.js, wf).await;
     let consumer = format!("polos_{wf}");
 
