@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use polos::model::{step_kv_key, RunRecord, RunStatus, StepRecord};
-use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
+use polos::worker::{Worker, WorkerStats, Workflow, WorkflowContext, WorkflowError};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
@@ -133,6 +133,7 @@ async fn a_redelivery_while_the_first_execution_lives_records_one_result() {
     let inside_two = Arc::new(AtomicBool::new(false));
     let unblock = Arc::new(AtomicBool::new(false));
     let (stop_a, stop_a_rx) = oneshot::channel::<()>();
+    let (stats_tx, stats_a) = std::sync::mpsc::channel::<WorkerStats>();
     let a = {
         let url = env.server.url().to_string();
         let (counts, inside_two, unblock) = (counts.clone(), inside_two.clone(), unblock.clone());
@@ -151,10 +152,12 @@ async fn a_redelivery_while_the_first_execution_lives_records_one_result() {
                     }
                     Box::pin(async {})
                 };
-                Worker::new(client)
+                let worker = Worker::new(client)
                     .workflow(three_counted_steps(wf, "A", counts, stall))
                     .concurrency(1)
-                    .ack_wait(Duration::from_secs(1))
+                    .ack_wait(Duration::from_secs(1));
+                stats_tx.send(worker.stats()).unwrap();
+                worker
                     .run(async {
                         let _ = stop_a_rx.await;
                     })
@@ -225,6 +228,8 @@ async fn a_redelivery_while_the_first_execution_lives_records_one_result() {
         "A's late final write did not overwrite B's"
     );
     assert_eq!(outstanding(&env.js, wf).await, (0, 0));
+    let a = stats_a.recv().unwrap().snapshot();
+    assert_eq!((a.superseded, a.runs_completed), (1, 0), "{a:?}");
 }
 
 /// The same run published again after the duplicate window (same `Polos-Run-Id`, another
@@ -251,11 +256,11 @@ async fn a_fire_published_again_while_its_run_runs_does_not_run_again() {
             })
         }
     };
-    let (stop, handle) = spawn_worker(
-        Worker::new(env.connect().await)
-            .workflow(three_counted_steps(wf, "A", counts.clone(), hold_first))
-            .concurrency(2),
-    );
+    let worker = Worker::new(env.connect().await)
+        .workflow(three_counted_steps(wf, "A", counts.clone(), hold_first))
+        .concurrency(2);
+    let stats = worker.stats();
+    let (stop, handle) = spawn_worker(worker);
     wait_consumer(&env.js, wf).await;
     publish(&env.js, &fire).await;
     eventually("first execution inside step two", || async {
@@ -294,6 +299,12 @@ async fn a_fire_published_again_while_its_run_runs_does_not_run_again() {
     );
     assert_eq!(writes.with_status(RunStatus::Completed), 1);
     assert_eq!(done.attempt, 1);
+    let stats = stats.snapshot();
+    assert_eq!(
+        (stats.duplicate_fires, stats.runs_started),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 /// With `max_attempts(1)`, runs released by a stopping worker (and fires it had pulled but not
@@ -324,13 +335,13 @@ async fn released_and_unstarted_fires_use_no_attempt() {
             }
         })
     };
-    let (stop_a, a) = spawn_worker(
-        Worker::new(env.connect().await)
-            .workflow(workflow(true))
-            .concurrency(2)
-            .max_attempts(1)
-            .shutdown_timeout(Duration::ZERO),
-    );
+    let worker_a = Worker::new(env.connect().await)
+        .workflow(workflow(true))
+        .concurrency(2)
+        .max_attempts(1)
+        .shutdown_timeout(Duration::ZERO);
+    let stats_a = worker_a.stats();
+    let (stop_a, a) = spawn_worker(worker_a);
     wait_consumer(&env.js, wf).await;
     let fires: Vec<_> = (0..5).map(|i| fire_at(wf, "global", i)).collect();
     for f in &fires {
@@ -342,6 +353,7 @@ async fn released_and_unstarted_fires_use_no_attempt() {
     .await;
     drop(stop_a);
     within("worker A stops", a).await.unwrap();
+    assert_eq!(stats_a.snapshot().runs_released, 2);
 
     let (stop_b, b) = spawn_worker(
         Worker::new(env.connect().await)
@@ -412,9 +424,10 @@ async fn a_lost_consumer_is_recreated_without_a_tight_loop() {
     let env = TestEnv::start().await;
     let wf = "consumer-lost";
     let client = env.connect().await;
-    let stats = client.statistics();
-    let (stop, handle) =
-        spawn_worker(Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) })));
+    let sent_by_client = client.statistics();
+    let worker = Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) }));
+    let stats = worker.stats();
+    let (stop, handle) = spawn_worker(worker);
     wait_consumer(&env.js, wf).await;
     let consumer = format!("polos_{wf}");
 
@@ -435,9 +448,9 @@ async fn a_lost_consumer_is_recreated_without_a_tight_loop() {
     // 2. The stream is gone (so is the consumer, and re-creating it fails) for a while. This
     // is a measurement window, not a wait for an event: count what the worker sends meanwhile.
     env.js.delete_stream("POLOS_RUNS").await.unwrap();
-    let sent_before = stats.out_messages.load(SeqCst);
+    let sent_before = sent_by_client.out_messages.load(SeqCst);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent = stats.out_messages.load(SeqCst) - sent_before;
+    let sent = sent_by_client.out_messages.load(SeqCst) - sent_before;
     assert!(
         sent < 60,
         "the worker sent {sent} messages in 3 s without a consumer: a tight loop"
@@ -457,6 +470,7 @@ async fn a_lost_consumer_is_recreated_without_a_tight_loop() {
     let second = fire_at(wf, "global", 1);
     publish(&env.js, &second).await;
     wait_status(&env.js, wf, &second.run_id, RunStatus::Completed).await;
+    assert_eq!(stats.snapshot().consumer_recreations, 2);
     drop(stop);
     within("worker stops", handle).await.unwrap();
 }
@@ -469,16 +483,15 @@ async fn messages_that_are_not_fires_are_terminated() {
     let wf = "strict";
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let (stop, handle) = spawn_worker(Worker::new(env.connect().await).workflow(Workflow::new(
-        wf,
-        move |_ctx, _p| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, SeqCst);
-                Ok(())
-            }
-        },
-    )));
+    let worker = Worker::new(env.connect().await).workflow(Workflow::new(wf, move |_ctx, _p| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }));
+    let stats = worker.stats();
+    let (stop, handle) = spawn_worker(worker);
     wait_consumer(&env.js, wf).await;
     let fire = fire_at(wf, "global", 0);
     for (n, bad_id) in ["has spaces", "sch_x.y", "hello", ""].iter().enumerate() {
@@ -506,9 +519,388 @@ async fn messages_that_are_not_fires_are_terminated() {
     })
     .await;
     assert_eq!(calls.load(SeqCst), 0, "nothing ran");
+    assert_eq!(stats.snapshot().rejected_fires, 5, "each one is counted");
     publish(&env.js, &fire).await;
     wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
     assert_eq!(calls.load(SeqCst), 1);
     drop(stop);
     within("worker stops", handle).await.unwrap();
+}
+
+/// A hung attempt is cancelled after the workflow's timeout, counts as a retryable failure and
+/// frees its slot: the next fire runs meanwhile, and the retry completes.
+#[tokio::test]
+async fn a_hung_run_times_out_frees_its_slot_and_is_retried() {
+    let env = TestEnv::start().await;
+    let wf = "hangs-once";
+    let hung = fire_at(wf, "global", 0);
+    let next = fire_at(wf, "global", 1);
+    let hung_id = hung.run_id.clone();
+    let worker = Worker::new(env.connect().await)
+        .workflow(
+            Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+                let hung_id = hung_id.clone();
+                async move {
+                    if ctx.run_id() == hung_id && ctx.attempt() == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(ctx.attempt())
+                }
+            })
+            .timeout(Duration::from_millis(500)),
+        )
+        .concurrency(1)
+        .retry_backoff(Duration::from_millis(100));
+    let stats = worker.stats();
+    let (stop, handle) = spawn_worker(worker);
+    wait_consumer(&env.js, wf).await;
+    publish(&env.js, &hung).await;
+    publish(&env.js, &next).await;
+    let r = wait_status(&env.js, wf, &next.run_id, RunStatus::Completed).await;
+    assert_eq!(
+        r.output,
+        Some(json!(1)),
+        "the slot was freed for the next fire"
+    );
+    let r = wait_status(&env.js, wf, &hung.run_id, RunStatus::Completed).await;
+    assert_eq!((r.attempt, r.output), (2, Some(json!(2))));
+    let stats = stats.snapshot();
+    assert_eq!(
+        (stats.runs_timed_out, stats.runs_retried),
+        (1, 1),
+        "{stats:?}"
+    );
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
+
+/// A handler that blocks its thread for three times `ack_wait` (as careless synchronous code
+/// does) keeps its fire: it runs in its own task, so the in-progress acks go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_code_in_a_handler_does_not_stop_the_in_progress_acks() {
+    let env = TestEnv::start().await;
+    let wf = "blocks";
+    let counts = Counts::default();
+    let c = counts.clone();
+    let worker = Worker::new(env.connect().await)
+        .workflow(Workflow::new(wf, move |_ctx, _p| {
+            let c = c.clone();
+            async move {
+                c.add("started");
+                std::thread::sleep(Duration::from_secs(3));
+                Ok(())
+            }
+        }))
+        .ack_wait(Duration::from_secs(1));
+    let stats = worker.stats();
+    let (stop, handle) = spawn_worker(worker);
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    publish(&env.js, &fire).await;
+    let r = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    assert_eq!(r.attempt, 1);
+    assert_eq!(counts.get("started"), 1, "never redelivered");
+    assert_eq!(stats.snapshot().superseded, 0);
+}
+
+/// The same for an ordinary long run: three times `ack_wait` of async work, one delivery.
+#[tokio::test]
+async fn a_run_longer_than_ack_wait_keeps_its_fire() {
+    let env = TestEnv::start().await;
+    let wf = "long";
+    let counts = Counts::default();
+    let c = counts.clone();
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+                let c = c.clone();
+                async move {
+                    c.add("started");
+                    ctx.step
+                        .run("wait", || async {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            Ok::<_, WorkflowError>(())
+                        })
+                        .await?;
+                    Ok(())
+                }
+            }))
+            .ack_wait(Duration::from_secs(1)),
+    );
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    publish(&env.js, &fire).await;
+    let r = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    assert_eq!((r.attempt, counts.get("started")), (1, 1));
+}
+
+/// A retry (a handler error, not a crash) resumes after the last step that completed: the
+/// steps before the failing one do not run again.
+#[tokio::test]
+async fn a_retry_resumes_after_the_last_completed_step() {
+    let env = TestEnv::start().await;
+    let wf = "fails-in-two";
+    let counts = Counts::default();
+    let c = counts.clone();
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+                let c = c.clone();
+                async move {
+                    let one = ctx
+                        .step
+                        .run("one", || async {
+                            c.add("one");
+                            Ok::<_, WorkflowError>(ctx.attempt())
+                        })
+                        .await?;
+                    let two = ctx
+                        .step
+                        .run("two", || async {
+                            c.add("two");
+                            if ctx.attempt() == 1 {
+                                return Err(WorkflowError::retryable("upstream down"));
+                            }
+                            Ok(ctx.attempt())
+                        })
+                        .await?;
+                    Ok(json!([one, two]))
+                }
+            }))
+            .retry_backoff(Duration::from_millis(100)),
+    );
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    publish(&env.js, &fire).await;
+    let r = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    assert_eq!(r.attempt, 2);
+    assert_eq!(
+        r.output,
+        Some(json!([1, 2])),
+        "step one's output is from attempt 1"
+    );
+    assert_eq!((counts.get("one"), counts.get("two")), (1, 2));
+}
+
+/// `concurrency(3)` with ten fires waiting: three run at once, and the worker holds no more
+/// than those three (seven stay in the stream for any other worker).
+#[tokio::test]
+async fn a_worker_runs_and_holds_at_most_its_concurrency() {
+    let env = TestEnv::start().await;
+    let wf = "limited";
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (open_gate, gate) = watch::channel(false);
+    let (r, m) = (running.clone(), most.clone());
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(Workflow::new(wf, move |_ctx, _p| {
+                let (running, most, mut gate) = (r.clone(), m.clone(), gate.clone());
+                async move {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    let _ = gate.wait_for(|open| *open).await;
+                    running.fetch_sub(1, SeqCst);
+                    Ok(())
+                }
+            }))
+            .concurrency(3),
+    );
+    wait_consumer(&env.js, wf).await;
+    let fires: Vec<_> = (0..10).map(|i| fire_at(wf, "global", i)).collect();
+    for f in &fires {
+        publish(&env.js, f).await;
+    }
+    eventually("3 running, 3 held, 7 waiting in the stream", || async {
+        running.load(SeqCst) == 3 && outstanding(&env.js, wf).await == (7, 3)
+    })
+    .await;
+    open_gate.send(true).unwrap();
+    for f in &fires {
+        wait_status(&env.js, wf, &f.run_id, RunStatus::Completed).await;
+    }
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    assert_eq!(most.load(SeqCst), 3);
+}
+
+/// When the shutdown grace period ends, unfinished runs are handed back at once (not after
+/// `ack_wait`) and resume on another worker without using an attempt.
+#[tokio::test]
+async fn the_shutdown_grace_period_releases_unfinished_runs() {
+    let env = TestEnv::start().await;
+    let wf = "outlives-shutdown";
+    let started = Arc::new(AtomicUsize::new(0));
+    let workflow = |hang: bool| {
+        let started = started.clone();
+        Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+            let started = started.clone();
+            async move {
+                started.fetch_add(1, SeqCst);
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok(ctx.attempt())
+            }
+        })
+    };
+    // ack_wait far beyond the test's patience: only a release can bring the run back in time.
+    let worker_a = Worker::new(env.connect().await)
+        .workflow(workflow(true))
+        .ack_wait(Duration::from_secs(120))
+        .shutdown_timeout(Duration::from_millis(300));
+    let stats_a = worker_a.stats();
+    let (stop_a, a) = spawn_worker(worker_a);
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    publish(&env.js, &fire).await;
+    eventually("worker A runs it", || async { started.load(SeqCst) == 1 }).await;
+    drop(stop_a);
+    within("worker A stops after its grace period", a)
+        .await
+        .unwrap();
+    assert_eq!(stats_a.snapshot().runs_released, 1);
+    let (stop_b, b) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(workflow(false))
+            .ack_wait(Duration::from_secs(120)),
+    );
+    let r = wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    assert_eq!(
+        (r.attempt, r.output),
+        (1, Some(json!(1))),
+        "no attempt used"
+    );
+    drop(stop_b);
+    within("worker B stops", b).await.unwrap();
+}
+
+/// Outputs larger than the server's `max_payload` fail the run at once (no retries), and the
+/// error names the limit.
+#[tokio::test]
+async fn outputs_over_the_servers_max_payload_fail_at_once_naming_the_limit() {
+    let env = TestEnv::start().await;
+    let limit = env.client.server_info().max_payload;
+    let big = move || "x".repeat(limit + 1);
+    let step = Workflow::new("big-step", move |ctx: WorkflowContext, _p| async move {
+        ctx.step
+            .run("huge", || async move { Ok::<_, WorkflowError>(big()) })
+            .await?;
+        Ok(())
+    });
+    let output = Workflow::new("big-output", move |_ctx, _p| async move { Ok(big()) });
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(step)
+            .workflow(output)
+            .max_attempts(3)
+            .retry_backoff(Duration::from_millis(100)),
+    );
+    let in_step = fire_at("big-step", "global", 0);
+    let as_output = fire_at("big-output", "global", 0);
+    wait_consumer(&env.js, "big-output").await;
+    publish(&env.js, &in_step).await;
+    publish(&env.js, &as_output).await;
+    for (wf, fire) in [("big-step", &in_step), ("big-output", &as_output)] {
+        let r = wait_status(&env.js, wf, &fire.run_id, RunStatus::Failed).await;
+        let error = r.error.unwrap();
+        assert_eq!(r.attempt, 1, "{wf}: terminal, not retried: {error}");
+        assert!(
+            error.contains("max_payload") && error.contains(&limit.to_string()),
+            "{wf}: {error}"
+        );
+        assert_eq!(r.output, None);
+    }
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
+
+/// What a step returns on its first run is what a replay would return: the value read back
+/// from its stored JSON.
+#[tokio::test]
+async fn a_step_returns_its_stored_json_on_the_first_run_too() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Report {
+        total: u32,
+        #[serde(skip_serializing, default)]
+        cache: Option<String>,
+    }
+    let env = TestEnv::start().await;
+    let skipped = Workflow::new("round-trip", |ctx: WorkflowContext, _p| async move {
+        let report = ctx
+            .step
+            .run("report", || async {
+                Ok::<_, WorkflowError>(Report {
+                    total: 5,
+                    cache: Some("not stored".into()),
+                })
+            })
+            .await?;
+        Ok(json!({"total": report.total, "cache": report.cache}))
+    });
+    let nan = Workflow::new("nan", |ctx: WorkflowContext, _p| async move {
+        let x: f64 = ctx
+            .step
+            .run("ratio", || async { Ok::<_, WorkflowError>(f64::NAN) })
+            .await?;
+        Ok(x.to_string())
+    });
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(skipped)
+            .workflow(nan),
+    );
+    wait_consumer(&env.js, "nan").await;
+    let a = fire_at("round-trip", "global", 0);
+    let b = fire_at("nan", "global", 0);
+    publish(&env.js, &a).await;
+    publish(&env.js, &b).await;
+    let r = wait_status(&env.js, "round-trip", &a.run_id, RunStatus::Completed).await;
+    assert_eq!(r.output, Some(json!({"total": 5, "cache": null})));
+    let r = wait_status(&env.js, "nan", &b.run_id, RunStatus::Failed).await;
+    assert_eq!(r.attempt, 1, "terminal: a replay would fail the same way");
+    assert!(
+        r.error.as_deref().unwrap().contains("\"ratio\""),
+        "{:?}",
+        r.error
+    );
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
+
+/// `idempotency_key` is `<run_id>.<step>`, the same on every attempt.
+#[tokio::test]
+async fn a_steps_idempotency_key_is_the_same_on_every_attempt() {
+    let env = TestEnv::start().await;
+    let wf = "charges";
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let k = keys.clone();
+    let (stop, handle) = spawn_worker(
+        Worker::new(env.connect().await)
+            .workflow(Workflow::new(wf, move |ctx: WorkflowContext, _p| {
+                let k = k.clone();
+                async move {
+                    k.lock().unwrap().push(ctx.step.idempotency_key("charge"));
+                    if ctx.attempt() == 1 {
+                        return Err(WorkflowError::retryable("card network down"));
+                    }
+                    Ok(())
+                }
+            }))
+            .retry_backoff(Duration::from_millis(100)),
+    );
+    wait_consumer(&env.js, wf).await;
+    let fire = fire_at(wf, "global", 0);
+    publish(&env.js, &fire).await;
+    wait_status(&env.js, wf, &fire.run_id, RunStatus::Completed).await;
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+    let expected = format!("{}.charge", fire.run_id);
+    assert_eq!(*keys.lock().unwrap(), [expected.clone(), expected]);
 }
