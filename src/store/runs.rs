@@ -6,8 +6,9 @@
 //! purged key reads as absent (the rule every reader here shares).
 
 use async_nats::jetstream::Context;
+use futures::{Stream, StreamExt};
 
-use super::bucket::{Bucket, Created};
+use super::bucket::{is_live, Bucket, Created};
 use super::run_error::RunStoreError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{run_kv_key, validate_workflow, RunRecord};
@@ -235,6 +236,34 @@ impl RunStore {
             }
         }
         Ok(listing)
+    }
+
+    /// Every run record written from now on, as it is written. Deleted and purged keys are
+    /// skipped; a value that is not a run record arrives as [`RunStoreError::BadValue`] (the
+    /// watch goes on); a failed watch ends with another error.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl Stream<Item = Result<RunRecord, RunStoreError>> + use<>, RunStoreError> {
+        let failed = |reason: String| RunStoreError::Scan {
+            bucket: RUNS_BUCKET,
+            filter: ">".to_string(),
+            reason,
+        };
+        let updates = self
+            .bucket
+            .kv
+            .watch_all()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let store = self.clone();
+        Ok(updates.filter_map(move |update| {
+            let decoded = match update {
+                Ok(entry) if !is_live(entry.operation) => None,
+                Ok(entry) => Some(store.decode(&entry.key, &entry.value)),
+                Err(e) => Some(Err(failed(e.to_string()))),
+            };
+            std::future::ready(decoded)
+        }))
     }
 
     fn decode(&self, kv_key: &str, value: &[u8]) -> Result<RunRecord, RunStoreError> {
