@@ -904,3 +904,64 @@ async fn a_steps_idempotency_key_is_the_same_on_every_attempt() {
     let expected = format!("{}.charge", fire.run_id);
     assert_eq!(*keys.lock().unwrap(), [expected.clone(), expected]);
 }
+
+/// Garbage written by hand into `polos_runs` or `polos_steps` never crashes a worker or the CLI:
+/// an unreadable run record is replaced by the run, an unreadable step result fails the run at
+/// once with an error naming the key, and `polos runs` names what it cannot read.
+#[tokio::test]
+async fn garbage_in_the_run_buckets_gives_clear_errors() {
+    let env = TestEnv::start().await;
+    let wf = "garbage";
+    let runs = env.js.get_key_value("polos_runs").await.unwrap();
+    let steps = env.js.get_key_value("polos_steps").await.unwrap();
+    let replaced = fire_at(wf, "global", 0);
+    let broken_step = fire_at(wf, "global", 1);
+    runs.put(
+        polos::model::run_kv_key(wf, &replaced.run_id),
+        "not json".into(),
+    )
+    .await
+    .unwrap();
+    steps
+        .put(step_kv_key(&broken_step.run_id, "one"), "{\"out".into())
+        .await
+        .unwrap();
+    let (stop, handle) = spawn_worker(Worker::new(env.connect().await).workflow(Workflow::new(
+        wf,
+        |ctx: WorkflowContext, _p| async move {
+            ctx.step
+                .run("one", || async { Ok::<_, WorkflowError>(1) })
+                .await
+        },
+    )));
+    wait_consumer(&env.js, wf).await;
+    publish(&env.js, &replaced).await;
+    publish(&env.js, &broken_step).await;
+    let r = wait_status(&env.js, wf, &replaced.run_id, RunStatus::Completed).await;
+    assert_eq!((r.attempt, r.output), (1, Some(json!(1))));
+    let r = wait_status(&env.js, wf, &broken_step.run_id, RunStatus::Failed).await;
+    let error = r.error.unwrap();
+    assert_eq!(r.attempt, 1, "terminal: {error}");
+    assert!(
+        error.contains(&step_kv_key(&broken_step.run_id, "one"))
+            && error.contains("not a step record"),
+        "{error}"
+    );
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+
+    let garbage_run = fire_at(wf, "global", 2);
+    let garbage_key = polos::model::run_kv_key(wf, &garbage_run.run_id);
+    runs.put(&garbage_key, "[1,2".into()).await.unwrap();
+    let url = env.server.url().to_string();
+    let out = crate::common::polos_cli(&url, &["runs", "get", &garbage_run.run_id]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&garbage_key), "{stderr}");
+    let out = crate::common::polos_cli(&url, &["runs", "list", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&garbage_key), "{stderr}");
+}
