@@ -35,7 +35,6 @@ pub(super) enum Created {
 }
 
 /// One KV bucket with typed errors naming it.
-#[derive(Clone)]
 pub(super) struct Bucket {
     /// The bucket name (`polos_runs`, `polos_steps`).
     pub name: &'static str,

@@ -5,6 +5,8 @@
 //! the last word: the one whose revision is stale gets [`RunStoreError::Conflict`]. A deleted or
 //! purged key reads as absent (the rule every reader here shares).
 
+use std::sync::Arc;
+
 use async_nats::jetstream::Context;
 use futures::{Stream, StreamExt};
 
@@ -152,7 +154,8 @@ pub struct RunListing {
 #[derive(Clone)]
 pub struct RunStore {
     /// `polos_runs`.
-    bucket: Bucket,
+    /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
+    bucket: Arc<Bucket>,
 }
 
 impl std::fmt::Debug for RunStore {
@@ -165,7 +168,7 @@ impl RunStore {
     /// Opens `polos_runs`; it must exist (`polos streams apply` creates it).
     pub async fn open(js: &Context) -> Result<RunStore, RunStoreError> {
         Ok(RunStore {
-            bucket: Bucket::open(js, RUNS_BUCKET).await?,
+            bucket: Arc::new(Bucket::open(js, RUNS_BUCKET).await?),
         })
     }
 

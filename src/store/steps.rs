@@ -5,6 +5,8 @@
 //! to a workflow is decoded from the stored bytes, so the first execution sees exactly what a
 //! replay would.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
@@ -46,7 +48,8 @@ pub struct StoredStep {
 #[derive(Clone)]
 pub struct StepStore {
     /// `polos_steps`.
-    bucket: Bucket,
+    /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
+    bucket: Arc<Bucket>,
 }
 
 impl std::fmt::Debug for StepStore {
@@ -59,7 +62,7 @@ impl StepStore {
     /// Opens `polos_steps`; it must exist (`polos streams apply` creates it).
     pub async fn open(js: &Context) -> Result<StepStore, RunStoreError> {
         Ok(StepStore {
-            bucket: Bucket::open(js, STEPS_BUCKET).await?,
+            bucket: Arc::new(Bucket::open(js, STEPS_BUCKET).await?),
         })
     }
 
