@@ -937,6 +937,11 @@ async fn garbage_in_the_run_buckets_gives_clear_errors() {
     wait_consumer(&env.js, wf).await;
     publish(&env.js, &replaced).await;
     publish(&env.js, &broken_step).await;
+    // Until the worker replaced it, the record is the garbage: read it only once both are done.
+    eventually("both fires answered", || async {
+        outstanding(&env.js, wf).await == (0, 0)
+    })
+    .await;
     let r = wait_status(&env.js, wf, &replaced.run_id, RunStatus::Completed).await;
     assert_eq!((r.attempt, r.output), (1, Some(json!(1))));
     let r = wait_status(&env.js, wf, &broken_step.run_id, RunStatus::Failed).await;
