@@ -7,7 +7,9 @@
 //! many messages are requested and running: `running + requested` never exceeds the
 //! concurrency. A worker busy with a long run therefore holds no fire another worker could
 //! start now; the price is one round trip between a run ending and the next one arriving,
-//! hidden under load by asking for several at once.
+//! hidden under load by asking for several at once. A slot is free once its handler has
+//! returned: writing the run's record and the server's confirmation of the ack overlap the
+//! next fire's arrival.
 //!
 //! | the server says                              | the loop                                        |
 //! |----------------------------------------------|-------------------------------------------------|
@@ -17,6 +19,7 @@
 //! | any other status ending a request            | backs off before the next request               |
 //! | nothing for a request's lifetime + 2 s       | forgets it (lost with a reconnect) and asks again |
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::StatusCode;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -106,6 +109,7 @@ pub(crate) async fn fetch_loop(
         spec,
         env,
         runs: JoinSet::new(),
+        slots: Slots::default(),
         requested: 0,
         last_request: None,
         backoff: MIN_BACKOFF,
@@ -127,8 +131,10 @@ struct Fetcher {
     env: Arc<RunEnv>,
     /// Most runs at once.
     concurrency: usize,
-    /// Runs in flight.
+    /// Every execution task, until it ends (drained at shutdown).
     runs: JoinSet<()>,
+    /// Slots taken: executions whose handler has not returned yet.
+    slots: Slots,
     /// Messages asked for and not yet delivered or expired.
     requested: usize,
     /// When the last pull request went out (requests lost with a connection are forgotten after
@@ -196,6 +202,7 @@ impl Fetcher {
                     None => break,
                 },
                 Some(_) = self.runs.join_next(), if !self.runs.is_empty() => {}
+                () = self.slots.freed.notified() => {}
                 () = sleep_until_opt(lost_requests_after) => {
                     debug!(requested = self.requested, "pull requests lost (reconnect?); asking again");
                     self.requested = 0;
@@ -220,7 +227,7 @@ impl Fetcher {
         }
     }
 
-    /// Asks for as many messages as there are free slots, in batches of at least a quarter of
+    /// Asks for as many messages as there are free slots, in batches of at least an eighth of
     /// the concurrency while some are already requested, so a busy worker sends few requests.
     async fn request_more(&mut self, inbox: &str) -> Result<(), async_nats::Error> {
         if self.next_request.is_some_and(|t| Instant::now() < t) {
@@ -228,8 +235,8 @@ impl Fetcher {
         }
         let room = self
             .concurrency
-            .saturating_sub(self.runs.len() + self.requested);
-        let worth_it = room >= (self.concurrency / 4).max(1) || (self.requested == 0 && room > 0);
+            .saturating_sub(self.slots.taken() + self.requested);
+        let worth_it = room >= (self.concurrency / 8).max(1) || (self.requested == 0 && room > 0);
         if !worth_it {
             return Ok(());
         }
@@ -256,7 +263,7 @@ impl Fetcher {
                     message,
                     context: self.js.clone(),
                 };
-                if self.runs.len() >= self.concurrency {
+                if self.slots.taken() >= self.concurrency {
                     // Delivered to a request we had given up as lost: no slot, so it goes back
                     // at once rather than waiting here.
                     self.runs.spawn(async move {
@@ -266,6 +273,7 @@ impl Fetcher {
                 }
                 self.runs.spawn(execute(
                     message,
+                    self.slots.take(),
                     Instant::now(),
                     self.spec.handler.clone(),
                     self.spec.timeout,
@@ -335,6 +343,36 @@ impl Fetcher {
     fn refused(&mut self) {
         self.next_request = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The slots of one fetch loop, shared with the executions that hold them.
+#[derive(Default, Clone)]
+pub(crate) struct Slots {
+    /// Slots taken now.
+    taken: Arc<AtomicUsize>,
+    /// Wakes the fetch loop when one is given back.
+    freed: Arc<Notify>,
+}
+
+impl Slots {
+    fn taken(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    fn take(&self) -> Slot {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        Slot(self.clone())
+    }
+}
+
+/// One taken slot; dropping it gives it back (when the handler returns, or the task ends).
+pub(crate) struct Slot(Slots);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
     }
 }
 

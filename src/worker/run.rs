@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::claim::{claim, Claim, Owned};
+use super::consumer::Slot;
 use super::context::{Owner, Step};
 use super::hold::{confirm, keep, send, Hold};
 use super::stats::{Counter, WorkerStats};
@@ -101,6 +102,7 @@ struct Execution<'a> {
 /// errors are logged and counted.
 pub(crate) async fn execute(
     message: Message,
+    slot: Slot,
     received: Instant,
     handler: BoxedHandler,
     timeout: Duration,
@@ -140,7 +142,10 @@ pub(crate) async fn execute(
     )
     .await
     {
-        Ok(Claim::Owned(owned)) => run.owned(owned, fire, received, handler, timeout).await,
+        Ok(Claim::Owned(owned)) => {
+            run.owned(owned, fire, slot, received, handler, timeout)
+                .await
+        }
         Ok(Claim::Finished(status)) => {
             debug!(
                 run_id = run.run_id(),
@@ -204,6 +209,7 @@ impl Execution<'_> {
         &self,
         owned: Owned,
         fire: Fire,
+        slot: Slot,
         received: Instant,
         handler: BoxedHandler,
         timeout: Duration,
@@ -241,6 +247,9 @@ impl Execution<'_> {
             ),
         )
         .await;
+        // The handler is done: the next fire may start while this one's record is written, so
+        // a slot is idle for no round trip of ours.
+        drop(slot);
         let result = match ended {
             Ended::Returned(result) => result,
             Ended::Released => return self.release(owned).await,
