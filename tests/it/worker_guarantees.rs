@@ -970,3 +970,51 @@ async fn garbage_in_the_run_buckets_gives_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&garbage_key), "{stderr}");
 }
+
+/// On a 3-node cluster with R3 streams, the stream and the consumer electing new leaders under a
+/// running worker do not stop it: fires published after the elections run.
+#[tokio::test]
+async fn leader_elections_of_the_stream_and_consumer_do_not_stop_a_worker() {
+    let c = crate::common::TestCluster::start().await;
+    let wf = "elected";
+    let client = async_nats::connect(c.cluster.urls()).await.unwrap();
+    let sent_by_client = client.statistics();
+    let (stop, handle) =
+        spawn_worker(Worker::new(client).workflow(Workflow::new(wf, |_ctx, _p| async { Ok(()) })));
+    wait_consumer(&c.js, wf).await;
+    let first = fire_at(wf, "global", 0);
+    publish(&c.js, &first).await;
+    wait_status(&c.js, wf, &first.run_id, RunStatus::Completed).await;
+
+    let sent_before = sent_by_client.out_messages.load(SeqCst);
+    for subject in [
+        "$JS.API.STREAM.LEADER.STEPDOWN.POLOS_RUNS".to_string(),
+        format!("$JS.API.CONSUMER.LEADER.STEPDOWN.POLOS_RUNS.polos_{wf}"),
+    ] {
+        let reply = c.client.request(subject.clone(), "".into()).await.unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(answer["success"], true, "{subject}: {answer}");
+    }
+    for i in 1..=3 {
+        let fire = fire_at(wf, "global", i);
+        eventually("fire published to the new leader", || async {
+            match c
+                .js
+                .publish_with_headers(fire.subject(), fire.headers(), fire.body())
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
+        wait_status(&c.js, wf, &fire.run_id, RunStatus::Completed).await;
+    }
+    let sent = sent_by_client.out_messages.load(SeqCst) - sent_before;
+    assert!(
+        sent < 200,
+        "the worker sent {sent} messages around two elections"
+    );
+    drop(stop);
+    within("worker stops", handle).await.unwrap();
+}
