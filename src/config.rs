@@ -249,6 +249,9 @@ pub struct WorkerConfig {
     /// Where this worker serves `GET /metrics` (`PORT` on 127.0.0.1, or `HOST:PORT`; a
     /// non-loopback address needs `http.token`). Empty: no endpoint.
     pub metrics_addr: String,
+    /// Seconds one attempt of a run may take before it is cancelled and retried, for workflows
+    /// that set no `Workflow::timeout`; a hung run cannot hold its slot forever.
+    pub run_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -260,6 +263,7 @@ impl Default for WorkerConfig {
             retry_backoff_secs: 1,
             shutdown_timeout_secs: 30,
             metrics_addr: String::new(),
+            run_timeout_secs: 3600,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! | [`cron`] | pure cron + time-zone engine: parse, normalize into saffron, DST rules, `next_after` |
 //! | [`config`] | figment layers: defaults < `polos.toml` < `POLOS_*` env < flags |
 //! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
-//! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows` |
+//! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows`; the one owner of `polos_runs` and `polos_steps` |
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
 //! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |

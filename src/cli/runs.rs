@@ -1,18 +1,18 @@
 //! `polos runs list` and `polos runs get`: what ran, how it went, and each step.
 //!
-//! Keys are found with the KV stream's subject index (`stream info` with a subject filter), so
-//! `get <run_id>` needs no workflow and neither command reads more records than it shows.
+//! Everything is read through [`RunStore`] and [`StepStore`], the owners of `polos_runs` and
+//! `polos_steps` (one pass over the matching keys; deleted entries read as absent), so `get
+//! <run_id>` needs no workflow.
 
 use std::process::ExitCode;
 
-use async_nats::jetstream::{self, kv::Store};
+use async_nats::jetstream;
 use clap::{Subcommand, ValueEnum};
-use futures::TryStreamExt;
 use serde_json::{json, Value};
 
 use super::{fail, Cli, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
-use crate::model::names::{RUNS_BUCKET, STEPS_BUCKET};
-use crate::model::{decode_key, validate_workflow, RunRecord, RunStatus, StepRecord};
+use crate::model::{validate_workflow, RunRecord, RunStatus, StepRecord};
+use crate::store::{RunStore, RunStoreError, StepStore};
 
 /// `polos runs …`
 #[derive(Debug, Subcommand)]
@@ -67,7 +67,6 @@ impl StatusArg {
 /// A step of a run, in execution order.
 struct StepRow {
     name: String,
-    revision: u64,
     record: StepRecord,
 }
 
@@ -77,17 +76,9 @@ pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
         Err(code) => return code,
     };
     let js = jetstream::new(client);
-    let (runs, steps) = match (
-        js.get_key_value(RUNS_BUCKET).await,
-        js.get_key_value(STEPS_BUCKET).await,
-    ) {
+    let (runs, steps) = match (RunStore::open(&js).await, StepStore::open(&js).await) {
         (Ok(r), Ok(s)) => (r, s),
-        (Err(e), _) | (_, Err(e)) => {
-            return fail(
-                EXIT_UNAVAILABLE,
-                format!("cannot open the run buckets ({e}); run `polos streams apply` first"),
-            )
-        }
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_UNAVAILABLE, e.to_string()),
     };
     let result = match cmd {
         RunsCommand::List {
@@ -103,39 +94,21 @@ pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
 
 type CmdResult = Result<ExitCode, (u8, String)>;
 
-fn unavailable(e: impl std::fmt::Display) -> (u8, String) {
-    (EXIT_UNAVAILABLE, format!("reading from NATS failed: {e}"))
-}
-
-/// The KV keys of `store` matching a key filter (`W.>`, `*.run_id`), from the subject index.
-async fn keys_matching(store: &Store, filter: &str) -> Result<Vec<String>, (u8, String)> {
-    let prefix = format!("$KV.{}.", store.name);
-    let subjects = store
-        .stream
-        .info_with_subjects(format!("{prefix}{filter}"))
-        .await
-        .map_err(unavailable)?;
-    let subjects: Vec<(String, usize)> = subjects.try_collect().await.map_err(unavailable)?;
-    Ok(subjects
-        .into_iter()
-        .filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(String::from))
-        .collect())
-}
-
-async fn read_run(runs: &Store, key: &str) -> Result<Option<RunRecord>, (u8, String)> {
-    let Some(bytes) = runs.get(key).await.map_err(unavailable)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        (
-            EXIT_INVALID,
-            format!("polos_runs {key} is not a run record: {e}"),
-        )
-    })
+/// The exit code for a store error: bad input is the user's to fix, the rest is NATS.
+fn store_failure(e: RunStoreError) -> (u8, String) {
+    match e {
+        RunStoreError::InvalidRunId { .. } | RunStoreError::BadValue { .. } => {
+            (EXIT_INVALID, e.to_string())
+        }
+        other => (
+            EXIT_UNAVAILABLE,
+            format!("reading from NATS failed: {other}"),
+        ),
+    }
 }
 
 async fn list(
-    runs: &Store,
+    runs: &RunStore,
     workflow: Option<&str>,
     status: Option<StatusArg>,
     limit: usize,
@@ -144,15 +117,15 @@ async fn list(
     if let Some(w) = workflow {
         validate_workflow(w).map_err(|e| (EXIT_INVALID, e.to_string()))?;
     }
-    let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
-    let mut records = Vec::new();
-    for key in keys_matching(runs, &filter).await? {
-        match read_run(runs, &key).await {
-            Ok(Some(r)) if status.is_none_or(|s| s.matches(r.status)) => records.push(r),
-            Ok(_) => {}
-            Err((_, message)) => eprintln!("warning: {message}"),
-        }
+    let listing = runs.list(workflow).await.map_err(store_failure)?;
+    for invalid in &listing.invalid {
+        eprintln!("warning: {invalid}");
     }
+    let mut records: Vec<RunRecord> = listing
+        .runs
+        .into_iter()
+        .filter(|r| status.is_none_or(|s| s.matches(r.status)))
+        .collect();
     records.sort_by(|a, b| {
         (b.started_at, b.scheduled_for, &b.run_id).cmp(&(a.started_at, a.scheduled_for, &a.run_id))
     });
@@ -192,48 +165,24 @@ async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn get(runs: &Store, steps: &Store, run_id: &str, as_json: bool) -> CmdResult {
-    if run_id.is_empty() || run_id.contains(['.', '*', '>', ' ']) {
-        return Err((
-            EXIT_INVALID,
-            format!("{run_id:?} is not a run id; copy one from `polos runs list`"),
-        ));
-    }
-    let keys = keys_matching(runs, &format!("*.{run_id}")).await?;
-    let mut found = None;
-    for key in keys {
-        if let Some(r) = read_run(runs, &key).await? {
-            found = Some(r);
-            break;
-        }
-    }
-    let Some(record) = found else {
+async fn get(runs: &RunStore, steps: &StepStore, run_id: &str, as_json: bool) -> CmdResult {
+    let Some(record) = runs.find(run_id).await.map_err(store_failure)? else {
         return Err((
             EXIT_NOT_FOUND,
             format!("run {run_id} not found in polos_runs; list runs with `polos runs list`"),
         ));
     };
     let mut rows = Vec::new();
-    for key in keys_matching(steps, &format!("{run_id}.>")).await? {
-        let Some(entry) = steps.entry(key.as_str()).await.map_err(unavailable)? else {
-            continue;
-        };
-        if entry.operation != async_nats::jetstream::kv::Operation::Put {
-            continue;
-        }
-        let encoded = key.strip_prefix(&format!("{run_id}.")).unwrap_or(&key);
-        let name = decode_key(encoded).unwrap_or_else(|| encoded.to_string());
-        match serde_json::from_slice::<StepRecord>(&entry.value) {
+    // Listed in revision order: the order the steps completed.
+    for step in steps.list(run_id).await.map_err(store_failure)? {
+        match step.record {
             Ok(record) => rows.push(StepRow {
-                name,
-                revision: entry.revision,
+                name: step.name,
                 record,
             }),
-            Err(e) => eprintln!("warning: polos_steps {key} is not a step record: {e}"),
+            Err(e) => eprintln!("warning: {e}"),
         }
     }
-    // Revisions are write order, i.e. the order the steps completed.
-    rows.sort_by_key(|r| r.revision);
 
     if as_json {
         let mut value = serde_json::to_value(&record).map_err(|e| (EXIT_INVALID, e.to_string()))?;

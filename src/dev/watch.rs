@@ -7,6 +7,7 @@ use futures::StreamExt;
 use super::DevError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{RunRecord, RunStatus};
+use crate::store::{RunStore, RunStoreError};
 
 /// Turns `polos_runs` updates into printable lines, skipping updates that change neither the
 /// status nor the attempt (so each run prints `running`, maybe a retry, then its outcome).
@@ -65,20 +66,15 @@ pub(super) async fn print_runs(js: &async_nats::jetstream::Context) -> Result<()
         bucket: RUNS_BUCKET,
         reason,
     };
-    let kv = js
-        .get_key_value(RUNS_BUCKET)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let mut updates = kv.watch_all().await.map_err(|e| fail(e.to_string()))?;
+    let runs = RunStore::open(js).await.map_err(|e| fail(e.to_string()))?;
+    let mut updates = runs.watch().await.map_err(|e| fail(e.to_string()))?;
     let mut printer = RunPrinter::default();
-    while let Some(entry) = updates.next().await {
-        let entry = entry.map_err(|e| fail(e.to_string()))?;
-        if entry.operation != async_nats::jetstream::kv::Operation::Put {
-            continue;
-        }
-        // A record another version wrote differently is skipped rather than stopping the watch.
-        let Ok(record) = serde_json::from_slice::<RunRecord>(&entry.value) else {
-            continue;
+    while let Some(update) = updates.next().await {
+        let record = match update {
+            Ok(record) => record,
+            // A record another version wrote differently is skipped rather than stopping the watch.
+            Err(RunStoreError::BadValue { .. }) => continue,
+            Err(e) => return Err(fail(e.to_string())),
         };
         if let Some(line) = printer.line(&record) {
             println!("{line}");
@@ -111,6 +107,7 @@ mod tests {
             finished_at: (status != RunStatus::Running).then_some(at),
             output: (status == RunStatus::Completed).then(|| serde_json::json!({"status": "sent"})),
             error: (attempt > 1).then(|| "boom".to_string()),
+            fire_seq: None,
         }
     }
 

@@ -325,6 +325,12 @@ pub struct RunRecord {
     /// The last error, if any.
     #[serde(default)]
     pub error: Option<String>,
+    /// The `POLOS_RUNS` stream sequence of the fire the current attempt executes. A second
+    /// message for the same run (a fire published again after the duplicate window) defers to
+    /// this one while it is still in the stream, so it cannot take over a live execution.
+    /// Absent in records written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_seq: Option<u64>,
 }
 
 /// A durable step result in `polos_steps` at `<run_id>.<encoded step>`.

@@ -104,6 +104,26 @@ struct Round {
     worst_late_ms: i64,
 }
 
+/// What the loop is connected to (built by `runner`).
+pub(super) struct Wiring {
+    /// Source of schedule time.
+    pub clock: Arc<dyn Clock>,
+    /// The publishing task.
+    pub publisher: Publisher<Due>,
+    /// `polos_schedule_state`.
+    pub states: Store,
+    /// `[scheduler]` settings.
+    pub defaults: SchedulerConfig,
+    /// What the lease task says.
+    pub leadership: watch::Receiver<Leadership>,
+    /// Tells the lease task the table is loaded.
+    pub ready: watch::Sender<bool>,
+    /// Where status snapshots go.
+    pub status: watch::Sender<TickerStatus>,
+    /// Where fires, misses and leadership are counted.
+    pub metrics: Metrics,
+}
+
 pub(super) struct Loop {
     /// Every schedule and the timeline.
     index: Index,
@@ -146,35 +166,26 @@ pub(super) struct Loop {
 
 impl Loop {
     /// A loop that is loading, with an empty table.
-    pub(super) fn new(
-        clock: Arc<dyn Clock>,
-        publisher: Publisher<Due>,
-        states: Store,
-        defaults: SchedulerConfig,
-        leadership: watch::Receiver<Leadership>,
-        ready: watch::Sender<bool>,
-        status: watch::Sender<TickerStatus>,
-        metrics: Metrics,
-    ) -> Self {
+    pub(super) fn new(w: Wiring) -> Self {
         Loop {
             index: Index::default(),
-            clock,
-            writer: StateWriter::spawn(states.clone(), leadership.clone()),
-            states,
-            defaults,
+            clock: w.clock,
+            writer: StateWriter::spawn(w.states.clone(), w.leadership.clone()),
+            states: w.states,
+            defaults: w.defaults,
             phase: Phase::Loading,
-            leadership,
-            ready,
+            leadership: w.leadership,
+            ready: w.ready,
             state_read: None,
             queue: VecDeque::new(),
             paused_until: None,
             failed_rounds: 0,
             warned_at: None,
             in_flight: 0,
-            publisher,
+            publisher: w.publisher,
             round: Round::default(),
-            status,
-            metrics,
+            status: w.status,
+            metrics: w.metrics,
         }
     }
 

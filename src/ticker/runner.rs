@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::clock::Clock;
-use super::driver::Loop;
+use super::driver::{Loop, Wiring};
 use super::error::TickerError;
 use super::fence::Leadership;
 use super::lease::LeaseTask;
@@ -135,16 +135,16 @@ impl Ticker {
             tokio::spawn(loader::follow(schedules, change_tx)),
         ]);
         let publisher = Publisher::spawn(js, leadership_rx.clone());
-        let mut ticker = Loop::new(
-            self.clock,
+        let mut ticker = Loop::new(Wiring {
+            clock: self.clock,
             publisher,
             states,
-            self.config,
-            leadership_rx,
-            ready_tx,
-            self.status,
-            self.metrics,
-        );
+            defaults: self.config,
+            leadership: leadership_rx,
+            ready: ready_tx,
+            status: self.status,
+            metrics: self.metrics,
+        });
         let result = ticker.run_loop(change_rx, shutdown).await;
         // Order matters: stop firing, write state, and only then let a standby take over.
         let (writer, ticker_status) = ticker.finish();

@@ -2,15 +2,17 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::kv::{Operation, Store};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::hold::Hold;
 use super::WorkflowError;
 use crate::metrics::Metrics;
 use crate::model::{step_kv_key, StepRecord, Trigger};
+use crate::store::{RunKey, RunStore, RunStoreError, StepCreated, StepStore};
 
 /// The run a handler executes, and its durable steps (`ctx.step.run(...)`).
 #[derive(Clone)]
@@ -59,7 +61,9 @@ impl WorkflowContext {
         &self.run.workflow
     }
 
-    /// 1 on the first delivery, then 2, 3, … on retries and after a worker crash.
+    /// Which attempt this is: 1 the first time a handler starts for the run, then 2, 3, … each
+    /// time one starts again (a retry, or after a worker died mid-run). Counted in the run
+    /// record when the handler starts; a run handed back at shutdown does not use one.
     pub fn attempt(&self) -> u32 {
         self.run.attempt
     }
@@ -81,17 +85,83 @@ impl std::fmt::Debug for WorkflowContext {
     }
 }
 
+/// What the steps of one execution know about its claim on the run.
+pub(crate) struct Owner {
+    /// `polos_runs`, to check the claim.
+    runs: RunStore,
+    /// The run's record key.
+    key: RunKey,
+    /// The record revision this execution's claim wrote.
+    revision: u64,
+    /// The claim created the record, so no step result existed then.
+    fresh: bool,
+    /// Whether the fire is certainly still this worker's alone.
+    hold: Arc<Hold>,
+    /// Set when a check found the run taken over by another execution.
+    superseded: AtomicBool,
+}
+
+impl Owner {
+    pub(crate) fn new(
+        runs: RunStore,
+        key: RunKey,
+        revision: u64,
+        fresh: bool,
+        hold: Arc<Hold>,
+    ) -> Self {
+        Owner {
+            runs,
+            key,
+            revision,
+            fresh,
+            hold,
+            superseded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether no step of the run can be stored: this execution created the record and still
+    /// holds the fire alone, so no other execution has started. Then a step needs no lookup.
+    fn alone(&self) -> bool {
+        self.fresh && self.hold.holds()
+    }
+
+    /// Whether a check found the run taken over by another execution.
+    pub(crate) fn superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
+    /// Before a step body runs: stops this execution if the run is no longer its own. Costs a
+    /// read only when the hold has lapsed (a redelivery may have started another execution).
+    async fn check(&self, step: &str) -> Result<(), WorkflowError> {
+        if self.hold.holds() {
+            return Ok(());
+        }
+        let run_id = self.key.run_id();
+        match self.runs.get(&self.key).await {
+            Ok(Some(stored)) if stored.revision == self.revision => Ok(()),
+            Ok(_) => {
+                self.superseded.store(true, Ordering::Relaxed);
+                Err(WorkflowError::retryable(format!(
+                    "run {run_id} was taken over by another execution before step {step:?} (this one stalled past ack_wait); this execution stops here"
+                )))
+            }
+            Err(e) => Err(WorkflowError::retryable(format!(
+                "cannot check that run {run_id} is still this execution's before step {step:?}: {e}"
+            ))),
+        }
+    }
+}
+
 /// Durable steps of one run: each named step's output is stored in `polos_steps` at
 /// `<run_id>.<step>`, so a retried or redelivered run returns it instead of running the body again.
 #[derive(Clone)]
 pub struct Step {
     /// `polos_steps`.
-    store: Arc<Store>,
+    store: StepStore,
     /// The run these steps belong to.
     run_id: Arc<str>,
-    /// True when this attempt created the run record, so no step can be stored yet and the
-    /// lookup round trip is skipped.
-    fresh: bool,
+    /// This execution's claim on the run.
+    owner: Arc<Owner>,
     /// Names used so far in this attempt: reusing one is a bug in the workflow.
     used: Arc<Mutex<HashSet<String>>>,
     /// Where step durations are counted, with the run's workflow as label.
@@ -99,11 +169,11 @@ pub struct Step {
 }
 
 impl Step {
-    pub(crate) fn new(store: Arc<Store>, run_id: &str, fresh: bool) -> Self {
+    pub(crate) fn new(store: StepStore, run_id: &str, owner: Arc<Owner>) -> Self {
         Step {
             store,
             run_id: Arc::from(run_id),
-            fresh,
+            owner,
             used: Arc::new(Mutex::new(HashSet::new())),
             metrics: None,
         }
@@ -118,10 +188,20 @@ impl Step {
     /// Runs the step `name` once per run: returns its stored output if an earlier attempt
     /// completed it, otherwise awaits `body`, stores its output and returns it.
     ///
+    /// A body runs at least once and is not run again once its output is stored: if the worker
+    /// dies after the body's side effect but before the output is stored, the next attempt runs
+    /// the body again. Make external side effects idempotent with
+    /// [`idempotency_key`](Self::idempotency_key).
+    ///
+    /// The value returned is always read back from the stored JSON, on the first run as on a
+    /// replay, so both see the same thing. When two executions of one run overlap (a worker
+    /// stalled past `ack_wait`), the first output stored wins and both continue with it. An
+    /// output larger than the server's `max_payload` fails the run at once (terminal).
+    ///
     /// The body's error can be any type that converts into [`WorkflowError`] (every
     /// `std::error::Error` does, as retryable); a failed step stores nothing, so the next
     /// attempt runs it again. Using the same `name` twice in one run is a terminal error, and so
-    /// is a stored output that no longer deserializes into `T`.
+    /// is a stored output that does not deserialize into `T`.
     ///
     /// ```no_run
     /// # use polos::worker::{WorkflowContext, WorkflowError};
@@ -158,11 +238,16 @@ impl Step {
                 self.run_id
             )));
         }
-        let key = step_kv_key(&self.run_id, name);
-        if !self.fresh {
-            if let Some(stored) = self.stored::<T>(name, &key).await? {
-                return Ok(stored);
+        if !self.owner.alone() {
+            let stored = self
+                .store
+                .get(&self.run_id, name)
+                .await
+                .map_err(|e| store_error(name, "reading", e))?;
+            if let Some(stored) = stored {
+                return self.output(name, stored);
             }
+            self.owner.check(name).await?;
         }
         let started = std::time::Instant::now();
         let output = body().await.map_err(Into::into)?;
@@ -177,39 +262,60 @@ impl Step {
             })?,
             completed_at: crate::model::time::now_seconds(),
         };
-        let bytes = serde_json::to_vec(&record)
-            .map_err(|e| WorkflowError::terminal(format!("step {name:?}: {e}")))?;
-        self.store.put(&key, bytes.into()).await.map_err(|e| {
-            WorkflowError::retryable(format!(
-                "storing the output of step {name:?} in polos_steps failed: {e}"
-            ))
-        })?;
-        Ok(output)
+        let stored = match self.store.create(&self.run_id, name, &record).await {
+            Ok(StepCreated::New(stored)) => stored,
+            Ok(StepCreated::Exists(stored)) => {
+                // Another execution of this run stored it first: from now on look every step
+                // up and check the claim before running a body.
+                self.owner.hold.lapse();
+                stored
+            }
+            Err(e) => return Err(store_error(name, "storing", e)),
+        };
+        self.output(name, stored)
     }
 
-    /// The stored output of a step, if an earlier attempt completed it.
-    async fn stored<T: DeserializeOwned>(
+    /// A key unique to step `name` of this run, stable across attempts and workers:
+    /// `<run_id>.<name>` (the step's key in `polos_steps`; names that are not plain KV tokens
+    /// are encoded as there).
+    ///
+    /// A step body runs at least once, so pass this key to external systems that de-duplicate
+    /// requests (a payment provider's idempotency key, a message id) to make its side effect
+    /// happen once:
+    ///
+    /// ```no_run
+    /// # use polos::worker::{WorkflowContext, WorkflowError};
+    /// # async fn charge(_amount: u64, _idempotency_key: &str) -> Result<String, std::io::Error> { Ok("ch_1".into()) }
+    /// # async fn f(ctx: WorkflowContext) -> Result<(), WorkflowError> {
+    /// let key = ctx.step.idempotency_key("charge");
+    /// let receipt = ctx.step.run("charge", || charge(4200, &key)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn idempotency_key(&self, name: &str) -> String {
+        step_kv_key(&self.run_id, name)
+    }
+
+    /// The stored output of `name` as the type the step returns.
+    fn output<T: DeserializeOwned>(
         &self,
         name: &str,
-        key: &str,
-    ) -> Result<Option<T>, WorkflowError> {
-        let entry = self.store.entry(key).await.map_err(|e| {
-            WorkflowError::retryable(format!(
-                "reading step {name:?} from polos_steps failed: {e}"
-            ))
-        })?;
-        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
-            return Ok(None);
-        };
-        let record: StepRecord = serde_json::from_slice(&entry.value).map_err(|e| {
+        stored: StepRecord,
+    ) -> Result<T, WorkflowError> {
+        serde_json::from_value(stored.output).map_err(|e| {
+            let key = step_kv_key(&self.run_id, name);
             WorkflowError::terminal(format!(
-                "the stored record of step {name:?} at polos_steps {key} is not {{\"output\",\"completed_at\"}}: {e}; delete the key to run the step again"
-            ))
-        })?;
-        serde_json::from_value(record.output).map(Some).map_err(|e| {
-            WorkflowError::terminal(format!(
-                "the stored output of step {name:?} no longer matches the type the code expects: {e}; delete polos_steps {key} to run the step again"
+                "the stored output of step {name:?} (polos_steps {key}) does not deserialize into the type the step returns: {e}. Outputs are always read back from their stored JSON, so a value JSON cannot hold (a NaN float becomes null) fails on the first run as on a replay; fix the type, or delete the key to run the step again"
             ))
         })
+    }
+}
+
+/// A step's store failure as the error the workflow sees: retryable unless retrying cannot help.
+fn store_error(name: &str, doing: &str, e: RunStoreError) -> WorkflowError {
+    let message = format!("{doing} the output of step {name:?} failed: {e}");
+    if e.is_permanent() {
+        WorkflowError::terminal(message)
+    } else {
+        WorkflowError::retryable(message)
     }
 }

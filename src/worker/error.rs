@@ -152,6 +152,14 @@ pub enum WorkerError {
         /// The KV error.
         source: async_nats::Error,
     },
+    /// A setting that cannot work.
+    #[error("invalid {setting}: {reason}")]
+    InvalidSetting {
+        /// The setting, as written in the config or the builder.
+        setting: &'static str,
+        /// Why, and what to set instead.
+        reason: String,
+    },
     /// The durable consumer could not be created or updated.
     #[error("cannot create consumer {consumer} on stream POLOS_RUNS for workflow {workflow:?}: {source}. If another consumer already filters polos.runs.{workflow}, delete it (`nats consumer rm POLOS_RUNS <name>`)")]
     Consumer {

@@ -6,9 +6,15 @@
 //! | `context.rs` | [`WorkflowContext`] and [`Step`]: run identity, `ctx.step.run(...)` |
 //! | `runtime.rs` | [`Worker`]: validation, registration, one fetch loop per workflow, shutdown |
 //! | `registration.rs` | `polos_workflows` record, declarative sync of the inline `global` schedule |
-//! | `consumer.rs` | the shared durable consumer per workflow and the slot-sized fetch loop |
-//! | `run.rs` | one run's lifecycle: record, handler, in-progress acks, retries, ack/nak/term |
+//! | `consumer.rs` | the shared durable consumer per workflow; the fetch loop (no more fires than free slots, re-creates a lost consumer) |
+//! | `claim.rs` | who executes a delivered fire: claim the run record by create or compare-and-swap |
+//! | `run.rs` | one run's lifecycle: claim, handler in its own task with a timeout, final CAS write, answer |
+//! | `hold.rs` | holding the fire while it runs: in-progress acks, the hold's deadline, confirmed answers |
+//! | `stats.rs` | [`WorkerStats`]: counters of runs, duplicates, rejected fires, lost consumers |
 //! | `error.rs` | [`WorkflowError`] (retryable or terminal) and [`WorkerError`] |
+//!
+//! Run records and step results are read and written through [`crate::store::RunStore`] and
+//! [`crate::store::StepStore`], their one owner.
 //!
 //! ```no_run
 //! use polos::model::SchedulePayload;
@@ -32,12 +38,15 @@
 //! # Ok(()) }
 //! ```
 
+mod claim;
 mod consumer;
 mod context;
 mod error;
+mod hold;
 mod registration;
 mod run;
 mod runtime;
+mod stats;
 mod workflow;
 
 pub use consumer::consumer_name;
@@ -45,4 +54,5 @@ pub use context::{Step, WorkflowContext};
 pub use error::{WorkerError, WorkflowError};
 pub use registration::SyncOutcome;
 pub use runtime::Worker;
+pub use stats::{WorkerStats, WorkerStatsSnapshot};
 pub use workflow::{Schedule, Workflow};

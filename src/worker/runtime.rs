@@ -10,18 +10,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::consumer::{ensure, fetch_loop};
+use super::consumer::{ensure, fetch_loop, FetchSpec};
 use super::registration::{register, sync_inline_schedule};
 use super::run::{RunEnv, RunSettings};
-use super::{WorkerError, Workflow};
+use super::{WorkerError, WorkerStats, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
 use crate::metrics::{serve_metrics, HttpAddr, Metrics};
-use crate::model::names::{
-    RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
-    WORKFLOWS_BUCKET,
-};
+use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::validate_workflow;
+use crate::store::{RunStore, RunStoreError, StepStore};
 
 /// How long releasing unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +54,13 @@ pub struct Worker {
     retry_backoff: Option<Duration>,
     /// An ack wait finer than whole seconds; overrides `ack_wait_secs`.
     ack_wait: Option<Duration>,
-    /// Where runs, retries, durations and runs in flight are counted.
+    /// A shutdown grace period finer than whole seconds; overrides `shutdown_timeout_secs`.
+    shutdown_timeout: Option<Duration>,
+    /// A default run timeout finer than whole seconds; overrides `run_timeout_secs`.
+    run_timeout: Option<Duration>,
+    /// Counters, shared with every handle [`Worker::stats`] gave out.
+    stats: WorkerStats,
+    /// Where runs, retries, durations and runs in flight are counted (`/metrics`).
     metrics: Metrics,
     /// `http.token`: required to serve `/metrics` on a non-loopback `worker.metrics_addr`.
     http_token: Option<String>,
@@ -71,6 +75,9 @@ impl Worker {
             config: WorkerConfig::default(),
             retry_backoff: None,
             ack_wait: None,
+            shutdown_timeout: None,
+            run_timeout: None,
+            stats: WorkerStats::default(),
             metrics: Metrics::new(),
             http_token: None,
         }
@@ -136,8 +143,21 @@ impl Worker {
 
     /// How long shutdown waits for in-flight runs before releasing them to other workers.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.config.shutdown_timeout_secs = timeout.as_secs();
+        self.shutdown_timeout = Some(timeout);
         self
+    }
+
+    /// The longest one attempt of a workflow may run unless the workflow sets its own
+    /// ([`Workflow::timeout`]); default `run_timeout_secs`, one hour.
+    pub fn run_timeout(mut self, timeout: Duration) -> Self {
+        self.run_timeout = Some(timeout);
+        self
+    }
+
+    /// Live counters of this worker (runs, duplicates, rejected fires, lost consumers); take
+    /// the handle before [`run`](Self::run), which consumes the worker.
+    pub fn stats(&self) -> WorkerStats {
+        self.stats.clone()
     }
 
     /// Validates and registers every workflow, syncs inline schedules, then consumes runs until
@@ -161,8 +181,20 @@ impl Worker {
         let workflows_kv = bucket(WORKFLOWS_BUCKET).await?;
         let schedules_kv = bucket(SCHEDULES_BUCKET).await?;
         let state_kv = bucket(SCHEDULE_STATE_BUCKET).await?;
-        let runs_kv = bucket(RUNS_BUCKET).await?;
-        let steps_kv = bucket(STEPS_BUCKET).await?;
+        let missing = |e: RunStoreError| match e {
+            RunStoreError::Open { bucket, source } => WorkerError::Missing {
+                what: "bucket",
+                name: bucket,
+                source,
+            },
+            other => WorkerError::Missing {
+                what: "bucket",
+                name: "polos_runs/polos_steps",
+                source: other.into(),
+            },
+        };
+        let runs = RunStore::open(&js).await.map_err(missing)?;
+        let steps = StepStore::open(&js).await.map_err(missing)?;
         let stream = js
             .get_stream(RUNS_STREAM)
             .await
@@ -175,22 +207,28 @@ impl Worker {
         let ack_wait = self
             .ack_wait
             .unwrap_or(Duration::from_secs(self.config.ack_wait_secs.max(1)));
+        let default_timeout = self
+            .run_timeout
+            .unwrap_or(Duration::from_secs(self.config.run_timeout_secs));
         let settings = RunSettings {
             max_attempts: self.config.max_attempts.max(1),
             retry_backoff: self
                 .retry_backoff
                 .unwrap_or(Duration::from_secs(self.config.retry_backoff_secs)),
-            // Three chances per ack window to keep the message, so one slow write does not
+            ack_wait,
+            // Three chances per ack window to keep the message, so one slow answer does not
             // cost it.
             progress_every: (ack_wait / 3).max(Duration::from_millis(100)),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (abort_tx, abort_rx) = watch::channel(false);
         let env = Arc::new(RunEnv {
-            runs: Arc::new(runs_kv),
-            steps: Arc::new(steps_kv),
+            runs,
+            steps,
+            stream: stream.clone(),
             settings,
             abort: abort_rx,
+            stats: self.stats.clone(),
             metrics: self.metrics.clone(),
         });
         if !self.config.metrics_addr.trim().is_empty() {
@@ -230,12 +268,17 @@ impl Worker {
                 source,
             })?;
             let consumer = ensure(&stream, &id, ack_wait).await?;
+            let spec = FetchSpec {
+                workflow: id.clone(),
+                handler: workflow.handler.clone(),
+                timeout: workflow.timeout.unwrap_or(default_timeout),
+                concurrency: self.config.concurrency,
+            };
             loops.spawn(fetch_loop(
                 js.clone(),
                 consumer,
-                workflow.handler.clone(),
+                spec,
                 env.clone(),
-                self.config.concurrency,
                 stop_rx.clone(),
             ));
             info!(workflow = %id, "workflow registered; consuming runs");
@@ -244,7 +287,9 @@ impl Worker {
         shutdown.await;
         info!("worker shutting down: no new runs; waiting for in-flight runs");
         let _ = stop_tx.send(true);
-        let grace = Duration::from_secs(self.config.shutdown_timeout_secs);
+        let grace = self
+            .shutdown_timeout
+            .unwrap_or(Duration::from_secs(self.config.shutdown_timeout_secs));
         let drain = async {
             let mut in_flight = Vec::new();
             while let Some(joined) = loops.join_next().await {
@@ -275,12 +320,30 @@ impl Worker {
         if self.workflows.is_empty() {
             return Err(WorkerError::NoWorkflows);
         }
+        let default_timeout = self
+            .run_timeout
+            .unwrap_or(Duration::from_secs(self.config.run_timeout_secs));
+        if default_timeout.is_zero() {
+            return Err(WorkerError::InvalidSetting {
+                setting: "worker.run_timeout_secs",
+                reason: "0 would cancel every run at once; set the longest a run may take (default 3600)".to_string(),
+            });
+        }
         let mut seen = HashSet::new();
         for workflow in &self.workflows {
             validate_workflow(&workflow.id).map_err(|source| WorkerError::InvalidWorkflow {
                 workflow: workflow.id.clone(),
                 source,
             })?;
+            if workflow.timeout.is_some_and(|t| t.is_zero()) {
+                return Err(WorkerError::InvalidSetting {
+                    setting: "Workflow::timeout",
+                    reason: format!(
+                        "workflow {:?} has a timeout of 0, which would cancel every run at once",
+                        workflow.id
+                    ),
+                });
+            }
             if !seen.insert(workflow.id.as_str()) {
                 return Err(WorkerError::DuplicateWorkflow(workflow.id.clone()));
             }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -95,6 +96,8 @@ pub struct Workflow {
     pub(crate) schedulable: bool,
     /// The handler, erased to one type so a worker can hold many workflows.
     pub(crate) handler: BoxedHandler,
+    /// How long one attempt may run; `None` uses the worker's `run_timeout_secs`.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -103,6 +106,7 @@ impl std::fmt::Debug for Workflow {
             .field("id", &self.id)
             .field("schedule", &self.schedule)
             .field("schedulable", &self.schedulable)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +139,7 @@ impl Workflow {
             schedule: None,
             schedulable: false,
             handler,
+            timeout: None,
         }
     }
 
@@ -151,6 +156,23 @@ impl Workflow {
     /// an entity), as the seed's `schedule=True`.
     pub fn schedulable(mut self) -> Self {
         self.schedulable = true;
+        self
+    }
+
+    /// The longest one attempt may run (default: the worker's `run_timeout_secs`, one hour).
+    /// An attempt still running then is cancelled and counts as a retryable failure, so a hung
+    /// run frees its slot and is retried. Cancelling takes effect at the handler's next
+    /// `.await`: run blocking code with `tokio::task::spawn_blocking` so it never holds a
+    /// runtime thread.
+    ///
+    /// ```
+    /// # use polos::worker::{Workflow, WorkflowContext, WorkflowError};
+    /// # async fn sync_data(_c: WorkflowContext, _p: polos::model::SchedulePayload) -> Result<(), WorkflowError> { Ok(()) }
+    /// use std::time::Duration;
+    /// let wf = Workflow::new("end-of-day-sync", sync_data).timeout(Duration::from_secs(15 * 60));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 

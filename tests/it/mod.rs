@@ -13,3 +13,4 @@ mod ticker_failover;
 mod ticker_guarantees;
 mod unreachable;
 mod worker;
+mod worker_guarantees;

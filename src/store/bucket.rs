@@ -1,0 +1,185 @@
+//! [`Bucket`]: the KV primitives the run and step stores share — one tombstone rule, create
+//! over a tombstone, compare-and-swap, and a size check against the server's `max_payload`.
+
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::run_error::{RunStoreError, HEADER_ROOM};
+use super::scan::{scan, RawEntry};
+
+/// Whether a KV entry is a value: a `Delete` or `Purge` marker reads as "absent", for every
+/// reader of `polos_runs` and `polos_steps` alike.
+pub(crate) fn is_live(operation: Operation) -> bool {
+    operation == Operation::Put
+}
+
+/// The outcome of [`Bucket::create`].
+#[derive(Debug)]
+pub(super) enum Created {
+    /// Written; no live value was there.
+    New {
+        /// The new revision.
+        revision: u64,
+        /// A deleted or purged value was there before (so related keys may still exist).
+        over_tombstone: bool,
+    },
+    /// A live value exists; nothing was written.
+    Exists {
+        /// The stored value.
+        value: Bytes,
+        /// Its revision.
+        revision: u64,
+    },
+}
+
+/// One KV bucket with typed errors naming it.
+pub(super) struct Bucket {
+    /// The bucket name (`polos_runs`, `polos_steps`).
+    pub name: &'static str,
+    /// The KV handle.
+    pub kv: Store,
+    /// The connection: its negotiated `max_payload` bounds every value, and listings need its
+    /// inboxes.
+    pub client: async_nats::Client,
+}
+
+impl Bucket {
+    /// Opens an existing bucket.
+    pub async fn open(js: &Context, name: &'static str) -> Result<Bucket, RunStoreError> {
+        let kv = js
+            .get_key_value(name)
+            .await
+            .map_err(|e| RunStoreError::Open {
+                bucket: name,
+                source: e.into(),
+            })?;
+        Ok(Bucket {
+            name,
+            kv,
+            client: js.client(),
+        })
+    }
+
+    /// JSON of `value`, refused when it would not fit in one message.
+    pub fn encode<T: Serialize>(&self, kv_key: &str, value: &T) -> Result<Bytes, RunStoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| RunStoreError::Encode {
+            bucket: self.name,
+            kv_key: kv_key.to_string(),
+            source,
+        })?;
+        let max_payload = self.client.max_payload();
+        if bytes.len() + HEADER_ROOM > max_payload {
+            return Err(RunStoreError::TooLarge {
+                bucket: self.name,
+                kv_key: kv_key.to_string(),
+                size: bytes.len(),
+                max_payload,
+            });
+        }
+        Ok(bytes.into())
+    }
+
+    /// The live value of `kv_key` and its revision; `None` when absent, deleted or purged.
+    pub async fn get(&self, kv_key: &str) -> Result<Option<(Bytes, u64)>, RunStoreError> {
+        let entry = self
+            .kv
+            .entry(kv_key)
+            .await
+            .map_err(|e| self.read_error(kv_key, e.into()))?;
+        Ok(entry
+            .filter(|e| is_live(e.operation))
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Writes `value` unless a live value exists. One round trip when the key was never
+    /// written (the common case); a deleted or purged key is overwritten by compare-and-swap on
+    /// its marker.
+    pub async fn create(&self, kv_key: &str, value: Bytes) -> Result<Created, RunStoreError> {
+        let mut expected = 0;
+        // Two rounds: the first finds out what is there; the second acts on it. A third would
+        // only be needed if the key changed twice in between, which is reported as a conflict.
+        for _ in 0..2 {
+            match self.kv.update(kv_key, value.clone(), expected).await {
+                Ok(revision) => {
+                    return Ok(Created::New {
+                        revision,
+                        over_tombstone: expected != 0,
+                    })
+                }
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(self.write_error(kv_key, e.into())),
+            }
+            let entry = self
+                .kv
+                .entry(kv_key)
+                .await
+                .map_err(|e| self.read_error(kv_key, e.into()))?;
+            match entry {
+                Some(e) if is_live(e.operation) => {
+                    return Ok(Created::Exists {
+                        value: e.value,
+                        revision: e.revision,
+                    })
+                }
+                Some(marker) => expected = marker.revision,
+                // Gone again (purged with its history): try a plain create once more.
+                None => expected = 0,
+            }
+        }
+        Err(RunStoreError::Conflict {
+            bucket: self.name,
+            kv_key: kv_key.to_string(),
+            revision: expected,
+        })
+    }
+
+    /// Replaces the value at `revision` (compare-and-swap); [`RunStoreError::Conflict`] when
+    /// the key changed since.
+    pub async fn update(
+        &self,
+        kv_key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<u64, RunStoreError> {
+        match self.kv.update(kv_key, value, revision).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Err(RunStoreError::Conflict {
+                    bucket: self.name,
+                    kv_key: kv_key.to_string(),
+                    revision,
+                })
+            }
+            Err(e) => Err(self.write_error(kv_key, e.into())),
+        }
+    }
+
+    /// The latest live value of every key matching `filter`, in one pass.
+    pub async fn scan(&self, filter: &str) -> Result<Vec<RawEntry>, RunStoreError> {
+        scan(&self.client, &self.kv.stream, self.name, filter)
+            .await
+            .map_err(|e| RunStoreError::Scan {
+                bucket: self.name,
+                filter: filter.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn read_error(&self, kv_key: &str, source: async_nats::Error) -> RunStoreError {
+        RunStoreError::Read {
+            bucket: self.name,
+            kv_key: kv_key.to_string(),
+            source,
+        }
+    }
+
+    fn write_error(&self, kv_key: &str, source: async_nats::Error) -> RunStoreError {
+        RunStoreError::Write {
+            bucket: self.name,
+            kv_key: kv_key.to_string(),
+            source,
+        }
+    }
+}
