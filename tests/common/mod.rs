@@ -8,6 +8,7 @@ use async_nats::jetstream;
 use polos::config::{Config, StorageConfig};
 use polos::nats::server::{NatsCluster, NatsServer};
 
+pub mod faults;
 pub mod python;
 
 /// How long any single wait for an event may take before the test fails.

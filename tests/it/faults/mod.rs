@@ -1,0 +1,147 @@
+//! The fault suite (issue 9, point 17) and hostile input (point 18), with real processes.
+//!
+//! `every_instant_runs_once_through_faults` is the CI version: six scenarios at once, each on
+//! its own nats-server or 3-node cluster, three minute boundaries each (about 3–4 minutes
+//! wall). `soak` is the long run behind `scripts/soak`. The harness is `tests/common/faults`.
+
+mod hostile;
+
+use std::time::Duration;
+
+use crate::common::faults::workload::{run_worker_child, EFFECTS_ENV};
+use crate::common::faults::{run_all, Fault, Scenario, Topology};
+
+/// Schedules per CI scenario: enough that a fault hits many fires at once, few enough for 2 cores.
+const CI_SCHEDULES: usize = 20;
+
+/// Not a test: the worker process of the fault suite. The suite starts this binary with
+/// `--exact it::faults::worker_child --ignored` and [`EFFECTS_ENV`] set; run any other way it
+/// returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "entry point of the fault suite's worker processes, started by the suite itself"]
+async fn worker_child() {
+    let Some(effects) = std::env::var_os(EFFECTS_ENV) else {
+        return;
+    };
+    run_worker_child(effects.into()).await;
+}
+
+fn scenario(name: &str, topology: Topology, faults: Vec<Fault>) -> Scenario {
+    Scenario {
+        name: name.into(),
+        topology,
+        schedules: CI_SCHEDULES,
+        faults,
+        duplicate_window: None,
+        replace_killed: false,
+    }
+}
+
+/// Every fault of issue 9 point 17, each scenario with one clean minute after its faults:
+/// every (schedule, instant) whose boundary fell in the window has exactly one completed run,
+/// every step body ran once, no process exited, and a paused leader publishes nothing when it
+/// resumes after the stream's duplicate window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_instant_runs_once_through_faults() {
+    use Fault::*;
+    run_all(vec![
+        scenario(
+            "single: scheduler and worker kill",
+            Topology::Single,
+            vec![KillLeader, KillWorker, None],
+        ),
+        scenario(
+            "single: nats-server kill and restart",
+            Topology::Single,
+            vec![KillNats(4), RestartNats, None],
+        ),
+        Scenario {
+            duplicate_window: Some(Duration::from_secs(3)),
+            ..scenario(
+                "single: leader paused past the duplicate window (3 s)",
+                Topology::Single,
+                vec![PauseLeader(10), None, None],
+            )
+        },
+        scenario(
+            "single: garbage in every bucket",
+            Topology::Single,
+            vec![Garbage, None, None],
+        ),
+        scenario(
+            "cluster R3: stream leaders killed",
+            Topology::Cluster,
+            vec![
+                KillStreamLeader("POLOS_RUNS"),
+                KillStreamLeader("KV_polos_leases"),
+                None,
+            ],
+        ),
+        scenario(
+            "cluster R3: state leader killed, quorum lost",
+            Topology::Cluster,
+            vec![
+                KillStreamLeader("KV_polos_schedule_state"),
+                KillTwoServers(10),
+                None,
+            ],
+        ),
+    ])
+    .await;
+}
+
+/// The long soak: `scripts/soak` (`POLOS_SOAK_MINUTES`, default 30; `POLOS_SOAK_SCHEDULES`,
+/// default 100). Faults repeat every minute; killed processes are replaced as a supervisor
+/// would replace them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "takes POLOS_SOAK_MINUTES minutes: run it with scripts/soak"]
+async fn soak() {
+    use Fault::*;
+    let number = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let minutes = number("POLOS_SOAK_MINUTES", 30).max(2);
+    let schedules = number("POLOS_SOAK_SCHEDULES", 100);
+    let cycle = |faults: &[Fault]| -> Vec<Fault> {
+        let mut out: Vec<Fault> = faults.iter().copied().cycle().take(minutes - 1).collect();
+        out.push(None);
+        out
+    };
+    let soak = |name: &str, topology, faults: &[Fault]| Scenario {
+        name: name.into(),
+        topology,
+        schedules,
+        faults: cycle(faults),
+        duplicate_window: Option::None,
+        replace_killed: true,
+    };
+    run_all(vec![
+        soak(
+            "soak single",
+            Topology::Single,
+            &[KillLeader, KillNats(4), KillWorker, RestartNats, None],
+        ),
+        Scenario {
+            duplicate_window: Some(Duration::from_secs(3)),
+            ..soak("soak pause", Topology::Single, &[PauseLeader(10), None])
+        },
+        soak("soak garbage", Topology::Single, &[Garbage, KillLeader]),
+        soak(
+            "soak cluster R3",
+            Topology::Cluster,
+            &[
+                KillStreamLeader("POLOS_RUNS"),
+                KillWorker,
+                KillStreamLeader("KV_polos_leases"),
+                KillLeader,
+                KillStreamLeader("KV_polos_schedule_state"),
+                KillTwoServers(10),
+                None,
+            ],
+        ),
+    ])
+    .await;
+}
