@@ -63,6 +63,9 @@ impl Proc {
         }
         command
             .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("POLOS_NATS__NAME", &name)
+            // Plain logs: they are read in files, not terminals.
+            .env("NO_COLOR", "1")
             .current_dir(&env.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -16,7 +16,7 @@ use super::observer::Observer;
 use super::procs::{ChildEnv, Proc, Role};
 use super::topology::{Nats, Topology};
 use super::verdict::{self, Row};
-use super::workload::WORKFLOW;
+use super::workload::{Effects, WORKFLOW};
 
 /// Lease TTL of the replicas: short, so a takeover fits well inside a minute.
 pub const LEASE_TTL_SECS: u64 = 2;
@@ -113,8 +113,10 @@ struct Run {
     procs: Vec<Proc>,
     /// Notes of what was done when, for the diagnostics.
     events: Vec<String>,
-    /// Instants at which a paused leader was continued.
-    resumed: Vec<Instant>,
+    /// When a paused leader was continued, and the boundary it was paused across.
+    resumed: Vec<(Instant, DateTime<Utc>)>,
+    /// Workers killed mid-step: pid and the boundary whose runs they held.
+    killed_workers: Vec<(u32, DateTime<Utc>)>,
     /// What the garbage fault planted.
     planted: Option<Planted>,
     /// Problems found while injecting (a stream without a leader, …).
@@ -209,6 +211,7 @@ impl Run {
             procs: Vec::new(),
             events: Vec::new(),
             resumed: Vec::new(),
+            killed_workers: Vec::new(),
             planted: None,
             problems: Vec::new(),
         };
@@ -382,7 +385,7 @@ impl Run {
                     let name = self.procs[i].name.clone();
                     self.event(format!("SIGSTOP {name} (the leader)"));
                     sleep_until(at(-1.0 + secs as f64)).await;
-                    self.resumed.push(Instant::now());
+                    self.resumed.push((Instant::now(), b));
                     self.procs[i].resume();
                     self.event(format!("SIGCONT {name}"));
                 }
@@ -395,6 +398,7 @@ impl Run {
                     .position(|p| p.role == Role::Worker && !p.killed)
                 {
                     self.procs[i].kill();
+                    self.killed_workers.push((self.procs[i].pid(), b));
                     let name = self.procs[i].name.clone();
                     self.event(format!("kill -9 {name} (mid-step)"));
                     if self.replace_later() {
@@ -481,7 +485,25 @@ impl Run {
         {
             problems.push(p);
         }
-        for t in &self.resumed {
+        // Each fault must have hit something, or the scenario proves nothing.
+        for (t, b) in &self.resumed {
+            let fired_meanwhile: HashSet<String> = self
+                .observer
+                .publishes()
+                .into_iter()
+                .filter(|p| p.at < *t)
+                .map(|p| p.msg_id)
+                .collect();
+            let unfired = expected
+                .iter()
+                .filter(|e| e.instant == *b && !fired_meanwhile.contains(&e.msg_id))
+                .count();
+            if unfired > 0 {
+                problems.push(format!(
+                    "{unfired} fires of {} were not published while the leader was stopped: no standby took over",
+                    b.format("%H:%M")
+                ));
+            }
             let again = self.observer.republished_after(*t);
             if !again.is_empty() {
                 problems.push(format!(
@@ -489,6 +511,30 @@ impl Run {
                     again.len(),
                     again[0].msg_id,
                     again[0].trigger
+                ));
+            }
+        }
+        let effects = Effects::read(&self.env.effects);
+        for (pid, b) in &self.killed_workers {
+            let held: Vec<&String> = effects
+                .starts
+                .iter()
+                .filter(|(run, p)| p == pid && expected.iter().any(|e| e.run_id == *run && e.instant == *b))
+                .map(|(run, _)| run)
+                .collect();
+            let resumed = held
+                .iter()
+                .filter(|run| effects.started.get(run.as_str()).copied().unwrap_or(0) > 1)
+                .count();
+            self.events.push(format!(
+                "worker {pid} held {} runs of {} when killed; {resumed} of them were started again elsewhere",
+                held.len(),
+                b.format("%H:%M")
+            ));
+            if held.is_empty() {
+                problems.push(format!(
+                    "the worker kill at {} hit no run: the fault proved nothing",
+                    b.format("%H:%M")
                 ));
             }
         }
@@ -540,7 +586,7 @@ impl Run {
             out.push('\n');
         }
         for p in &self.procs {
-            let lines = if p.role == Role::Scheduler { 80 } else { 40 };
+            let lines = if p.role == Role::Scheduler { 60 } else { 30 };
             out.push_str(&format!(
                 "--- {} (pid {}{}) ---\n{}\n",
                 p.name,

@@ -21,10 +21,11 @@ pub const WORKFLOW: &str = "faults";
 /// Its steps, in order.
 pub const STEPS: [&str; 3] = ["one", "two", "three"];
 /// In a worker child's environment: the effects file. Its presence makes the entry point a worker.
-pub const EFFECTS_ENV: &str = "POLOS_FAULTS_EFFECTS";
+/// (Not `POLOS_*`: the worker's configuration refuses unknown `POLOS_` keys.)
+pub const EFFECTS_ENV: &str = "FAULT_SUITE_EFFECTS";
 /// In a worker child's environment: how long step two works, in ms — the window in which a
 /// worker kill lands mid-step, long before the step's side effect is written.
-pub const STEP_MS_ENV: &str = "POLOS_FAULTS_STEP_MS";
+pub const STEP_MS_ENV: &str = "FAULT_SUITE_STEP_MS";
 
 /// Appends `line` to `path` in one `write` on an `O_APPEND` descriptor: lines of concurrent
 /// processes never interleave.
@@ -102,6 +103,8 @@ pub struct Effects {
     pub done: HashMap<(String, String), usize>,
     /// `run_id` → how many times a handler started it.
     pub started: HashMap<String, usize>,
+    /// Every handler start: (run id, worker pid).
+    pub starts: Vec<(String, u32)>,
 }
 
 impl Effects {
@@ -114,6 +117,8 @@ impl Effects {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("start"), Some(run), _) => {
                     *effects.started.entry(run.to_string()).or_default() += 1;
+                    let pid = line.rsplit(' ').next().and_then(|p| p.parse().ok());
+                    effects.starts.push((run.to_string(), pid.unwrap_or(0)));
                 }
                 (Some("done"), Some(run), Some(step)) => {
                     *effects
