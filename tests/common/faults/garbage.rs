@@ -75,13 +75,21 @@ pub async fn put_everywhere(js: &jetstream::Context, victim_key: &str) -> Plante
     }
     // KV keys that are no `<workflow>.<key>`: no dot; a key whose `=`-base64 is not UTF-8.
     for key in ["nodot", "faults.=_w"] {
-        put(schedules.clone(), key.into(), br#"{"cron":"* * * * *"}"#.to_vec()).await;
+        put(
+            schedules.clone(),
+            key.into(),
+            br#"{"cron":"* * * * *"}"#.to_vec(),
+        )
+        .await;
         planted.invalid_schedules.push(key.into());
     }
 
     let state = bucket("polos_schedule_state").await;
     for (key, value) in [
-        (format!("{WORKFLOW}.{victim_key}"), b"{\"next\": 42".to_vec()),
+        (
+            format!("{WORKFLOW}.{victim_key}"),
+            b"{\"next\": 42".to_vec(),
+        ),
         (format!("{WORKFLOW}.nobody"), vec![0xff; 64]),
         (
             format!("{WORKFLOW}.deep-state"),
@@ -93,7 +101,10 @@ pub async fn put_everywhere(js: &jetstream::Context, victim_key: &str) -> Plante
 
     let workflows = bucket("polos_workflows").await;
     for (key, value) in [
-        (WORKFLOW.to_string(), b"{\"schedulable\": \"maybe\"".to_vec()),
+        (
+            WORKFLOW.to_string(),
+            b"{\"schedulable\": \"maybe\"".to_vec(),
+        ),
         ("garbage-wf".into(), vec![0xc3, 0x28]),
     ] {
         put(workflows.clone(), key, value).await;
@@ -124,7 +135,10 @@ pub async fn put_everywhere(js: &jetstream::Context, victim_key: &str) -> Plante
     let leases = bucket("polos_leases").await;
     for (key, value) in [
         // The live lease: the leader's next renewal finds garbage where its value was.
-        ("scheduler".to_string(), b"{\"holder\": 7, \"ttl_secs\": -1".to_vec()),
+        (
+            "scheduler".to_string(),
+            b"{\"holder\": 7, \"ttl_secs\": -1".to_vec(),
+        ),
         ("someone-else".into(), vec![0xff; 16]),
     ] {
         put(leases.clone(), key, value).await;

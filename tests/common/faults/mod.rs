@@ -36,7 +36,10 @@ pub use verdict::Row;
 pub async fn run_all(mut scenarios: Vec<Scenario>) {
     if let Ok(only) = std::env::var("POLOS_FAULTS_ONLY") {
         scenarios.retain(|s| s.name.contains(&only));
-        assert!(!scenarios.is_empty(), "POLOS_FAULTS_ONLY={only:?} matches no scenario");
+        assert!(
+            !scenarios.is_empty(),
+            "POLOS_FAULTS_ONLY={only:?} matches no scenario"
+        );
     }
     let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
     let total = names.len();

@@ -101,10 +101,7 @@ impl Observer {
                         seq,
                         duplicate: v["duplicate"].as_bool().unwrap_or(false),
                     };
-                    seen.lock()
-                        .unwrap()
-                        .acks
-                        .insert(m.subject.to_string(), ack);
+                    seen.lock().unwrap().acks.insert(m.subject.to_string(), ack);
                 }
                 drop(client);
             })

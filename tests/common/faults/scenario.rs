@@ -143,7 +143,9 @@ impl Scenario {
         for (fault, instant) in run.spec.faults.clone().into_iter().zip(&instants) {
             run.inject(fault, *instant).await;
         }
-        let last = *instants.last().expect("a scenario has at least one boundary");
+        let last = *instants
+            .last()
+            .expect("a scenario has at least one boundary");
         sleep_until(last + TimeDelta::seconds(1)).await;
         run.verdict(&keys, &instants).await
     }
@@ -185,7 +187,10 @@ impl Run {
                 // Every missed instant fires: what is expected does not depend on how many
                 // boundaries one outage spans.
                 ("POLOS_SCHEDULER__CATCHUP_POLICY".into(), "all".into()),
-                ("POLOS_WORKER__ACK_WAIT_SECS".into(), ACK_WAIT_SECS.to_string()),
+                (
+                    "POLOS_WORKER__ACK_WAIT_SECS".into(),
+                    ACK_WAIT_SECS.to_string(),
+                ),
                 (
                     "POLOS_WORKER__CONCURRENCY".into(),
                     spec.schedules.max(16).to_string(),
@@ -519,7 +524,9 @@ impl Run {
             let held: Vec<&String> = effects
                 .starts
                 .iter()
-                .filter(|(run, p)| p == pid && expected.iter().any(|e| e.run_id == *run && e.instant == *b))
+                .filter(|(run, p)| {
+                    p == pid && expected.iter().any(|e| e.run_id == *run && e.instant == *b)
+                })
                 .map(|(run, _)| run)
                 .collect();
             let resumed = held
@@ -555,7 +562,9 @@ impl Run {
             }
         }
         let triggers = verdict::triggers(&self.observer, &expected);
-        self.event(format!("publishes of expected fires by trigger: {triggers:?}"));
+        self.event(format!(
+            "publishes of expected fires by trigger: {triggers:?}"
+        ));
         let row = Row {
             scenario: self.spec.name.clone(),
             faults: describe_faults(&self.spec.faults),
@@ -591,7 +600,11 @@ impl Run {
                 "--- {} (pid {}{}) ---\n{}\n",
                 p.name,
                 p.pid(),
-                if p.killed { ", killed by the suite" } else { "" },
+                if p.killed {
+                    ", killed by the suite"
+                } else {
+                    ""
+                },
                 p.log_tail(lines)
             ));
         }

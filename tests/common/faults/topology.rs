@@ -36,7 +36,9 @@ impl Nats {
                 replicas: 1,
             },
             Topology::Cluster => Nats {
-                servers: NatsCluster::start(3).expect("start a 3-node cluster").servers,
+                servers: NatsCluster::start(3)
+                    .expect("start a 3-node cluster")
+                    .servers,
                 replicas: 3,
             },
         })
@@ -109,7 +111,9 @@ impl Nats {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for (i, server) in self.servers.iter().enumerate() {
-            let name = server.name().map_or_else(|| format!("#{i}"), str::to_string);
+            let name = server
+                .name()
+                .map_or_else(|| format!("#{i}"), str::to_string);
             out.push_str(&format!(
                 "--- nats-server {name} ({}) ---\n{}\n",
                 server.url(),
