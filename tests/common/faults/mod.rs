@@ -32,7 +32,9 @@ pub use verdict::Row;
 /// prints the result table and every failed scenario's logs, and fails if any guarantee broke.
 ///
 /// `POLOS_FAULTS_ONLY=<text>` keeps only the scenarios whose name contains `<text>` (to look
-/// at one while fixing it); `POLOS_FAULTS_REPORT=<path>` also writes the table to a file.
+/// at one while fixing it); `POLOS_FAULTS_REPORT=<path>` also writes the table to a file;
+/// `POLOS_FAULTS_KEEP=1` keeps every scenario's directory (process logs, effects file), not
+/// only those of failed scenarios.
 pub async fn run_all(mut scenarios: Vec<Scenario>) {
     if let Ok(only) = std::env::var("POLOS_FAULTS_ONLY") {
         scenarios.retain(|s| s.name.contains(&only));
@@ -52,6 +54,9 @@ pub async fn run_all(mut scenarios: Vec<Scenario>) {
     for (name, handle) in names.into_iter().zip(handles) {
         match handle.await {
             Ok(outcome) => {
+                if outcome.problems.is_empty() && !outcome.diagnostics.is_empty() {
+                    eprintln!("scenario {name}: {}", outcome.diagnostics.trim());
+                }
                 if !outcome.problems.is_empty() {
                     failures.push(format!(
                         "scenario {name}:\n  {}\n{}",

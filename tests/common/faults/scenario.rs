@@ -573,10 +573,15 @@ impl Run {
             duplicated,
             lost,
         };
-        let diagnostics = if problems.is_empty() {
+        let keep = std::env::var_os("POLOS_FAULTS_KEEP").is_some();
+        let diagnostics = if problems.is_empty() && !keep {
             String::new()
         } else {
-            let d = self.diagnostics();
+            let d = if problems.is_empty() {
+                String::new()
+            } else {
+                self.diagnostics()
+            };
             // Keep the scenario's directory (logs, effects file) for a closer look.
             let kept = self.dir.keep();
             format!("{d}\n(logs kept in {})", kept.display())

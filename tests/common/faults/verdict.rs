@@ -174,7 +174,11 @@ pub async fn stream_matches_runs(
             }
         };
         if before.0 != 0 {
-            last = format!("{} messages still in the stream", before.0);
+            last = format!(
+                "{} messages still in the stream, the first: {}",
+                before.0,
+                first_message(js).await
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
@@ -198,6 +202,38 @@ pub async fn stream_matches_runs(
                 stored - accounted
             )
         });
+    }
+}
+
+/// The subject and headers of the oldest message in `POLOS_RUNS`: which fire is stuck.
+async fn first_message(js: &jetstream::Context) -> String {
+    let Ok(mut stream) = js.get_stream("POLOS_RUNS").await else {
+        return "(stream unreadable)".into();
+    };
+    let Ok(info) = stream.info().await else {
+        return "(stream unreadable)".into();
+    };
+    let first = info.state.first_sequence;
+    match stream.get_raw_message(first).await {
+        Ok(m) => {
+            let headers = m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: {}",
+                        v.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!(
+                "seq {first} on {} [{headers}] body {:?}",
+                m.subject,
+                String::from_utf8_lossy(&m.payload[..m.payload.len().min(120)])
+            )
+        }
+        Err(e) => format!("(seq {first} unreadable: {e})"),
     }
 }
 

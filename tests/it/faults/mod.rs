@@ -11,8 +11,14 @@ use std::time::Duration;
 use crate::common::faults::workload::{run_worker_child, EFFECTS_ENV};
 use crate::common::faults::{run_all, Fault, Scenario, Topology};
 
-/// Schedules per CI scenario: enough that a fault hits many fires at once, few enough for 2 cores.
-const CI_SCHEDULES: usize = 20;
+/// Schedules per CI scenario: enough that a fault hits many fires at once, few enough for 2
+/// cores. `POLOS_FAULTS_SCHEDULES` overrides it (e.g. 100, as in issue 9's own experiment).
+fn ci_schedules() -> usize {
+    std::env::var("POLOS_FAULTS_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 
 /// Not a test: the worker process of the fault suite. The suite starts this binary with
 /// `--exact it::faults::worker_child --ignored` and [`EFFECTS_ENV`] set; run any other way it
@@ -30,7 +36,7 @@ fn scenario(name: &str, topology: Topology, faults: Vec<Fault>) -> Scenario {
     Scenario {
         name: name.into(),
         topology,
-        schedules: CI_SCHEDULES,
+        schedules: ci_schedules(),
         faults,
         duplicate_window: None,
         replace_killed: false,
