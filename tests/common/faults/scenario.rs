@@ -49,6 +49,10 @@ pub enum Fault {
     /// kill -9 two of the three servers at `B` − 1 s (no quorum); start them again this many
     /// seconds later.
     KillTwoServers(u64),
+    /// At `B` − 1 s at once: kill -9 the leading replica and the server leading this stream, so
+    /// the standby takes over while the stream elects a new leader; the server is started again
+    /// at `B` + 5 s.
+    KillLeaderAndStreamLeader(&'static str),
     /// At `B` − 5 s, hostile values into every bucket (the live lease and a valid schedule's
     /// state among them) and hostile messages onto the fire subject.
     Garbage,
@@ -66,6 +70,9 @@ impl Fault {
             Fault::RestartNats => "nats-server clean restart at B−1 s".into(),
             Fault::KillStreamLeader(s) => format!("kill -9 the server leading {s} at B−1 s"),
             Fault::KillTwoServers(s) => format!("2 of 3 servers kill -9 at B−1 s for {s} s"),
+            Fault::KillLeaderAndStreamLeader(s) => {
+                format!("leader kill -9 and kill -9 the server leading {s}, at B−1 s")
+            }
             Fault::Garbage => "garbage in every bucket and on the fire subject".into(),
         }
     }
@@ -361,6 +368,30 @@ impl Run {
         }
     }
 
+    /// The index of the server leading `stream`, looked up with a bounded wait; a problem when
+    /// there is none (the fault would prove nothing).
+    async fn stream_leader(&mut self, stream: &str) -> Option<usize> {
+        let leader = tokio::time::timeout(
+            Duration::from_secs(3),
+            Nats::stream_leader(&self.js, stream),
+        )
+        .await
+        .ok()
+        .flatten();
+        let index = leader.as_deref().and_then(|n| self.nats.index_of(n));
+        if index.is_none() {
+            self.problems
+                .push(format!("no leader of {stream} found to kill ({leader:?})"));
+        }
+        index
+    }
+
+    fn kill_server(&mut self, i: usize, stream: &str) {
+        self.nats.kill(i);
+        let name = self.nats.servers[i].name().unwrap_or("?").to_string();
+        self.event(format!("kill -9 nats-server {name} (leader of {stream})"));
+    }
+
     fn replace_later(&self) -> bool {
         self.spec.replace_killed
     }
@@ -397,10 +428,24 @@ impl Run {
             }
             Fault::KillWorker => {
                 sleep_until(at(1.5)).await;
+                // The worker holding the most runs of `b`: the consumer spreads fires over the
+                // workers as they ask, so either may hold them.
+                let effects = Effects::read(&self.env.effects);
+                let suffix = format!("-{}", b.format("%Y%m%dT%H%M%SZ"));
+                let held = |pid: u32| {
+                    effects
+                        .starts
+                        .iter()
+                        .filter(|(run, p)| *p == pid && run.ends_with(&suffix))
+                        .count()
+                };
                 if let Some(i) = self
                     .procs
                     .iter()
-                    .position(|p| p.role == Role::Worker && !p.killed)
+                    .enumerate()
+                    .filter(|(_, p)| p.role == Role::Worker && !p.killed)
+                    .max_by_key(|(_, p)| held(p.pid()))
+                    .map(|(i, _)| i)
                 {
                     self.procs[i].kill();
                     self.killed_workers.push((self.procs[i].pid(), b));
@@ -428,27 +473,35 @@ impl Run {
             }
             Fault::KillStreamLeader(stream) => {
                 sleep_until(at(-4.0)).await;
-                let leader = tokio::time::timeout(
-                    Duration::from_secs(3),
-                    Nats::stream_leader(&self.js, stream),
-                )
-                .await
-                .ok()
-                .flatten();
-                let Some(i) = leader.as_deref().and_then(|n| self.nats.index_of(n)) else {
-                    self.problems
-                        .push(format!("no leader of {stream} found to kill ({leader:?})"));
+                let Some(server) = self.stream_leader(stream).await else {
                     return;
                 };
                 sleep_until(at(-1.0)).await;
-                self.nats.kill(i);
-                self.event(format!(
-                    "kill -9 nats-server {} (leader of {stream})",
-                    leader.unwrap_or_default()
-                ));
+                self.kill_server(server, stream);
                 sleep_until(at(5.0)).await;
-                self.nats.restart(i);
-                self.event(format!("nats-server #{i} started again"));
+                self.nats.restart(server);
+                self.event(format!("nats-server #{server} started again"));
+            }
+            Fault::KillLeaderAndStreamLeader(stream) => {
+                sleep_until(at(-4.0)).await;
+                let Some(server) = self.stream_leader(stream).await else {
+                    return;
+                };
+                let Some(replica) = self.leader_by(at(-1.0)).await else {
+                    return;
+                };
+                sleep_until(at(-1.0)).await;
+                self.procs[replica].kill();
+                self.kill_server(server, stream);
+                let name = self.procs[replica].name.clone();
+                self.event(format!("kill -9 {name} (the leader)"));
+                sleep_until(at(5.0)).await;
+                self.nats.restart(server);
+                self.event(format!("nats-server #{server} started again"));
+                if self.replace_later() {
+                    sleep_until(at(15.0)).await;
+                    self.spawn(Role::Scheduler);
+                }
             }
             Fault::KillTwoServers(down) => {
                 sleep_until(at(-1.0)).await;

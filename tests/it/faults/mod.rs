@@ -1,6 +1,6 @@
 //! The fault suite (issue 9, point 17) and hostile input (point 18), with real processes.
 //!
-//! `every_instant_runs_once_through_faults` is the CI version: six scenarios at once, each on
+//! `every_instant_runs_once_through_faults` is the CI version: seven scenarios at once, each on
 //! its own nats-server or 3-node cluster, three minute boundaries each (about 3–4 minutes
 //! wall). `soak` is the long run behind `scripts/soak`. The harness is `tests/common/faults`.
 
@@ -83,12 +83,26 @@ async fn every_instant_runs_once_through_faults() {
                 None,
             ],
         ),
+        // A state write lost with the state stream's leader must not let a later successor
+        // re-fire the instant: with a 20 s duplicate window the stream would store it again.
+        Scenario {
+            duplicate_window: Some(Duration::from_secs(20)),
+            ..scenario(
+                "cluster R3: state leader killed, then the scheduler leader (duplicate window 20 s)",
+                Topology::Cluster,
+                vec![
+                    KillStreamLeader("KV_polos_schedule_state"),
+                    KillLeader,
+                    None,
+                ],
+            )
+        },
         scenario(
-            "cluster R3: state leader killed, quorum lost",
+            "cluster R3: quorum lost, takeover during an election",
             Topology::Cluster,
             vec![
-                KillStreamLeader("KV_polos_schedule_state"),
-                KillTwoServers(10),
+                KillTwoServers(20),
+                KillLeaderAndStreamLeader("KV_polos_schedule_state"),
                 None,
             ],
         ),
@@ -144,7 +158,8 @@ async fn soak() {
                 KillStreamLeader("KV_polos_leases"),
                 KillLeader,
                 KillStreamLeader("KV_polos_schedule_state"),
-                KillTwoServers(10),
+                KillTwoServers(20),
+                KillLeaderAndStreamLeader("KV_polos_schedule_state"),
                 None,
             ],
         ),
