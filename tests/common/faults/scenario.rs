@@ -49,6 +49,9 @@ pub enum Fault {
     /// kill -9 two of the three servers at `B` − 1 s (no quorum); start them again this many
     /// seconds later.
     KillTwoServers(u64),
+    /// SIGSTOP the server leading this stream at `B` − 1 s (a frozen VM: its peers and clients
+    /// wait on it until they give up); SIGCONT this many seconds later.
+    PauseStreamLeader(&'static str, u64),
     /// At `B` − 1 s at once: kill -9 the leading replica and the server leading this stream, so
     /// the standby takes over while the stream elects a new leader; the server is started again
     /// at `B` + 5 s.
@@ -70,6 +73,9 @@ impl Fault {
             Fault::RestartNats => "nats-server clean restart at B−1 s".into(),
             Fault::KillStreamLeader(s) => format!("kill -9 the server leading {s} at B−1 s"),
             Fault::KillTwoServers(s) => format!("2 of 3 servers kill -9 at B−1 s for {s} s"),
+            Fault::PauseStreamLeader(s, secs) => {
+                format!("SIGSTOP the server leading {s} at B−1 s for {secs} s")
+            }
             Fault::KillLeaderAndStreamLeader(s) => {
                 format!("leader kill -9 and kill -9 the server leading {s}, at B−1 s")
             }
@@ -481,6 +487,23 @@ impl Run {
                 sleep_until(at(5.0)).await;
                 self.nats.restart(server);
                 self.event(format!("nats-server #{server} started again"));
+            }
+            Fault::PauseStreamLeader(stream, secs) => {
+                sleep_until(at(-4.0)).await;
+                let Some(server) = self.stream_leader(stream).await else {
+                    return;
+                };
+                sleep_until(at(-1.0)).await;
+                let name = self.nats.servers[server].name().unwrap_or("?").to_string();
+                self.nats.servers[server]
+                    .pause()
+                    .expect("SIGSTOP nats-server");
+                self.event(format!("SIGSTOP nats-server {name} (leader of {stream})"));
+                sleep_until(at(-1.0 + secs as f64)).await;
+                self.nats.servers[server]
+                    .resume()
+                    .expect("SIGCONT nats-server");
+                self.event(format!("SIGCONT nats-server {name}"));
             }
             Fault::KillLeaderAndStreamLeader(stream) => {
                 sleep_until(at(-4.0)).await;

@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use polos::model::time::format_instant;
-use polos::model::{run_id_for, run_kv_key, schedule_id};
+use polos::model::{run_id_for, run_kv_key, schedule_id, step_kv_key};
 
 use super::observer::Observer;
 use super::workload::{Effects, STEPS, WORKFLOW};
@@ -104,6 +104,7 @@ pub async fn judge(
     patience: Duration,
 ) -> (usize, usize, usize, Vec<String>) {
     let runs = js.get_key_value("polos_runs").await.expect("polos_runs");
+    let steps = js.get_key_value("polos_steps").await.expect("polos_steps");
     let deadline = tokio::time::Instant::now() + patience;
     let mut seen = statuses(&runs, expected).await;
     while seen.iter().any(|s| s.as_deref() != Some("completed"))
@@ -132,8 +133,9 @@ pub async fn judge(
         let step_counts: Vec<usize> = STEPS.iter().map(|s| effects.count(&e.run_id, s)).collect();
         if copies > 1 || step_counts.iter().any(|&c| c > 1) {
             duplicated += 1;
+            let after = after_stored(&steps, &effects, &e.run_id).await;
             problems.push(format!(
-                "{} @ {at}: duplicated — stored {copies} times, step bodies ran {step_counts:?} times (one, two, three)",
+                "{} @ {at}: duplicated — stored {copies} times, step bodies ran {step_counts:?} times (one, two, three), {after:?} of them after the step's output was stored",
                 e.key
             ));
         }
@@ -146,6 +148,27 @@ pub async fn judge(
     }
     let lost = expected.len() - completed;
     (completed, duplicated, lost, problems)
+}
+
+/// Per step: how many executions of its body ended after its output was stored (server time of
+/// the `polos_steps` entry; one machine, one clock). A repeat before that is the at-least-once
+/// of a store that failed; one after it re-ran a step whose result already existed.
+async fn after_stored(steps: &jetstream::kv::Store, effects: &Effects, run_id: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for step in STEPS {
+        let stored_ms = match steps.entry(step_kv_key(run_id, step)).await {
+            Ok(Some(entry)) => (entry.created.unix_timestamp_nanos() / 1_000_000) as i64,
+            _ => i64::MAX,
+        };
+        out.push(
+            effects
+                .ends(run_id, step)
+                .iter()
+                .filter(|&&ms| ms > stored_ms)
+                .count(),
+        );
+    }
+    out
 }
 
 /// After the stream has drained, the stream must have stored no more fires than there are run

@@ -4,8 +4,9 @@
 //! processes that perform them, and a killed worker cannot take its count with it.
 //!
 //! Lines: `start <run_id> - <pid>` when the handler starts (informational: a redelivered run
-//! starts again), `done <run_id> <step> <pid>` as the last act of a step body (the side effect
-//! whose count must be exactly one).
+//! starts again), `done <run_id> <step> <pid> <unix ms>` as the last act of a step body (the
+//! side effect whose count must be exactly one; the time tells whether a repeat came after the
+//! step's output was stored).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,7 +50,10 @@ pub fn workflow(effects: PathBuf, step_two: Duration) -> Workflow {
                 let run = ctx.run_id().to_string();
                 let pid = std::process::id();
                 append(&effects, &format!("start {run} - {pid}"));
-                let done = |step: &str| append(&effects, &format!("done {run} {step} {pid}"));
+                let done = |step: &str| {
+                    let ms = chrono::Utc::now().timestamp_millis();
+                    append(&effects, &format!("done {run} {step} {pid} {ms}"));
+                };
                 ctx.step
                     .run("one", || async {
                         done("one");
@@ -99,8 +103,8 @@ pub async fn run_worker_child(effects: PathBuf) {
 /// Step side effects and handler starts read back from the effects file.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// `(run_id, step)` → how many times its body ran to the end.
-    pub done: HashMap<(String, String), usize>,
+    /// `(run_id, step)` → when (unix ms) each execution of its body ended.
+    pub done: HashMap<(String, String), Vec<i64>>,
     /// `run_id` → how many times a handler started it.
     pub started: HashMap<String, usize>,
     /// Every handler start: (run id, worker pid).
@@ -121,10 +125,12 @@ impl Effects {
                     effects.starts.push((run.to_string(), pid.unwrap_or(0)));
                 }
                 (Some("done"), Some(run), Some(step)) => {
-                    *effects
+                    let ms = line.rsplit(' ').next().and_then(|t| t.parse().ok());
+                    effects
                         .done
                         .entry((run.to_string(), step.to_string()))
-                        .or_default() += 1;
+                        .or_default()
+                        .push(ms.unwrap_or(0));
                 }
                 _ => panic!("effects file {}: unreadable line {line:?}", path.display()),
             }
@@ -134,9 +140,13 @@ impl Effects {
 
     /// How many times step `step` of `run_id` ran to the end.
     pub fn count(&self, run_id: &str, step: &str) -> usize {
+        self.ends(run_id, step).len()
+    }
+
+    /// When each execution of step `step` of `run_id` ended (unix ms).
+    pub fn ends(&self, run_id: &str, step: &str) -> &[i64] {
         self.done
             .get(&(run_id.to_string(), step.to_string()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(&[], Vec::as_slice)
     }
 }

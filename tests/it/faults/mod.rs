@@ -83,15 +83,16 @@ async fn every_instant_runs_once_through_faults() {
                 None,
             ],
         ),
-        // A state write lost with the state stream's leader must not let a later successor
-        // re-fire the instant: with a 20 s duplicate window the stream would store it again.
+        // A state write that times out on a frozen stream leader must not let a later
+        // successor re-fire the instant: with a 20 s duplicate window the stream would store
+        // it again.
         Scenario {
             duplicate_window: Some(Duration::from_secs(20)),
             ..scenario(
-                "cluster R3: state leader killed, then the scheduler leader (duplicate window 20 s)",
+                "cluster R3: state leader frozen, then the scheduler leader killed (duplicate window 20 s)",
                 Topology::Cluster,
                 vec![
-                    KillStreamLeader("KV_polos_schedule_state"),
+                    PauseStreamLeader("KV_polos_schedule_state", 10),
                     KillLeader,
                     None,
                 ],
@@ -160,6 +161,7 @@ async fn soak() {
                 KillStreamLeader("KV_polos_schedule_state"),
                 KillTwoServers(20),
                 KillLeaderAndStreamLeader("KV_polos_schedule_state"),
+                PauseStreamLeader("POLOS_RUNS", 10),
                 None,
             ],
         ),
