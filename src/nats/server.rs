@@ -3,7 +3,8 @@
 //!
 //! Used by `polos dev` (persistent store under `./.polos/`), by every integration test (random
 //! port, temporary store) and by the benchmarks. Clusters of 3 servers with routes on loopback
-//! serve the fault tests.
+//! serve the fault tests, which also kill, restart (after SIGKILL or cleanly after SIGTERM),
+//! freeze (SIGSTOP) and continue (SIGCONT) servers on the same port and store.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

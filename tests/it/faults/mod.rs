@@ -168,3 +168,47 @@ async fn soak() {
     ])
     .await;
 }
+
+/// The harness's server faults do what they say: a clean restart (SIGTERM, start again) keeps
+/// the port and the store; a frozen server (SIGSTOP) answers nothing until SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarts_cleanly_and_freezes() {
+    use crate::common::{within, TestEnv};
+
+    let mut env = TestEnv::start().await;
+    let kv = env.js.get_key_value("polos_workflows").await.unwrap();
+    kv.put("before", "kept".into()).await.unwrap();
+    let port = env.server.port();
+    let pid = env.server.pid().unwrap();
+    tokio::task::block_in_place(|| env.server.clean_restart(Duration::from_secs(15))).unwrap();
+    assert_eq!(env.server.port(), port);
+    assert_ne!(env.server.pid(), Some(pid), "a new process");
+    let value = within("the value after the restart", async {
+        loop {
+            if let Ok(Some(v)) = kv.get("before").await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(&value[..], b"kept");
+
+    env.server.pause().unwrap();
+    let frozen = tokio::time::timeout(Duration::from_secs(1), kv.get("before")).await;
+    assert!(
+        !matches!(frozen, Ok(Ok(Some(_)))),
+        "a frozen server answered"
+    );
+    env.server.resume().unwrap();
+    within("the value after SIGCONT", async {
+        loop {
+            if let Ok(Some(_)) = kv.get("before").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(env.server.is_running());
+}
