@@ -255,3 +255,201 @@ mod tests {
         assert!(e.message.starts_with("request too large"), "{e}");
     }
 }
+
+/// Hostile request bodies (issue 9, point 18): random bytes, random JSON over the request
+/// fields, deep nesting, numbers out of range, invalid UTF-8, lone surrogates, huge bodies.
+/// Every one is refused as `invalid_request` with a short message — or, when it happens to be
+/// a valid request, decoded — and nothing panics.
+#[cfg(test)]
+mod hostile_tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::api::{
+        ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest, WorkflowsRequest,
+    };
+
+    /// Longest message a refusal may carry: the request is at most 64 KiB, but the reply quotes
+    /// only short excerpts of it.
+    const MAX_MESSAGE: usize = 1024;
+
+    /// Decodes `body` as every request type; returns each refusal.
+    fn refusals(body: &[u8]) -> Vec<ApiError> {
+        [
+            decode::<UpsertRequest>(body).err(),
+            decode::<KeyRequest>(body).err(),
+            decode::<PauseRequest>(body).err(),
+            decode::<ListRequest>(body).err(),
+            decode::<WorkflowsRequest>(body).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn assert_clear(errors: &[ApiError], what: &str) {
+        for e in errors {
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{what}: {e}");
+            assert!(!e.message.trim().is_empty(), "{what}: empty message");
+            assert!(
+                e.message.len() <= MAX_MESSAGE,
+                "{what}: a {} byte message: {}",
+                e.message.len(),
+                e.message.chars().take(300).collect::<String>()
+            );
+        }
+    }
+
+    const NAMES: &[&str] = &[
+        "workflow",
+        "cron",
+        "timezone",
+        "key",
+        "paused",
+        "note",
+        "catchup",
+        "catchup_window_secs",
+        "after",
+        "limit",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,30}".prop_map(Value::from),
+            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip"])
+                .prop_map(Value::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Objects over the request fields (and a stranger) with values of every type.
+    fn request_like() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(
+            prop_oneof![
+                8 => prop::sample::select(NAMES).prop_map(str::to_string),
+                1 => ".{0,12}",
+            ],
+            value(),
+            0..8,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_are_refused_clearly(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            assert_clear(&refusals(&body), "random bytes");
+        }
+
+        #[test]
+        fn random_requests_are_refused_clearly_or_decoded(request in request_like()) {
+            let body = serde_json::to_vec(&request).unwrap();
+            assert_clear(&refusals(&body), &request.to_string());
+        }
+
+        #[test]
+        fn mutated_examples_are_refused_clearly_or_decoded(
+            at in any::<prop::sample::Index>(),
+            junk in prop::collection::vec(any::<u8>(), 1..8),
+        ) {
+            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE] {
+                let mut body = example.as_bytes().to_vec();
+                let i = at.index(body.len() + 1);
+                body.splice(i..i, junk.iter().copied());
+                assert_clear(&refusals(&body), example);
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        for depth in [129, 10_000, 30_000] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            let in_field = format!(r#"{{"workflow":"wf","cron":"* * * * *","note":{arrays}}}"#);
+            for body in [arrays, objects, in_field] {
+                let errors = refusals(body.as_bytes());
+                assert_eq!(
+                    errors.len(),
+                    5,
+                    "depth {depth}: every request type refuses it"
+                );
+                assert_clear(&errors, &format!("depth {depth}"));
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused() {
+        for body in [
+            r#"{"limit":18446744073709551616}"#,
+            r#"{"limit":-1}"#,
+            r#"{"limit":1e400}"#,
+            r#"{"limit":1.0}"#,
+            r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":-5}"#,
+            r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
+        ] {
+            let errors = refusals(body.as_bytes());
+            assert_eq!(errors.len(), 5, "{body}: every request type refuses it");
+            assert_clear(&errors, body);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_lone_surrogates_are_refused() {
+        for body in [
+            &b"{\"workflow\":\"w\xfff\",\"cron\":\"* * * * *\"}"[..],
+            b"{\"workflow\":\"wf\",\"cron\":\"* * * * *\",\"note\":\"\xc3\x28\"}",
+            br#"{"workflow":"\ud800","cron":"* * * * *"}"#,
+            b"\xef\xbb\xbf{}",
+        ] {
+            let errors = refusals(body);
+            assert_eq!(errors.len(), 5, "{}", String::from_utf8_lossy(body));
+            assert_clear(&errors, &String::from_utf8_lossy(body));
+        }
+    }
+
+    /// 64 KiB is the documented limit, written here as a literal: a body of 64 KiB decodes,
+    /// one byte more is refused.
+    #[test]
+    fn the_64_kib_limit_and_a_1_mib_body() {
+        let prefix = r#"{"workflow":"wf","cron":"* * * * *","note":""#;
+        let pad = 64 * 1024 - prefix.len() - 2;
+        let at_limit = format!(r#"{prefix}{}"}}"#, "x".repeat(pad));
+        assert_eq!(at_limit.len(), 65_536);
+        assert!(decode::<UpsertRequest>(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
+        let errors = refusals(over.as_bytes());
+        assert_eq!(errors.len(), 5);
+        assert_clear(&errors, "64 KiB + 1");
+        let mib = vec![b'['; 1024 * 1024];
+        assert_clear(&refusals(&mib), "1 MiB");
+    }
+
+    #[test]
+    fn long_unknown_field_names_and_values_are_quoted_short() {
+        let name = "n".repeat(60_000);
+        let body = format!(r#"{{"{name}":1}}"#);
+        assert_clear(&refusals(body.as_bytes()), "60 KB field name");
+        let value = "v".repeat(60_000);
+        let body = format!(r#"{{"workflow":"wf","cron":"* * * * *","paused":"{value}"}}"#);
+        assert_clear(&refusals(body.as_bytes()), "60 KB wrong-typed value");
+    }
+}

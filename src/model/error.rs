@@ -35,3 +35,18 @@ impl ValidationError {
         }
     }
 }
+
+/// `text` as quoted in an error message: at most `max` characters, the middle elided (` … `)
+/// when longer, so both a value's start and serde's trailing "at line 1 column N" survive.
+///
+/// Stored values and messages can be as long as a NATS message (1 MiB); their errors are
+/// logged and written into state records, which must stay readable and fit in one message.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    let chars = text.chars().count();
+    if chars <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max * 3 / 4).collect();
+    let tail: String = text.chars().skip(chars - max / 4).collect();
+    format!("{head} … {tail}")
+}

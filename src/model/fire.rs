@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+use super::error::shorten;
 use super::names::{
     runs_subject, HEADER_MSG_ID, HEADER_RUN_ID, HEADER_TRIGGER, RUNS_SUBJECT_PREFIX,
 };
@@ -34,7 +35,10 @@ pub enum FireError {
     #[error("subject {0:?} is not polos.runs.<workflow>")]
     Subject(String),
     /// The body is not a SchedulePayload.
-    #[error("fire on {subject} has a body that is not a SchedulePayload: {source}")]
+    #[error(
+        "fire on {subject} has a body that is not a SchedulePayload: {}",
+        shorten(&.source.to_string(), 300)
+    )]
     Body {
         /// The message subject.
         subject: String,

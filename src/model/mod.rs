@@ -4,6 +4,8 @@
 
 mod error;
 mod fire;
+#[cfg(test)]
+mod hostile_tests;
 mod ids;
 mod key;
 pub mod names;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::error::shorten;
 use super::time::{rfc3339, rfc3339_opt};
 use super::{schedule_id, split_schedule_kv_key, DEFAULT_KEY};
 
@@ -90,7 +91,8 @@ pub enum RecordError {
     },
     /// The value is not JSON of the expected shape.
     #[error(
-        "value at {kv_key:?} is not a valid {what} record: {source}; write JSON like {example}"
+        "value at {kv_key:?} is not a valid {what} record: {}; write JSON like {example}",
+        shorten(&.source.to_string(), 300)
     )]
     BadJson {
         /// The KV key whose value is broken.
@@ -178,7 +180,9 @@ impl ScheduleRecord {
                 return Err(RecordError::Mismatch {
                     kv_key: kv_key.to_string(),
                     field,
-                    found: found.clone(),
+                    // The value may be up to a NATS message long; the error is stored in a
+                    // state record and must fit in one.
+                    found: shorten(found, 120),
                     expected: expected.clone(),
                 });
             }

@@ -87,7 +87,8 @@ pub mod rfc3339 {
         let text = String::deserialize(d)?;
         super::parse_instant(&text).map_err(|e| {
             serde::de::Error::custom(format!(
-                "{text:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z"
+                "{:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z",
+                crate::model::error::shorten(&text, 60)
             ))
         })
     }
@@ -112,7 +113,8 @@ pub mod rfc3339_opt {
             None => Ok(None),
             Some(text) => super::parse_instant(&text).map(Some).map_err(|e| {
                 serde::de::Error::custom(format!(
-                    "{text:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z"
+                    "{:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z",
+                    crate::model::error::shorten(&text, 60)
                 ))
             }),
         }

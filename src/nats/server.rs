@@ -3,7 +3,8 @@
 //!
 //! Used by `polos dev` (persistent store under `./.polos/`), by every integration test (random
 //! port, temporary store) and by the benchmarks. Clusters of 3 servers with routes on loopback
-//! serve the fault tests.
+//! serve the fault tests, which also kill, restart (after SIGKILL or cleanly after SIGTERM),
+//! freeze (SIGSTOP) and continue (SIGCONT) servers on the same port and store.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,16 @@ pub enum ServerError {
         /// The binary that was run.
         binary: PathBuf,
         /// What went wrong, including the server's own output when there was any.
+        reason: String,
+    },
+    /// A signal could not be delivered (the process is gone, or `kill` is missing).
+    #[error("cannot send SIG{signal} to process {pid}: {reason}")]
+    Signal {
+        /// The target process.
+        pid: u32,
+        /// The signal's name (`TERM`, `STOP`, …).
+        signal: &'static str,
+        /// What went wrong.
         reason: String,
     },
     /// Filesystem trouble with the store or ports directory.
@@ -338,6 +349,115 @@ impl NatsServer {
     /// Whether the child is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The server's process id, `None` while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The cluster member name (`-n`, e.g. `s2`) as JetStream reports it in `cluster.leader`;
+    /// `None` for a standalone server.
+    pub fn name(&self) -> Option<&str> {
+        self.options.cluster.as_ref().map(|c| c.name.as_str())
+    }
+
+    /// Stops the server cleanly (SIGTERM: it closes client connections and flushes its store),
+    /// keeping the store. Waits up to `grace` for the exit, then kills it.
+    pub fn terminate(&mut self, grace: Duration) -> Result<(), ServerError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let signalled = send_signal(child.id(), Signal::Term);
+        let deadline = Instant::now() + grace;
+        while signalled.is_ok() && Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        signalled
+    }
+
+    /// A clean restart: [`NatsServer::terminate`], then start again on the same port and store.
+    pub fn clean_restart(&mut self, grace: Duration) -> Result<(), ServerError> {
+        self.terminate(grace)?;
+        self.spawn()
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered, like a
+    /// stalled VM. [`NatsServer::resume`] continues it.
+    pub fn pause(&self) -> Result<(), ServerError> {
+        self.signal(Signal::Stop)
+    }
+
+    /// Continues a server frozen by [`NatsServer::pause`] (SIGCONT).
+    pub fn resume(&self) -> Result<(), ServerError> {
+        self.signal(Signal::Cont)
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), ServerError> {
+        match self.pid() {
+            Some(pid) => send_signal(pid, signal),
+            None => Err(ServerError::Signal {
+                pid: 0,
+                signal: signal.name(),
+                reason: "the server is not running".into(),
+            }),
+        }
+    }
+}
+
+/// A POSIX signal the fault tests send to servers and other child processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: stop cleanly.
+    Term,
+    /// SIGKILL: die at once, no clean-up.
+    Kill,
+    /// SIGSTOP: freeze (cannot be caught).
+    Stop,
+    /// SIGCONT: continue after SIGSTOP.
+    Cont,
+}
+
+impl Signal {
+    /// The name `kill -s` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Kill => "KILL",
+            Signal::Stop => "STOP",
+            Signal::Cont => "CONT",
+        }
+    }
+}
+
+/// Sends `signal` to process `pid` through the system's `kill` command: the crate forbids
+/// `unsafe` (so no direct `libc::kill`), and a signal wrapper crate is not worth a dependency
+/// for test tooling.
+pub fn send_signal(pid: u32, signal: Signal) -> Result<(), ServerError> {
+    let failed = |reason: String| ServerError::Signal {
+        pid,
+        signal: signal.name(),
+        reason,
+    };
+    let output = Command::new("kill")
+        .args(["-s", signal.name()])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run `kill`: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "`kill` exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 }
 

@@ -10,6 +10,7 @@ use polos::nats::server::{NatsCluster, NatsServer};
 
 pub mod chromium;
 pub mod http;
+pub mod faults;
 pub mod python;
 
 /// How long any single wait for an event may take before the test fails.

@@ -2,6 +2,7 @@ mod auth;
 mod compose;
 mod cron_cli;
 mod dev;
+mod faults;
 mod observe;
 mod schedules_api;
 mod schedules_cli;
