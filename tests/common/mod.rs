@@ -9,8 +9,8 @@ use polos::config::{Config, StorageConfig};
 use polos::nats::server::{NatsCluster, NatsServer};
 
 pub mod chromium;
-pub mod http;
 pub mod faults;
+pub mod http;
 pub mod python;
 
 /// How long any single wait for an event may take before the test fails.
