@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +14,12 @@ use super::WorkflowError;
 use crate::metrics::Metrics;
 use crate::model::{step_kv_key, StepRecord, Trigger};
 use crate::store::{RunKey, RunStore, RunStoreError, StepCreated, StepStore};
+
+/// First delay before storing a step's output again after a failed write.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// How long a step's output is retried in place before the attempt fails (and the body runs
+/// again on the next attempt).
+const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// The run a handler executes, and its durable steps (`ctx.step.run(...)`).
 #[derive(Clone)]
@@ -262,7 +269,7 @@ impl Step {
             })?,
             completed_at: crate::model::time::now_seconds(),
         };
-        let stored = match self.store.create(&self.run_id, name, &record).await {
+        let stored = match self.store_output(name, &record).await {
             Ok(StepCreated::New(stored)) => stored,
             Ok(StepCreated::Exists(stored)) => {
                 // Another execution of this run stored it first: from now on look every step
@@ -273,6 +280,30 @@ impl Step {
             Err(e) => return Err(store_error(name, "storing", e)),
         };
         self.output(name, stored)
+    }
+
+    /// Stores a step's output, retrying a failed write in place for a while (a stream electing its
+    /// leader, a reconnect): failing the attempt instead would run the body, and its side
+    /// effect, again. A write that timed out but landed is found by the next try (create-only).
+    async fn store_output(
+        &self,
+        name: &str,
+        record: &StepRecord,
+    ) -> Result<StepCreated, RunStoreError> {
+        let mut delay = STORE_RETRY_FIRST;
+        let give_up = std::time::Instant::now() + STORE_RETRY_FOR;
+        loop {
+            match self.store.create(&self.run_id, name, record).await {
+                Err(RunStoreError::Write { .. } | RunStoreError::Read { .. })
+                    if std::time::Instant::now() + delay < give_up =>
+                {
+                    tracing::debug!(step = name, retry_in = ?delay, "storing a step's output failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A key unique to step `name` of this run, stable across attempts and workers:

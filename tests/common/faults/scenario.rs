@@ -559,7 +559,13 @@ impl Run {
 
     async fn verdict(mut self, keys: &[String], instants: &[DateTime<Utc>]) -> Outcome {
         let expected = verdict::expected(keys, instants);
-        let (completed, duplicated, lost, mut problems) = verdict::judge(
+        let verdict::Judged {
+            completed,
+            duplicated,
+            lost,
+            rerun_before_stored,
+            mut problems,
+        } = verdict::judge(
             &self.js,
             &self.observer,
             &self.env.effects,
@@ -656,6 +662,7 @@ impl Run {
             completed,
             duplicated,
             lost,
+            rerun_before_stored,
         };
         let keep = std::env::var_os("POLOS_FAULTS_KEEP").is_some();
         let diagnostics = if problems.is_empty() && !keep {

@@ -50,26 +50,30 @@ pub fn workflow(effects: PathBuf, step_two: Duration) -> Workflow {
                 let run = ctx.run_id().to_string();
                 let pid = std::process::id();
                 append(&effects, &format!("start {run} - {pid}"));
-                let done = |step: &str| {
-                    let ms = chrono::Utc::now().timestamp_millis();
-                    append(&effects, &format!("done {run} {step} {pid} {ms}"));
+                // One line per body execution, written when its side effect is done, naming
+                // when the body began (unix ms): a body that began after its step's output
+                // was stored would break "not run again once stored".
+                let now = || chrono::Utc::now().timestamp_millis();
+                let done = |step: &str, began: i64| {
+                    append(&effects, &format!("done {run} {step} {pid} {began}"));
                 };
                 ctx.step
                     .run("one", || async {
-                        done("one");
+                        done("one", now());
                         Ok::<_, WorkflowError>(1)
                     })
                     .await?;
                 ctx.step
                     .run("two", || async {
+                        let began = now();
                         tokio::time::sleep(step_two).await;
-                        done("two");
+                        done("two", began);
                         Ok::<_, WorkflowError>(2)
                     })
                     .await?;
                 ctx.step
                     .run("three", || async {
-                        done("three");
+                        done("three", now());
                         Ok::<_, WorkflowError>(3)
                     })
                     .await?;
@@ -103,7 +107,7 @@ pub async fn run_worker_child(effects: PathBuf) {
 /// Step side effects and handler starts read back from the effects file.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// `(run_id, step)` → when (unix ms) each execution of its body ended.
+    /// `(run_id, step)` → when (unix ms) each execution of its body began.
     pub done: HashMap<(String, String), Vec<i64>>,
     /// `run_id` → how many times a handler started it.
     pub started: HashMap<String, usize>,
