@@ -3,6 +3,7 @@
 
 mod cron;
 mod dev;
+mod permissions;
 mod runs;
 pub mod scheduler;
 mod schedules;
@@ -103,6 +104,13 @@ Examples:
   polos dev --nats-url nats://127.0.0.1:4222 # use a running server"
     )]
     Dev(dev::DevArgs),
+    /// NATS permissions per role (least privilege), for nats-server or a user JWT.
+    #[command(after_help = "\
+Examples:
+  polos permissions > permissions.conf                 # every role, as shipped in deploy/nats/
+  polos permissions worker --workflow daily-report     # a worker limited to its workflows
+  polos permissions scheduler --format nsc             # an `nsc add user` command (JWT)")]
+    Permissions(permissions::PermissionsArgs),
 }
 
 impl Cli {
@@ -125,6 +133,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Scheduler => scheduler::run(&cli).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
         Command::Dev(ref args) => dev::run(&cli, args).await,
+        Command::Permissions(ref args) => permissions::run(args),
     }
 }
 

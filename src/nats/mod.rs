@@ -3,6 +3,7 @@
 //! benchmarks).
 
 mod connect;
+pub mod permissions;
 pub mod server;
 pub mod streams;
 

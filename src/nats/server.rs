@@ -161,6 +161,10 @@ pub struct ServerOptions {
     pub cluster: Option<ClusterMember>,
     /// More command-line arguments (e.g. `--user`/`--pass` to require auth in tests).
     pub extra_args: Vec<String>,
+    /// A nats-server configuration file (`-c`), e.g. `deploy/nats/permissions.conf` with users
+    /// per role. The command-line settings above (listen address, port, store) override what
+    /// the file says about them.
+    pub config_file: Option<PathBuf>,
 }
 
 /// One member's view of a loopback cluster.
@@ -259,6 +263,9 @@ impl NatsServer {
             // Its own process group: a terminal's Ctrl-C reaches `polos dev`, which stops the
             // scheduler and workers cleanly first and kills the server last.
             .process_group(0);
+        if let Some(file) = &self.options.config_file {
+            cmd.arg("-c").arg(file);
+        }
         cmd.args(&self.options.extra_args);
         if let Some(c) = &self.options.cluster {
             let routes: Vec<String> = c
@@ -403,7 +410,7 @@ impl NatsCluster {
                     route_port: *route_port,
                     all_route_ports: route_ports.clone(),
                 }),
-                extra_args: Vec::new(),
+                ..ServerOptions::default()
             })?);
         }
         Ok(NatsCluster { servers })
