@@ -199,9 +199,7 @@ impl Role {
                     bucket_consumers(bucket, &mut publish);
                 }
                 // The loader reads the schedules bucket with an ordered pull consumer.
-                publish.push(format!(
-                    "$JS.API.CONSUMER.MSG.NEXT.KV_{SCHEDULES_BUCKET}.*"
-                ));
+                publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.KV_{SCHEDULES_BUCKET}.*"));
                 for bucket in [
                     SCHEDULES_BUCKET,
                     SCHEDULE_STATE_BUCKET,
@@ -296,14 +294,12 @@ impl Role {
                 }
                 // Looking at queued fires without taking them: consumers of the work queue may
                 // be inspected, never created.
-                publish.extend(
-                    [
-                        format!("$JS.API.CONSUMER.NAMES.{RUNS_STREAM}"),
-                        format!("$JS.API.CONSUMER.LIST.{RUNS_STREAM}"),
-                        format!("$JS.API.CONSUMER.INFO.{RUNS_STREAM}.*"),
-                        format!("$JS.API.STREAM.MSG.GET.{RUNS_STREAM}"),
-                    ],
-                );
+                publish.extend([
+                    format!("$JS.API.CONSUMER.NAMES.{RUNS_STREAM}"),
+                    format!("$JS.API.CONSUMER.LIST.{RUNS_STREAM}"),
+                    format!("$JS.API.CONSUMER.INFO.{RUNS_STREAM}.*"),
+                    format!("$JS.API.STREAM.MSG.GET.{RUNS_STREAM}"),
+                ]);
             }
         }
         Permissions {
@@ -465,7 +461,9 @@ pub fn server_conf_file() -> String {
 
 fn describe(role: Role) -> &'static str {
     match role {
-        Role::Admin => "admin: `polos streams apply` (create/update polos's streams; deletes nothing)",
+        Role::Admin => {
+            "admin: `polos streams apply` (create/update polos's streams; deletes nothing)"
+        }
         Role::Scheduler => "scheduler: `polos scheduler` (ticker + schedules API service)",
         Role::Worker => "worker: a worker binary serving any workflow",
         Role::Client => "client: the schedules API only (no direct KV or stream access)",
@@ -519,10 +517,13 @@ mod tests {
         ] {
             assert!(p.publish.iter().any(|x| x == s), "missing {s}");
         }
-        assert!(!p.publish.iter().any(|s| s.starts_with("$JS.API.STREAM.DELETE")
-            || s.starts_with("$JS.API.CONSUMER.DELETE")
-            || s == "$JS.API.>"
-            || s.contains("polos_schedules.*")));
+        assert!(!p
+            .publish
+            .iter()
+            .any(|s| s.starts_with("$JS.API.STREAM.DELETE")
+                || s.starts_with("$JS.API.CONSUMER.DELETE")
+                || s == "$JS.API.>"
+                || s.contains("polos_schedules.*")));
         assert_eq!(p.subscribe, ["_INBOX.>"]);
     }
 
