@@ -16,7 +16,7 @@ use crate::model::time::now_seconds;
 use crate::model::{
     payload, schedule_kv_key, validate_key, validate_workflow, Fire, ScheduleRecord, ScheduleSource,
 };
-use crate::store::{InvalidEntry, ScheduleStore};
+use crate::store::{InvalidEntry, ScheduleStore, StoreError};
 
 /// How many upcoming instants `upsert` and `get` reply with.
 const NEXT_COUNT: usize = 5;
@@ -255,12 +255,20 @@ impl Handlers {
                 fire.subject()
             ))
         };
-        self.js
-            .publish_with_headers(fire.subject(), fire.headers(), fire.body())
+        let subject = fire.subject();
+        let published = async {
+            self.js
+                .publish_with_headers(subject.clone(), fire.headers(), fire.body())
+                .await
+                .map_err(|e| publish(e.to_string()))?
+                .await
+                .map_err(|e| publish(e.to_string()))
+        };
+        self.store
+            .denials()
+            .guard(&[&subject], published)
             .await
-            .map_err(|e| publish(e.to_string()))?
-            .await
-            .map_err(|e| publish(e.to_string()))?;
+            .map_err(|denied| ApiError::from(StoreError::Denied(denied)))??;
         Ok(TriggerReply {
             run_id: fire.run_id,
         })

@@ -26,6 +26,7 @@ use super::registry::Registry;
 use crate::config::Config;
 use crate::model::names::SERVICE_NAME;
 use crate::model::DEFAULT_KEY;
+use crate::nats::Denials;
 use crate::store::ScheduleStore;
 
 /// Largest request body accepted (64 KiB); larger ones are `invalid_request`. Every valid request
@@ -41,6 +42,8 @@ const SHARD_QUEUE: usize = 256;
 const MAX_READS: usize = 256;
 /// How long a round trip to the server may take at start and shutdown.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start waits after registering for a refused subscription to be reported.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(50);
 /// How long shutdown waits for requests already accepted to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,8 +122,19 @@ pub async fn start(client: async_nats::Client, _config: &Config) -> Result<ApiSe
             .map_err(|e| ServeError::Service(format!("endpoint {name}: {e}")))?;
         streams.push(endpoint.map(move |request| (op, request)).boxed());
     }
-    round_trip(&client)
+    // A refused subscription is only reported on the connection, so a scheduler without the
+    // permission would otherwise run deaf and clients would see "no responders". The server
+    // answers the echo after the refusal; the short settle lets the refusal's event, which
+    // travels on another task, arrive too.
+    let registered = async {
+        round_trip(&client).await?;
+        tokio::time::sleep(SUBSCRIBE_SETTLE).await;
+        Ok::<(), String>(())
+    };
+    Denials::of(&client)
+        .guard(&["polos.>", "$SRV.>"], registered)
         .await
+        .map_err(ServeError::Denied)?
         .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?;
     Ok(ApiServer {
         service,

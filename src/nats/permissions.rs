@@ -152,18 +152,18 @@ const BUCKETS: [&str; 6] = [
 /// Where every request's reply comes back (async-nats' default inbox prefix).
 const INBOX: &str = "_INBOX.>";
 
-fn stream_info(stream: &str) -> String {
+pub(crate) fn stream_info(stream: &str) -> String {
     format!("$JS.API.STREAM.INFO.{stream}")
 }
 
 /// A KV read of one key (or a wildcard of keys): async-nats reads buckets with `allow_direct`
 /// by direct get with the key's subject in the request subject.
-fn direct_get(bucket: &str, keys: &str) -> String {
+pub(crate) fn direct_get(bucket: &str, keys: &str) -> String {
     format!("$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{keys}")
 }
 
 /// A KV write (put, create, compare-and-swap update, delete, purge) of one key or a wildcard.
-fn kv_write(bucket: &str, keys: &str) -> String {
+pub(crate) fn kv_write(bucket: &str, keys: &str) -> String {
     format!("$KV.{bucket}.{keys}")
 }
 
