@@ -165,6 +165,9 @@ pub struct ServerOptions {
     /// per role. The command-line settings above (listen address, port, store) override what
     /// the file says about them.
     pub config_file: Option<PathBuf>,
+    /// Environment variables for the server process: a configuration file reads secrets from
+    /// its environment (`password: $POLOS_SCHEDULER_PASSWORD`) so the file holds none.
+    pub env: Vec<(String, String)>,
 }
 
 /// One member's view of a loopback cluster.
@@ -263,6 +266,7 @@ impl NatsServer {
             // Its own process group: a terminal's Ctrl-C reaches `polos dev`, which stops the
             // scheduler and workers cleanly first and kills the server last.
             .process_group(0);
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         if let Some(file) = &self.options.config_file {
             cmd.arg("-c").arg(file);
         }
@@ -326,6 +330,12 @@ impl NatsServer {
     /// The store directory (JetStream data under `jetstream/`).
     pub fn store_dir(&self) -> &Path {
         self.options.store_dir.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The server's log file (`-l`): violations, auth failures, and traces when started with
+    /// `-DV`.
+    pub fn log_path(&self) -> PathBuf {
+        self.store_dir().join("nats-server.log")
     }
 
     /// Kills the server with SIGKILL (no clean shutdown), keeping its store.

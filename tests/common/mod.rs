@@ -9,6 +9,7 @@ use polos::config::{Config, StorageConfig};
 use polos::nats::server::{NatsCluster, NatsServer};
 
 pub mod python;
+pub mod secure;
 
 /// How long any single wait for an event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -2,6 +2,7 @@ mod auth;
 mod compose;
 mod cron_cli;
 mod dev;
+mod permissions;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;
