@@ -246,6 +246,11 @@ fn without_contents(e: std::io::Error) -> std::io::Error {
 /// What to check for a failed connection.
 fn hint(e: &async_nats::ConnectError) -> &'static str {
     use async_nats::ConnectErrorKind as K;
+    // rustls' verdict (an unknown issuer, a name mismatch) arrives as an I/O error.
+    let text = e.to_string().to_lowercase();
+    if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+        return "The TLS handshake failed: check nats.tls.ca (the CA that signed the server's certificate) and, for mutual TLS, nats.tls.cert and nats.tls.key";
+    }
     match e.kind() {
         K::AuthorizationViolation | K::Authentication => {
             "The server refused the credentials: check nats.user/nats.password (or the *_file settings), nats.token, nats.nkey_seed or nats.creds_file, or the credentials in the URL"

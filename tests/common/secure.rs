@@ -270,9 +270,18 @@ impl Operator {
             "polos",
             json!({"type": "account", "version": 2, "limits": unlimited}),
         );
+        // JetStream needs the server's system account to exist.
+        let system = nkeys::KeyPair::new_account();
+        let system_jwt = encode_jwt(
+            &operator,
+            &system.public_key(),
+            "SYS",
+            json!({"type": "account", "version": 2}),
+        );
         let server_conf = format!(
-            "operator: \"{operator_jwt}\"\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n}}\n",
-            account.public_key()
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {acc}: \"{account_jwt}\"\n  {sys}: \"{system_jwt}\"\n}}\n",
+            acc = account.public_key(),
+            sys = system.public_key(),
         );
         Operator {
             account,
