@@ -20,7 +20,7 @@ use crate::config::{Config, LogFormat};
 pub const EXIT_INVALID: u8 = 2;
 /// Exit code when the named schedule or run does not exist.
 pub const EXIT_NOT_FOUND: u8 = 3;
-/// Exit code when NATS cannot be reached or refuses.
+/// Exit code when NATS cannot be reached, refuses (credentials, permissions) or fails.
 pub const EXIT_UNAVAILABLE: u8 = 4;
 
 /// Shown after `polos --help`: where to start, exit codes, where settings come from.
@@ -33,7 +33,7 @@ Getting started:
   polos cron next \"0 9 * * *\" --timezone America/New_York
 
 Settings: ./polos.toml, then POLOS_* variables (e.g. POLOS_NATS__URL), then flags.
-Exit codes: 0 ok, 2 invalid input, 3 not found, 4 NATS unreachable or server trouble.";
+Exit codes: 0 ok, 2 invalid input, 3 not found, 4 NATS unreachable, permission denied or server trouble.";
 
 /// Scheduled, durable workflows on NATS JetStream.
 #[derive(Debug, Parser)]

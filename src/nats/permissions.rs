@@ -504,6 +504,26 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_security_section_names_every_shipped_user_and_the_file() {
+        let readme = include_str!("../../README.md");
+        let security = &readme[readme.find("## Security").unwrap_or(0)..];
+        assert!(security.contains("deploy/nats/permissions.conf"));
+        for role in Role::ALL {
+            let (user, variable) = shipped_user(role, None);
+            assert!(
+                security.contains(&format!("`{user}`")),
+                "README lacks {user}"
+            );
+            assert!(security.contains(&variable), "README lacks {variable}");
+        }
+        let (user, _) = shipped_user(Role::Worker, Some(EXAMPLE_WORKFLOW));
+        assert!(
+            security.contains(&format!("`{user}`")),
+            "README lacks {user}"
+        );
+    }
+
+    #[test]
     fn a_limited_worker_names_its_workflows_and_nothing_wider() {
         let scope = Scope::workflows(["daily-report"]).unwrap();
         let p = Role::Worker.permissions(&scope);

@@ -93,15 +93,16 @@ impl RoleServer {
 
     /// A configuration connecting as `user` (`user`/`password` settings).
     pub fn config_as(&self, user: &str) -> Config {
-        let mut config = Config::default();
-        config.nats = NatsConfig {
-            url: self.server.url().to_string(),
-            name: user.to_string(),
-            user: Some(user.to_string()),
-            password: Some(self.password(user).to_string()),
-            ..NatsConfig::default()
-        };
-        config
+        Config {
+            nats: NatsConfig {
+                url: self.server.url().to_string(),
+                name: user.to_string(),
+                user: Some(user.to_string()),
+                password: Some(self.password(user).to_string()),
+                ..NatsConfig::default()
+            },
+            ..Config::default()
+        }
     }
 
     /// A connection as `user` made by `polos::nats::connect` (so refusals are reported).
