@@ -469,6 +469,10 @@ mod tests {
             jail.set_env("POLOS_NATS__PASSWORD", "0123");
             jail.set_env("POLOS_NATS__TOKEN", "a,b");
             jail.set_env("POLOS_NATS__NKEY_SEED", "[SUxyz");
+            jail.set_env("POLOS_NATS__PASSWORD", "[1, 2]");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats.password.as_deref(), Some("[1, 2]"), "not a list");
+            jail.set_env("POLOS_NATS__PASSWORD", "0123");
             let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
             assert_eq!(c.nats.password.as_deref(), Some("0123"));
             assert_eq!(c.nats.token.as_deref(), Some("a,b"));

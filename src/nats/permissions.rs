@@ -381,12 +381,12 @@ pub fn render(role: Role, scope: &Scope, format: Format) -> String {
         }
         Format::Nsc => {
             let mut command = format!(
-                "nsc add user polos-{role} \\\n  --allow-pub '{}' \\\n  --allow-sub '{}'",
+                "nsc add user --name polos-{role} \\\n  --allow-pub '{}' \\\n  --allow-sub '{}'",
                 permissions.publish.join(","),
                 permissions.subscribe.join(",")
             );
             if permissions.allow_responses {
-                command.push_str(" \\\n  --allow-pub-response 1");
+                command.push_str(" \\\n  --allow-pub-response=1");
             }
             command.push('\n');
             command
