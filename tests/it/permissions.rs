@@ -255,6 +255,17 @@ async fn every_role_does_its_whole_job_with_exactly_the_shipped_permissions() {
         .unwrap();
     consumer.info().await.unwrap();
 
+    // `nats micro ls|stats`: discovery requests answered by the scheduler's service.
+    let operator_nats = env.connect_as(OPERATOR).await;
+    let pong = within(
+        "$SRV.PING.polos",
+        operator_nats.request("$SRV.PING.polos", Bytes::new()),
+    )
+    .await
+    .unwrap();
+    let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+    assert_eq!(pong["name"], "polos");
+
     // The scheduler fires on its own (the real clock: the next minute boundary).
     env.eventually(
         "the scheduler fired u1 and the worker ran it",
@@ -558,4 +569,30 @@ async fn a_scheduler_that_may_not_subscribe_to_the_api_fails_to_start_and_says_w
         text.contains("(check the scheduler's NATS permissions)"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn polos_permissions_prints_the_shipped_file_and_refuses_widening_input() {
+    let polos = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_polos"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = polos(&["permissions"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(shipped_permissions()).unwrap()
+    );
+    let out = polos(&["permissions", "worker", "--workflow", "billing"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"$KV.polos_runs.billing.>\""), "{text}");
+    assert!(!text.contains("polos_runs.*"), "{text}");
+    // A dot or wildcard in a workflow id would widen the permission written from it.
+    let out = polos(&["permissions", "worker", "--workflow", "billing.>"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = polos(&["permissions", "client", "--workflow", "billing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("worker role only"));
 }
