@@ -141,9 +141,15 @@ async fn serve(
     scheduler.and(worker).and(runs)
 }
 
+/// The configured server URLs as they may be printed: passwords and tokens masked.
+fn shown_urls(config: &Config) -> String {
+    crate::nats::redact_all(&config.nats.server_urls())
+}
+
 /// ` --nats-url <url>` when other commands would not find the server by default.
 fn url_flag(config: &Config) -> String {
-    let urls = config.nats.server_urls().join(",");
+    // Credentials in a configured URL are shown masked, never printed back.
+    let urls = shown_urls(config);
     if urls == DEFAULT_NATS_URL {
         String::new()
     } else {
@@ -153,7 +159,7 @@ fn url_flag(config: &Config) -> String {
 
 /// What `polos dev` prints at start: where things are and what to try next.
 fn banner(config: &Config, server: Option<&EmbeddedServer>, workflows: &[String]) -> String {
-    let urls = config.nats.server_urls().join(",");
+    let urls = shown_urls(config);
     let flag = url_flag(config);
     let mut out = String::from("polos dev\n");
     match server {
@@ -175,4 +181,21 @@ fn banner(config: &Config, server: Option<&EmbeddedServer>, workflows: &[String]
     out += "  polos cron next \"0 9 * * *\" --timezone America/New_York\n";
     out += "\nRuns (UTC; one line per status change; Ctrl-C stops everything):\n";
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_masks_credentials_of_a_configured_url() {
+        let mut config = Config::default();
+        config.nats.url = "nats://polos:hunter2@nats.internal:4222".into();
+        let text = banner(&config, None, &["daily-report".to_string()]);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("nats://polos:***@nats.internal:4222"),
+            "{text}"
+        );
+    }
 }

@@ -20,4 +20,4 @@ mod url;
 
 pub use connect::{connect, ConnectError};
 pub use denied::{subject_matches, Action, Denials, PermissionDenied};
-pub use url::{redact, split_credentials, BadUrl, UrlAuth};
+pub use url::{redact, redact_all, split_credentials, BadUrl, UrlAuth};
