@@ -73,21 +73,9 @@ pub async fn connect(config: &NatsConfig) -> Result<async_nats::Client, ConnectE
         .name(&config.name)
         .connection_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
         .event_callback(move |event| {
+            // Only refusals are taken from the events; the rest keeps async-nats' own logging.
             events.on_event(&event);
-            async move {
-                // async-nats logs nothing for most events itself; these are the ones an
-                // operator needs (a violation is logged by the recorder, once per subject).
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS connection lost; reconnecting")
-                    }
-                    async_nats::Event::Connected => tracing::debug!("connected to NATS"),
-                    async_nats::Event::SlowConsumer(sid) => {
-                        tracing::warn!(sid, "NATS slow consumer: messages were dropped")
-                    }
-                    _ => {}
-                }
-            }
+            async {}
         });
     let user = config.user.clone();
     let password = secret(
