@@ -73,6 +73,10 @@ pub struct NatsConfig {
     pub tls: TlsConfig,
     /// How long to wait for the first connection, in seconds.
     pub connect_timeout_secs: u64,
+    /// Prefix of this connection's reply subjects. Empty: `_INBOX.<user>` when logging in with
+    /// a user name, so a user may be limited to its own replies (`_INBOX.<user>.>`, as in
+    /// `deploy/nats/permissions.conf`), else NATS's usual `_INBOX`.
+    pub inbox_prefix: String,
 }
 
 /// Reads a secret of any scalar type as text, so a password like `12345` in `polos.toml` is
@@ -123,6 +127,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("creds_file", &self.creds_file)
             .field("tls", &self.tls)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -143,6 +148,7 @@ impl Default for NatsConfig {
             creds_file: None,
             tls: TlsConfig::default(),
             connect_timeout_secs: 5,
+            inbox_prefix: String::new(),
         }
     }
 }

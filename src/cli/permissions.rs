@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::{fail, EXIT_INVALID};
-use crate::nats::permissions::{render, server_conf_file, Format, Role, Scope};
+use crate::nats::permissions::{default_user, render, server_conf_file, Format, Role, Scope};
 
 /// `polos permissions [ROLE] [--workflow W]... [--format conf|jwt|nsc]`
 #[derive(Debug, Args)]
@@ -20,6 +20,12 @@ pub struct PermissionsArgs {
     /// name prefix, so workflows are listed one by one.
     #[arg(long = "workflow", value_name = "WORKFLOW")]
     pub workflows: Vec<String>,
+    /// The NATS user that logs in with these permissions: it may receive replies only on
+    /// `_INBOX.<user>.>` (polos uses that reply prefix when it logs in by name). Default for
+    /// `conf` and `nsc`: polos-<role> (polos-worker-<workflows> for a limited worker); for
+    /// `jwt`: none, replies on `_INBOX.>` (or set nats.inbox_prefix and pass it here).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
     /// `conf` (nats-server configuration), `jwt` (the `nats` claim of a user JWT) or `nsc`
     /// (an `nsc add user` command).
     #[arg(long, value_enum, default_value_t = FormatArg::Conf)]
@@ -66,10 +72,10 @@ pub enum FormatArg {
 
 pub(super) fn run(args: &PermissionsArgs) -> ExitCode {
     let Some(role) = args.role else {
-        if !args.workflows.is_empty() {
+        if !args.workflows.is_empty() || args.user.is_some() {
             return fail(
                 EXIT_INVALID,
-                "--workflow narrows a worker: name the role, e.g. `polos permissions worker --workflow daily-report`",
+                "--workflow and --user describe one user: name the role, e.g. `polos permissions worker --workflow daily-report`",
             );
         }
         print!("{}", server_conf_file());
@@ -91,6 +97,19 @@ pub(super) fn run(args: &PermissionsArgs) -> ExitCode {
         FormatArg::Jwt => Format::Jwt,
         FormatArg::Nsc => Format::Nsc,
     };
-    print!("{}", render(role, &scope, format));
+    if let Some(user) = &args.user {
+        if user.is_empty() || user.contains(['.', '*', '>', ' ']) {
+            return fail(
+                EXIT_INVALID,
+                format!("--user {user:?} must be one subject token (no '.', '*', '>' or spaces): it names the user's reply inbox _INBOX.<user>"),
+            );
+        }
+    }
+    let user = match (&args.user, format) {
+        (Some(user), _) => Some(user.clone()),
+        (None, Format::Jwt) => None,
+        (None, _) => Some(default_user(role, &scope)),
+    };
+    print!("{}", render(role, &scope, user.as_deref(), format));
     ExitCode::SUCCESS
 }

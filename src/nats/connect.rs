@@ -67,16 +67,9 @@ pub enum ConnectError {
 pub async fn connect(config: &NatsConfig) -> Result<async_nats::Client, ConnectError> {
     let urls = config.server_urls();
     let (addrs, url_auth) = split_all(&urls)?;
-    let recorder = Recorder::new();
-    let events = recorder.clone();
     let mut options = async_nats::ConnectOptions::new()
         .name(&config.name)
-        .connection_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
-        .event_callback(move |event| {
-            // Only refusals are taken from the events; the rest keeps async-nats' own logging.
-            events.on_event(&event);
-            async {}
-        });
+        .connection_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)));
     let user = config.user.clone();
     let password = secret(
         config.password.as_deref(),
@@ -97,6 +90,21 @@ pub async fn connect(config: &NatsConfig) -> Result<async_nats::Client, ConnectE
         "nats.nkey_seed_file",
     )?;
     let configured = user.is_some() || password.is_some() || token.is_some();
+    let login = match (&user, &url_auth) {
+        (Some(user), _) => Some(user.clone()),
+        (None, Some(UrlAuth::UserPassword { user, .. })) if !configured => Some(user.clone()),
+        _ => None,
+    };
+    let inbox = inbox_prefix(&config.inbox_prefix, login.as_deref())?;
+    let recorder = Recorder::new(&inbox);
+    let events = recorder.clone();
+    options = options
+        .custom_inbox_prefix(inbox)
+        .event_callback(move |event| {
+            // Only refusals are taken from the events; the rest keeps async-nats' own logging.
+            events.on_event(&event);
+            async {}
+        });
     match (user, password) {
         (Some(user), Some(password)) => {
             options = options.user_and_password(user, password);
@@ -166,6 +174,38 @@ pub async fn connect(config: &NatsConfig) -> Result<async_nats::Client, ConnectE
         }),
     }
 }
+
+/// The reply-subject prefix: the configured one, else `_INBOX.<user>` for a user whose name is a
+/// plain subject, else `_INBOX`. A per-user prefix still matches the common `_INBOX.>`
+/// permission, and lets a server confine each user to its own replies (`_INBOX.<user>.>`):
+/// without it any user allowed `_INBOX.>` can read every other user's replies.
+pub fn inbox_prefix(configured: &str, user: Option<&str>) -> Result<String, ConnectError> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|token| {
+                !token.is_empty()
+                    && token != "*"
+                    && token != ">"
+                    && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
+    };
+    if !configured.is_empty() {
+        if !plain(configured) {
+            return Err(ConnectError::Settings(format!(
+                "nats.inbox_prefix {configured:?} is not a plain subject; use tokens without spaces, `*` or `>`, e.g. _INBOX.my-service"
+            )));
+        }
+        return Ok(configured.to_string());
+    }
+    // One token only: user `a` allowed `_INBOX.a.>` must not receive the replies of user `a.b`.
+    Ok(match user {
+        Some(user) if plain(user) && !user.contains('.') => format!("{DEFAULT_INBOX}.{user}"),
+        _ => DEFAULT_INBOX.to_string(),
+    })
+}
+
+/// NATS's usual reply-subject prefix.
+pub const DEFAULT_INBOX: &str = "_INBOX";
 
 /// Every URL without its credentials, and the one set of credentials they carry.
 fn split_all(urls: &[String]) -> Result<(Vec<ServerAddr>, Option<UrlAuth>), ConnectError> {
@@ -248,6 +288,30 @@ fn hint(e: &async_nats::ConnectError) -> &'static str {
         }
         _ => {
             "Is a server running there? Start one with `polos dev`, or set nats.url / POLOS_NATS__URL to your server"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_come_to_the_users_own_inbox() {
+        assert_eq!(
+            inbox_prefix("", Some("polos-client")).unwrap(),
+            "_INBOX.polos-client"
+        );
+        assert_eq!(inbox_prefix("", None).unwrap(), "_INBOX");
+        assert_eq!(
+            inbox_prefix("", Some("a.b")).unwrap(),
+            "_INBOX",
+            "one token only"
+        );
+        assert_eq!(inbox_prefix("", Some("a b")).unwrap(), "_INBOX");
+        assert_eq!(inbox_prefix("_R.svc", Some("u")).unwrap(), "_R.svc");
+        for bad in ["_INBOX.>", "a..b", "a b", "_INBOX.*"] {
+            assert!(inbox_prefix(bad, None).is_err(), "{bad}");
         }
     }
 }

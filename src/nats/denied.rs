@@ -71,15 +71,9 @@ impl PermissionDenied {
         Some(PermissionDenied { action, subject })
     }
 
-    /// Whether this refusal is of one of `patterns` (NATS subjects; `*` and `>` wildcards), or
-    /// of the reply inbox, without which no request can succeed.
+    /// Whether this refusal is of one of `patterns` (NATS subjects; `*` and `>` wildcards).
     pub fn concerns(&self, patterns: &[&str]) -> bool {
-        self.is_inbox() || patterns.iter().any(|p| subject_matches(p, &self.subject))
-    }
-
-    /// A refused subscription to a reply inbox: every request of the connection is affected.
-    fn is_inbox(&self) -> bool {
-        self.action == Action::Subscribe && self.subject.starts_with("_INBOX")
+        patterns.iter().any(|p| subject_matches(p, &self.subject))
     }
 }
 
@@ -100,6 +94,8 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 /// One connection's violations.
 #[derive(Debug)]
 struct Watch {
+    /// The connection's reply prefix: a refused subscription under it means no reply can come.
+    inbox_prefix: String,
     /// Each violation as it arrives, to wake guards waiting on its subject.
     tx: broadcast::Sender<PermissionDenied>,
     /// A refused inbox subscription, kept until the connection reconnects.
@@ -113,8 +109,17 @@ struct Watch {
 const MAX_LOGGED: usize = 1024;
 
 impl Watch {
+    /// A refused subscription to this connection's own replies: every request is affected.
+    fn is_own_inbox(&self, denied: &PermissionDenied) -> bool {
+        denied.action == Action::Subscribe
+            && denied
+                .subject
+                .strip_prefix(&self.inbox_prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     fn record(&self, denied: PermissionDenied) {
-        if denied.is_inbox() {
+        if self.is_own_inbox(&denied) {
             if let Ok(mut inbox) = self.inbox.lock() {
                 *inbox = Some(denied.clone());
             }
@@ -148,9 +153,11 @@ static WATCHES: Mutex<Vec<(Weak<Statistics>, Arc<Watch>)>> = Mutex::new(Vec::new
 pub(crate) struct Recorder(Arc<Watch>);
 
 impl Recorder {
-    pub(crate) fn new() -> Recorder {
+    /// A recorder for a connection whose replies come to `inbox_prefix`.
+    pub(crate) fn new(inbox_prefix: &str) -> Recorder {
         let (tx, _) = broadcast::channel(256);
         Recorder(Arc::new(Watch {
+            inbox_prefix: inbox_prefix.to_string(),
             tx,
             inbox: Mutex::new(None),
             logged: Mutex::new(HashSet::new()),
@@ -231,7 +238,9 @@ impl Denials {
         let refused = async {
             loop {
                 match refusals.recv().await {
-                    Ok(denied) if denied.concerns(subjects) => return denied,
+                    Ok(denied) if denied.concerns(subjects) || watch.is_own_inbox(&denied) => {
+                        return denied
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     // The recorder lives as long as the connection; if it is gone, only the
                     // operation can end the wait.
@@ -318,18 +327,27 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_concerns_its_own_subject_and_the_inbox_only() {
+    fn a_refusal_concerns_its_own_subject_and_the_own_inbox_only() {
         let other_key = PermissionDenied {
             action: Action::Publish,
             subject: "$KV.polos_schedules.wf.other".into(),
         };
         assert!(!other_key.concerns(&["$KV.polos_schedules.wf.key"]));
         assert!(other_key.concerns(&["$KV.polos_schedules.wf.other"]));
-        let inbox = PermissionDenied {
+        let watch = Recorder::new("_INBOX.me").0;
+        let own = PermissionDenied {
             action: Action::Subscribe,
-            subject: "_INBOX.abc.*".into(),
+            subject: "_INBOX.me.abc.*".into(),
         };
-        assert!(inbox.concerns(&["$KV.polos_schedules.wf.key"]));
+        assert!(watch.is_own_inbox(&own));
+        // Trying to read someone else's replies is refused, and fails nothing of ours.
+        for subject in ["_INBOX.other.>", "_INBOX.meow.x"] {
+            let foreign = PermissionDenied {
+                action: Action::Subscribe,
+                subject: subject.into(),
+            };
+            assert!(!watch.is_own_inbox(&foreign), "{subject}");
+        }
     }
 
     #[tokio::test]
@@ -340,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_matching_refusal_ends_the_wait_and_others_do_not() {
-        let recorder = Recorder::new();
+        let recorder = Recorder::new("_INBOX");
         let denials = Denials(Some(recorder.0.clone()));
         let refused = Event::ServerError(ServerError::Other(
             r#"Permissions Violation for Publish to "polos.schedules.upsert""#.into(),

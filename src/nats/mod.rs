@@ -18,6 +18,6 @@ pub mod server;
 pub mod streams;
 mod url;
 
-pub use connect::{connect, ConnectError};
+pub use connect::{connect, inbox_prefix, ConnectError, DEFAULT_INBOX};
 pub use denied::{subject_matches, Action, Denials, PermissionDenied};
 pub use url::{redact, redact_all, split_credentials, BadUrl, UrlAuth};

@@ -149,8 +149,25 @@ const BUCKETS: [&str; 6] = [
     LEASES_BUCKET,
 ];
 
-/// Where every request's reply comes back (async-nats' default inbox prefix).
-const INBOX: &str = "_INBOX.>";
+/// Where a user's replies come back: `_INBOX.<user>.>` for a user that logs in by name (polos
+/// uses `_INBOX.<user>` as its reply prefix then, see `nats.inbox_prefix`), so no user can read
+/// another's replies; `_INBOX.>` for one that does not (a JWT user, unless its processes set
+/// `nats.inbox_prefix`).
+pub fn inbox(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("{}.{user}.>", super::DEFAULT_INBOX),
+        None => format!("{}.>", super::DEFAULT_INBOX),
+    }
+}
+
+/// The user name a role gets unless told otherwise (`polos-scheduler`,
+/// `polos-worker-billing-invoices` for a worker limited to two workflows).
+pub fn default_user(role: Role, scope: &Scope) -> String {
+    match (role, scope) {
+        (Role::Worker, Scope::Workflows(ids)) => format!("polos-worker-{}", ids.join("-")),
+        _ => format!("polos-{role}"),
+    }
+}
 
 pub(crate) fn stream_info(stream: &str) -> String {
     format!("$JS.API.STREAM.INFO.{stream}")
@@ -178,10 +195,12 @@ fn bucket_consumers(bucket: &str, out: &mut Vec<String>) {
 }
 
 impl Role {
-    /// The permissions of this role; `scope` only narrows [`Role::Worker`].
-    pub fn permissions(self, scope: &Scope) -> Permissions {
+    /// The permissions of this role for the NATS user `user` (it decides the reply inbox, see
+    /// [`inbox`]); `scope` only narrows [`Role::Worker`].
+    pub fn permissions(self, scope: &Scope, user: Option<&str>) -> Permissions {
+        let inbox = inbox(user);
         let mut publish = Vec::new();
-        let mut subscribe = vec![INBOX.to_string()];
+        let mut subscribe = vec![inbox.clone()];
         let mut allow_responses = false;
         match self {
             Role::Admin => {
@@ -215,7 +234,7 @@ impl Role {
                 // Fires, and manual triggers through the API.
                 publish.push("polos.runs.>".to_string());
                 // The API confirms its subscriptions with an echo through its own inbox.
-                publish.push(INBOX.to_string());
+                publish.push(inbox);
                 subscribe.extend(
                     [
                         "polos.schedules.*",
@@ -353,15 +372,17 @@ fn conf_var(role: Role, scope: &Scope) -> String {
     var
 }
 
-/// The permissions of `role` (narrowed by `scope` for a worker) in `format`.
-pub fn render(role: Role, scope: &Scope, format: Format) -> String {
-    let permissions = role.permissions(scope);
+/// The permissions of `role` (narrowed by `scope` for a worker) for the NATS user `user`, in
+/// `format`.
+pub fn render(role: Role, scope: &Scope, user: Option<&str>, format: Format) -> String {
+    let permissions = role.permissions(scope, user);
     match format {
         Format::Conf => {
             let mut out = String::new();
+            let who = user.map_or_else(|| "a user".to_string(), |u| format!("user {u}"));
             let _ = writeln!(
                 out,
-                "# polos {role}: paste inside `authorization {{ … }}` and give a user `permissions: ${}`",
+                "# polos {role}: paste inside `authorization {{ … }}` and give {who} `permissions: ${}`",
                 conf_var(role, scope)
             );
             conf_block(&conf_var(role, scope), &permissions, "", &mut out);
@@ -381,7 +402,8 @@ pub fn render(role: Role, scope: &Scope, format: Format) -> String {
         }
         Format::Nsc => {
             let mut command = format!(
-                "nsc add user --name polos-{role} \\\n  --allow-pub '{}' \\\n  --allow-sub '{}'",
+                "nsc add user --name {} \\\n  --allow-pub '{}' \\\n  --allow-sub '{}'",
+                user.map_or_else(|| default_user(role, scope), str::to_string),
                 permissions.publish.join(","),
                 permissions.subscribe.join(",")
             );
@@ -419,14 +441,18 @@ pub fn server_conf_file() -> String {
          # - polos_steps keys are <run_id>.<step> and a run id starts with the schedule id (a\n\
          #   hash of workflow and key): every worker can read and write every step result.\n\
          # - API clients cannot be limited to workflows: the workflow is in the request body,\n\
-         #   not the subject. Give read-only people the operator role instead.\n\n",
+         #   not the subject. Give read-only people the operator role instead.\n\
+         #\n\
+         # Each user receives replies only on _INBOX.<user>.>, so no user reads another's\n\
+         # replies. polos picks that reply prefix by itself when it logs in with a user name;\n\
+         # other NATS tools need it said: `nats --inbox-prefix _INBOX.polos-operator …`.\n\n",
     );
     out.push_str("authorization {\n");
     for role in Role::ALL {
         let _ = writeln!(out, "  # {}", describe(role));
         conf_block(
             &conf_var(role, &Scope::All),
-            &role.permissions(&Scope::All),
+            &role.permissions(&Scope::All, Some(&default_user(role, &Scope::All))),
             "  ",
             &mut out,
         );
@@ -438,7 +464,7 @@ pub fn server_conf_file() -> String {
     );
     conf_block(
         &conf_var(Role::Worker, &limited),
-        &Role::Worker.permissions(&limited),
+        &Role::Worker.permissions(&limited, Some(&default_user(Role::Worker, &limited))),
         "  ",
         &mut out,
     );
@@ -447,13 +473,15 @@ pub fn server_conf_file() -> String {
         let var = conf_var(role, &Scope::All);
         let _ = writeln!(
             out,
-            "    {{ user: polos-{role}, password: ${var}_PASSWORD, permissions: ${var} }}"
+            "    {{ user: {}, password: ${var}_PASSWORD, permissions: ${var} }}",
+            default_user(role, &Scope::All)
         );
     }
     let var = conf_var(Role::Worker, &limited);
     let _ = writeln!(
         out,
-        "    {{ user: polos-worker-{EXAMPLE_WORKFLOW}, password: ${var}_PASSWORD, permissions: ${var} }}"
+        "    {{ user: {}, password: ${var}_PASSWORD, permissions: ${var} }}",
+        default_user(Role::Worker, &limited)
     );
     out.push_str("  ]\n}\n");
     out
@@ -474,19 +502,14 @@ fn describe(role: Role) -> &'static str {
 /// The user name and password variable of a role in the shipped configuration, e.g.
 /// `("polos-worker", "POLOS_WORKER_PASSWORD")`; `workflow` picks the limited example worker.
 pub fn shipped_user(role: Role, workflow: Option<&str>) -> (String, String) {
-    match workflow {
-        Some(w) => {
-            let scope = Scope::Workflows(vec![w.to_string()]);
-            (
-                format!("polos-{role}-{w}"),
-                format!("{}_PASSWORD", conf_var(role, &scope)),
-            )
-        }
-        None => (
-            format!("polos-{role}"),
-            format!("{}_PASSWORD", conf_var(role, &Scope::All)),
-        ),
-    }
+    let scope = match workflow {
+        Some(w) => Scope::Workflows(vec![w.to_string()]),
+        None => Scope::All,
+    };
+    (
+        default_user(role, &scope),
+        format!("{}_PASSWORD", conf_var(role, &scope)),
+    )
 }
 
 #[cfg(test)]
@@ -526,7 +549,7 @@ mod tests {
     #[test]
     fn a_limited_worker_names_its_workflows_and_nothing_wider() {
         let scope = Scope::workflows(["daily-report"]).unwrap();
-        let p = Role::Worker.permissions(&scope);
+        let p = Role::Worker.permissions(&scope, Some("w1"));
         for s in [
             "$JS.API.CONSUMER.CREATE.POLOS_RUNS.polos_daily-report.polos.runs.daily-report",
             "$JS.API.CONSUMER.MSG.NEXT.POLOS_RUNS.polos_daily-report",
@@ -544,7 +567,7 @@ mod tests {
                 || s.starts_with("$JS.API.CONSUMER.DELETE")
                 || s == "$JS.API.>"
                 || s.contains("polos_schedules.*")));
-        assert_eq!(p.subscribe, ["_INBOX.>"]);
+        assert_eq!(p.subscribe, ["_INBOX.w1.>"], "only its own replies");
     }
 
     #[test]
@@ -558,7 +581,7 @@ mod tests {
     #[test]
     fn only_the_scheduler_answers_requests_and_nobody_gets_the_whole_api() {
         for role in Role::ALL {
-            let p = role.permissions(&Scope::All);
+            let p = role.permissions(&Scope::All, None);
             assert_eq!(p.allow_responses, role == Role::Scheduler, "{role}");
             assert!(
                 !p.publish.iter().any(|s| s == "$JS.API.>" || s == ">"),
@@ -569,7 +592,7 @@ mod tests {
 
     #[test]
     fn the_jwt_claim_is_json_with_pub_and_sub() {
-        let text = render(Role::Scheduler, &Scope::All, Format::Jwt);
+        let text = render(Role::Scheduler, &Scope::All, None, Format::Jwt);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert!(v["pub"]["allow"].as_array().unwrap().len() > 10);
         assert_eq!(v["sub"]["allow"][0], "_INBOX.>");

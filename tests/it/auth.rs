@@ -175,7 +175,7 @@ async fn a_jwt_creds_file_and_the_role_claims_of_polos_permissions() {
     // A user whose JWT carries `polos permissions client --format jwt`: the API is allowed
     // (nobody serves it here, so "no scheduler answers"), a KV write is refused.
     let claim: Value =
-        serde_json::from_str(&render(Role::Client, &Scope::All, Format::Jwt)).unwrap();
+        serde_json::from_str(&render(Role::Client, &Scope::All, None, Format::Jwt)).unwrap();
     let (creds, _) = operator.user_creds("polos-client", claim);
     let mut client_config = config(server.url());
     client_config.creds_file = Some(write_file(dir.path(), "client.creds", &creds));

@@ -380,8 +380,17 @@ async fn forbidden_operations_fail_at_once_and_change_nothing() {
     )
     .await;
 
-    // A client: no KV, no stream access at all.
+    // A client: no KV, no stream access at all, and nobody else's replies.
     let client = env.connect_as(CLIENT).await;
+    let text = refused(&client, "_INBOX.polos-scheduler.>", async {
+        let _replies = client.subscribe("_INBOX.polos-scheduler.>").await;
+        std::future::pending::<()>().await
+    })
+    .await;
+    assert_eq!(
+        text,
+        "permission denied: subscribe to _INBOX.polos-scheduler.>"
+    );
     let subject = "$KV.polos_schedules.daily-report.u2";
     refused(
         &client,
