@@ -262,6 +262,35 @@ impl Denials {
     pub async fn guard_any<F: Future>(&self, operation: F) -> Result<F::Output, PermissionDenied> {
         self.guard(&[">"], operation).await
     }
+
+    /// Starts listening for refusals from now on, for a long-lived task that must notice one
+    /// whenever it comes (the API service stops when its subscriptions are refused).
+    pub fn listen(&self) -> Refusals {
+        Refusals(self.0.as_ref().map(|watch| watch.tx.subscribe()))
+    }
+}
+
+/// Refusals of one connection since [`Denials::listen`].
+#[derive(Debug)]
+pub struct Refusals(Option<broadcast::Receiver<PermissionDenied>>);
+
+impl Refusals {
+    /// Waits for the next refusal of `action` on one of `subjects`; never resolves on a
+    /// connection that is not watched.
+    pub async fn next_of(&mut self, action: Action, subjects: &[&str]) -> PermissionDenied {
+        let Some(rx) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        loop {
+            match rx.recv().await {
+                Ok(denied) if denied.action == action && denied.concerns(subjects) => {
+                    return denied
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +405,23 @@ mod tests {
         assert_eq!(
             result.unwrap_err().to_string(),
             "permission denied: publish to polos.schedules.upsert"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listener_sees_only_the_refusals_it_asks_for() {
+        let recorder = Recorder::new("_INBOX");
+        let mut refusals = Denials(Some(recorder.0.clone())).listen();
+        for text in [
+            r#"Permissions Violation for Publish to "polos.runs.wf""#,
+            r#"Permissions Violation for Subscription to "polos.schedules.get" using queue "q""#,
+        ] {
+            recorder.on_event(&Event::ServerError(ServerError::Other(text.into())));
+        }
+        let denied = refusals.next_of(Action::Subscribe, &["polos.>"]).await;
+        assert_eq!(
+            denied.subject, "polos.schedules.get",
+            "the publish refusal is skipped"
         );
     }
 }

@@ -19,5 +19,5 @@ pub mod streams;
 mod url;
 
 pub use connect::{connect, inbox_prefix, ConnectError, DEFAULT_INBOX};
-pub use denied::{subject_matches, Action, Denials, PermissionDenied};
+pub use denied::{subject_matches, Action, Denials, PermissionDenied, Refusals};
 pub use url::{redact, redact_all, split_credentials, BadUrl, UrlAuth};
