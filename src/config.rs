@@ -315,6 +315,20 @@ impl Default for LogConfig {
     }
 }
 
+/// A parse error's text without the quoted lines of the file (`3 | password = …`): the line
+/// and column are kept, the line's content may be a secret and is not shown.
+fn without_source_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(" | ") {
+            Some((number, _)) if number.trim().parse::<u32>().is_ok() => {
+                format!("{number} | (line not shown: it may hold a secret)")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Secret settings read from the environment as they are (figment key, variable).
 const SECRET_VARIABLES: [(&str, &str); 3] = [
     ("nats__password", "POLOS_NATS__PASSWORD"),
@@ -329,7 +343,7 @@ pub enum ConfigError {
     #[error("config file {0} does not exist; create it or drop --config / POLOS_CONFIG")]
     MissingFile(PathBuf),
     /// A value is malformed or a key is unknown.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration: {}", without_source_lines(&.0.to_string()))]
     Invalid(#[from] Box<figment::Error>),
     /// A secret variable holds bytes that are not UTF-8 (its value is not shown).
     #[error("environment variable {0} is not valid UTF-8; secrets must be text")]
@@ -488,6 +502,20 @@ mod tests {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
             }
             assert!(shown.contains("nats://u:***@h:4222"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_but_does_not_quote_it() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "polos.toml",
+                "[nats]\nuser = \"u\"\npassword = hunter2secret\n",
+            )?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(!e.contains("hunter2secret"), "{e}");
+            assert!(e.contains("line 3"), "{e}");
             Ok(())
         });
     }
