@@ -360,6 +360,21 @@ async fn no_secret_in_any_output_of_the_cli() {
     let text = check("schedules list with a password file", &out);
     assert!(text.contains("no polos scheduler answers"), "{text}");
 
+    // A config file with a syntax error on its password line: the line is named, not quoted.
+    let toml = write_file(
+        dir.path(),
+        "polos.toml",
+        &format!("[nats]\nuser = \"polos\"\npassword = {password}\n"),
+    );
+    let out = polos(
+        &["--config", &toml.display().to_string(), "schedules", "list"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let text = check("a malformed polos.toml", &out);
+    assert!(text.contains("line 3"), "{text}");
+
     // A wrong token and seed from the environment are not echoed either.
     let out = polos(
         &["runs", "list"],
