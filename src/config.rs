@@ -34,12 +34,19 @@ pub struct Config {
 }
 
 /// `[nats]`: server addresses and credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Secrets (`password`, `token`, `nkey_seed`, and credentials inside `url`) are never shown:
+/// `Debug` masks them, errors name the setting or file instead of the value, and URLs are
+/// printed as `nats://user:***@host`. Each secret can come from a file instead (`*_file`), so it
+/// need not sit in an environment variable or in `polos.toml`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
     /// Server URL(s), comma-separated (`nats://a:4222,nats://b:4222`). Empty means "none
     /// configured": `polos dev` then starts its own server, other commands use
-    /// `nats://127.0.0.1:4222`.
+    /// `nats://127.0.0.1:4222`. Credentials may be written into it, as the NATS tools accept:
+    /// `nats://user:password@host:4222` or `nats://token@host:4222` (percent-encode `@`, `:`
+    /// and `/` inside them).
     pub url: String,
     /// Additional server URLs (same as listing them in `url`).
     pub urls: Vec<String>,
@@ -48,17 +55,83 @@ pub struct NatsConfig {
     /// User for user/password auth.
     pub user: Option<String>,
     /// Password for user/password auth.
+    #[serde(deserialize_with = "secret")]
     pub password: Option<String>,
+    /// A file holding the password (one line; a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
     /// Token auth.
+    #[serde(deserialize_with = "secret")]
     pub token: Option<String>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
     /// NKey seed (`SU…`) for nkey auth.
+    #[serde(deserialize_with = "secret")]
     pub nkey_seed: Option<String>,
+    /// A file holding the NKey seed (as written by `nk -gen user`).
+    pub nkey_seed_file: Option<PathBuf>,
     /// Path of a `.creds` file (JWT + seed).
     pub creds_file: Option<PathBuf>,
     /// TLS settings.
     pub tls: TlsConfig,
     /// How long to wait for the first connection, in seconds.
     pub connect_timeout_secs: u64,
+    /// Prefix of this connection's reply subjects. Empty: `_INBOX.<user>` when logging in with
+    /// a user name, so a user may be limited to its own replies (`_INBOX.<user>.>`, as in
+    /// `deploy/nats/permissions.conf`), else NATS's usual `_INBOX`.
+    pub inbox_prefix: String,
+}
+
+/// Reads a secret of any scalar type as text, so a password like `12345` in `polos.toml` is
+/// taken as written instead of failing with an error that would quote it.
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let value: Option<Scalar> = Option::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("a secret must be a string (its value is not shown)")
+    })?;
+    Ok(value.map(|v| match v {
+        Scalar::Text(s) => s,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("NatsConfig")
+            .field("url", &crate::nats::redact(&self.url))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| crate::nats::redact(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field("password", &masked(&self.password))
+            .field("password_file", &self.password_file)
+            .field("token", &masked(&self.token))
+            .field("token_file", &self.token_file)
+            .field("nkey_seed", &masked(&self.nkey_seed))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
+            .field("tls", &self.tls)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
 }
 
 impl Default for NatsConfig {
@@ -69,11 +142,15 @@ impl Default for NatsConfig {
             name: "polos".into(),
             user: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
             nkey_seed: None,
+            nkey_seed_file: None,
             creds_file: None,
             tls: TlsConfig::default(),
             connect_timeout_secs: 5,
+            inbox_prefix: String::new(),
         }
     }
 }
@@ -312,6 +389,27 @@ impl Default for LogConfig {
     }
 }
 
+/// A parse error's text without the quoted lines of the file (`3 | password = …`): the line
+/// and column are kept, the line's content may be a secret and is not shown.
+fn without_source_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(" | ") {
+            Some((number, _)) if number.trim().parse::<u32>().is_ok() => {
+                format!("{number} | (line not shown: it may hold a secret)")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Secret settings read from the environment as they are (figment key, variable).
+const SECRET_VARIABLES: [(&str, &str); 3] = [
+    ("nats__password", "POLOS_NATS__PASSWORD"),
+    ("nats__token", "POLOS_NATS__TOKEN"),
+    ("nats__nkey_seed", "POLOS_NATS__NKEY_SEED"),
+];
+
 /// A configuration that cannot be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -319,7 +417,7 @@ pub enum ConfigError {
     #[error("config file {0} does not exist; create it or drop --config / POLOS_CONFIG")]
     MissingFile(PathBuf),
     /// A value is malformed or a key is unknown.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration: {}", without_source_lines(&.0.to_string()))]
     Invalid(#[from] Box<figment::Error>),
     /// A value parses but cannot work (out of its range).
     #[error("invalid configuration: {key} = {value} ({env}) {why}")]
@@ -333,6 +431,9 @@ pub enum ConfigError {
         /// The accepted range.
         why: String,
     },
+    /// A secret variable holds bytes that are not UTF-8 (its value is not shown).
+    #[error("environment variable {0} is not valid UTF-8; secrets must be text")]
+    NotUnicode(&'static str),
 }
 
 impl Config {
@@ -349,20 +450,31 @@ impl Config {
             Some(p) => Toml::file_exact(p),
             None => Toml::file("polos.toml"),
         };
-        Figment::from(Serialized::defaults(Config::default()))
+        let mut ignored = vec!["config", "nats_server", "tools_dir"];
+        ignored.extend(SECRET_VARIABLES.iter().map(|(key, _)| *key));
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(toml)
-            .merge(
-                Env::prefixed("POLOS_")
-                    .ignore(&["config", "nats_server", "tools_dir"])
-                    .split("__"),
-            )
+            .merge(Env::prefixed("POLOS_").ignore(&ignored).split("__"))
             .merge(overrides)
-            .extract::<Config>()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
-            .and_then(|config| {
-                config.scheduler.validate()?;
-                Ok(config)
-            })
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        // figment parses environment values (`0123` becomes the number 123, `a,b` a list):
+        // secrets are taken byte for byte instead.
+        for (key, variable) in SECRET_VARIABLES {
+            if let Some(value) = std::env::var_os(variable) {
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError::NotUnicode(variable))?;
+                let slot = match key {
+                    "nats__password" => &mut config.nats.password,
+                    "nats__token" => &mut config.nats.token,
+                    _ => &mut config.nats.nkey_seed,
+                };
+                *slot = Some(value);
+            }
+        }
+        config.scheduler.validate()?;
+        Ok(config)
     }
 
     /// Loads from defaults and environment only (handy in examples and tests).
@@ -469,6 +581,65 @@ mod tests {
             jail.set_env("POLOS_SCHEDULER__CATCHUP_MAX_FIRES", "0");
             let e = Config::load(None, Figment::new()).unwrap_err().to_string();
             assert!(e.contains("catchup_max_fires") && e.contains("skip"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_taken_as_written_and_never_shown() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "polos.toml",
+                "[nats]\nuser = \"u\"\npassword = 12345\nurl = \"nats://u:hunter2@h:4222\"\n",
+            )?;
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.nats.password.as_deref(),
+                Some("12345"),
+                "a number is text"
+            );
+            // Environment values are not parsed: a leading zero or a comma stays.
+            jail.set_env("POLOS_NATS__PASSWORD", "0123");
+            jail.set_env("POLOS_NATS__TOKEN", "a,b");
+            jail.set_env("POLOS_NATS__NKEY_SEED", "[SUxyz");
+            jail.set_env("POLOS_NATS__PASSWORD", "[1, 2]");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats.password.as_deref(), Some("[1, 2]"), "not a list");
+            jail.set_env("POLOS_NATS__PASSWORD", "0123");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats.password.as_deref(), Some("0123"));
+            assert_eq!(c.nats.token.as_deref(), Some("a,b"));
+            assert_eq!(c.nats.nkey_seed.as_deref(), Some("[SUxyz"));
+            let shown = format!("{c:?}");
+            for secret in ["0123", "a,b", "SUxyz", "hunter2"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("nats://u:***@h:4222"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_but_does_not_quote_it() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "polos.toml",
+                "[nats]\nuser = \"u\"\npassword = hunter2secret\n",
+            )?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(!e.contains("hunter2secret"), "{e}");
+            assert!(e.contains("line 3"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_shape_is_refused_without_its_value() {
+        Jail::expect_with(|jail| {
+            jail.create_file("polos.toml", "[nats]\ntoken = [\"hunter2\"]\n")?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("token"), "{e}");
             Ok(())
         });
     }

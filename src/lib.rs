@@ -7,7 +7,7 @@
 //! | [`model`] | the contract: ids, key encoding, KV records, `SchedulePayload`, subject names |
 //! | [`cron`] | pure cron + time-zone engine: parse, normalize into saffron, DST rules, `next_after` |
 //! | [`config`] | figment layers: defaults < `polos.toml` < `POLOS_*` env < flags |
-//! | [`nats`] | connecting with auth, applying `streams/*.json`, running a local `nats-server` |
+//! | [`nats`] | connecting with auth (secrets masked), permission refusals as errors, least-privilege permissions per role, applying `streams/*.json`, running a local `nats-server` |
 //! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows`; the one owner of `polos_runs` and `polos_steps` |
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
 //! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |

@@ -156,4 +156,7 @@ pub enum ServeError {
     /// The micro service or one of its endpoints could not be registered.
     #[error("cannot start the NATS micro service polos: {0}")]
     Service(String),
+    /// NATS refused a subscription of the service (its endpoints or `$SRV` discovery).
+    #[error("cannot serve the schedules API: {0} (check the scheduler's NATS permissions)")]
+    Denied(crate::nats::PermissionDenied),
 }

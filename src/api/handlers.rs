@@ -18,7 +18,7 @@ use crate::model::{
     payload, schedule_kv_key, validate_key, validate_workflow, Fire, ScheduleRecord,
     ScheduleSource, Trigger,
 };
-use crate::store::{InvalidEntry, ScheduleStore};
+use crate::store::{InvalidEntry, ScheduleStore, StoreError};
 
 /// How many upcoming instants `upsert` and `get` reply with.
 const NEXT_COUNT: usize = 5;
@@ -260,12 +260,20 @@ impl Handlers {
                 fire.subject()
             ))
         };
-        self.js
-            .publish_with_headers(fire.subject(), fire.headers(), fire.body())
+        let subject = fire.subject();
+        let published = async {
+            self.js
+                .publish_with_headers(subject.clone(), fire.headers(), fire.body())
+                .await
+                .map_err(|e| publish(e.to_string()))?
+                .await
+                .map_err(|e| publish(e.to_string()))
+        };
+        self.store
+            .denials()
+            .guard(&[&subject], published)
             .await
-            .map_err(|e| publish(e.to_string()))?
-            .await
-            .map_err(|e| publish(e.to_string()))?;
+            .map_err(|denied| ApiError::from(StoreError::Denied(denied)))??;
         self.metrics.fired(
             &fire.workflow,
             Trigger::Manual,

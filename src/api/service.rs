@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::names::SERVICE_NAME;
 use crate::model::DEFAULT_KEY;
+use crate::nats::{Action, Denials, Refusals};
 use crate::store::ScheduleStore;
 
 /// Largest request body accepted (64 KiB); larger ones are `invalid_request`. Every valid request
@@ -42,6 +43,8 @@ const SHARD_QUEUE: usize = 256;
 const MAX_READS: usize = 256;
 /// How long a round trip to the server may take at start and shutdown.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start waits after registering for a refused subscription to be reported.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(50);
 /// How long shutdown waits for requests already accepted to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,7 +98,15 @@ pub struct ApiServer {
     /// The service's connection, checked at shutdown so the unsubscribes reach the server
     /// before `run` returns (a request sent afterwards gets "no responders", not a timeout).
     client: async_nats::Client,
+    /// Refusals since before the endpoints subscribed: a refused subscription (reported on the
+    /// connection, maybe after `start` returned) stops the service with the subject named
+    /// instead of leaving it deaf.
+    refusals: Refusals,
 }
+
+/// What the service subscribes to: its endpoints and micro discovery. (A refused *publish*, such
+/// as a trigger's fire, fails only its request.)
+const SERVICE_SUBJECTS: [&str; 2] = ["polos.>", "$SRV.>"];
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +130,7 @@ pub async fn start_metered(
 ) -> Result<ApiServer, ServeError> {
     let js = async_nats::jetstream::new(client.clone());
     let store = ScheduleStore::open(&js).await?;
+    let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
         .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
@@ -144,9 +156,20 @@ pub async fn start_metered(
             .map_err(|e| ServeError::Service(format!("endpoint {name}: {e}")))?;
         streams.push(endpoint.map(move |request| (op, request)).boxed());
     }
-    round_trip(&client)
-        .await
-        .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?;
+    // A refused subscription is only reported on the connection, so a scheduler without the
+    // permission would otherwise run deaf and clients would see "no responders". The server
+    // answers the echo after the refusal; the short settle lets the refusal's event, which
+    // travels on another task, arrive too, so it usually fails `start`; a later one stops `run`.
+    let registered = async {
+        round_trip(&client).await?;
+        tokio::time::sleep(SUBSCRIBE_SETTLE).await;
+        Ok::<(), String>(())
+    };
+    tokio::select! {
+        done = registered => done
+            .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?,
+        denied = refusals.next_of(Action::Subscribe, &SERVICE_SUBJECTS) => return Err(ServeError::Denied(denied)),
+    }
     Ok(ApiServer {
         service,
         requests: select_all(streams).boxed(),
@@ -157,6 +180,7 @@ pub async fn start_metered(
             metrics,
         }),
         client,
+        refusals,
     })
 }
 
@@ -186,7 +210,9 @@ impl ApiServer {
             mut requests,
             handlers,
             client,
+            mut refusals,
         } = self;
+        let mut failed = None;
         let mut tasks = JoinSet::new();
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
@@ -211,6 +237,10 @@ impl ApiServer {
         loop {
             let (op, request) = tokio::select! {
                 _ = &mut shutdown => break,
+                denied = refusals.next_of(Action::Subscribe, &SERVICE_SUBJECTS) => {
+                    failed = Some(ServeError::Denied(denied));
+                    break;
+                }
                 next = requests.next() => match next {
                     Some(next) => next,
                     None => break,
@@ -249,7 +279,7 @@ impl ApiServer {
                 "schedules API requests still running after {DRAIN_TIMEOUT:?}; abandoned"
             );
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cron;
 mod dev;
+mod permissions;
 mod runs;
 pub mod scheduler;
 mod schedules;
@@ -19,7 +20,7 @@ use crate::config::{Config, LogFormat};
 pub const EXIT_INVALID: u8 = 2;
 /// Exit code when the named schedule or run does not exist.
 pub const EXIT_NOT_FOUND: u8 = 3;
-/// Exit code when NATS cannot be reached or refuses.
+/// Exit code when NATS cannot be reached, refuses (credentials, permissions) or fails.
 pub const EXIT_UNAVAILABLE: u8 = 4;
 
 /// Shown after `polos --help`: where to start, exit codes, where settings come from.
@@ -32,7 +33,7 @@ Getting started:
   polos cron next \"0 9 * * *\" --timezone America/New_York
 
 Settings: ./polos.toml, then POLOS_* variables (e.g. POLOS_NATS__URL), then flags.
-Exit codes: 0 ok, 2 invalid input, 3 not found, 4 NATS unreachable or server trouble.";
+Exit codes: 0 ok, 2 invalid input, 3 not found, 4 NATS unreachable, permission denied or server trouble.";
 
 /// Scheduled, durable workflows on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -104,6 +105,13 @@ Examples:
   polos dev --nats-url nats://127.0.0.1:4222 # use a running server"
     )]
     Dev(dev::DevArgs),
+    /// NATS permissions per role (least privilege), for nats-server or a user JWT.
+    #[command(after_help = "\
+Examples:
+  polos permissions > permissions.conf                 # every role, as shipped in deploy/nats/
+  polos permissions worker --workflow daily-report     # a worker limited to its workflows
+  polos permissions scheduler --format nsc             # an `nsc add user` command (JWT)")]
+    Permissions(permissions::PermissionsArgs),
 }
 
 impl Cli {
@@ -126,6 +134,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Scheduler(ref args) => scheduler::run(&cli, args).await,
         Command::Runs(ref cmd) => runs::run(&cli, cmd).await,
         Command::Dev(ref args) => dev::run(&cli, args).await,
+        Command::Permissions(ref args) => permissions::run(args),
     }
 }
 

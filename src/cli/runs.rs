@@ -75,6 +75,18 @@ pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
         Ok(connected) => connected,
         Err(code) => return code,
     };
+    // One read at a time: any refusal on the connection is this command's.
+    let denials = crate::nats::Denials::of(&client);
+    match denials.guard_any(read(client, cmd)).await {
+        Ok(code) => code,
+        Err(denied) => fail(
+            EXIT_UNAVAILABLE,
+            format!("{denied} (check this user's NATS permissions; `polos permissions operator` lists what reading runs needs)"),
+        ),
+    }
+}
+
+async fn read(client: async_nats::Client, cmd: &RunsCommand) -> ExitCode {
     let js = jetstream::new(client);
     let (runs, steps) = match (RunStore::open(&js).await, StepStore::open(&js).await) {
         (Ok(r), Ok(s)) => (r, s),

@@ -30,8 +30,20 @@ pub(super) async fn run(cli: &Cli, args: &SchedulerArgs) -> ExitCode {
         Err(code) => return code,
     };
     let js = async_nats::jetstream::new(client.clone());
-    if let Err(e) = apply(&js, &config.storage).await {
-        return fail(EXIT_UNAVAILABLE, e);
+    match crate::nats::Denials::of(&client)
+        .guard_any(apply(&js, &config.storage))
+        .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return fail(EXIT_UNAVAILABLE, e),
+        // The scheduler role may only look at the definitions; creating or changing them is
+        // the admin's `polos streams apply`.
+        Err(denied) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("{denied} (check the scheduler's NATS permissions; with least privilege, run `polos streams apply` as the admin user first so the scheduler finds every stream as defined)"),
+            )
+        }
     }
     let metrics = Metrics::new();
     let stop = stop_signal().boxed().shared();

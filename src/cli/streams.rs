@@ -20,8 +20,18 @@ pub(super) async fn run(cli: &Cli, cmd: &StreamsCommand) -> ExitCode {
         Ok(connected) => connected,
         Err(code) => return code,
     };
+    let denials = crate::nats::Denials::of(&client);
     let js = async_nats::jetstream::new(client);
-    match apply(&js, &config.storage).await {
+    let applied = match denials.guard_any(apply(&js, &config.storage)).await {
+        Ok(applied) => applied,
+        Err(denied) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                format!("{denied} (check the admin's NATS permissions: `polos permissions admin`)"),
+            )
+        }
+    };
+    match applied {
         Ok(outcomes) => {
             for (name, outcome) in outcomes {
                 let what = match outcome {

@@ -38,6 +38,13 @@ pub enum ClientError {
         /// The request timeout.
         timeout: Duration,
     },
+    /// NATS refused this client's request (or the subscription its reply needs): the client's
+    /// NATS user lacks a permission.
+    #[error("{denied} (check this client's NATS permissions)")]
+    Denied {
+        /// What was refused.
+        denied: crate::nats::PermissionDenied,
+    },
     /// The request could not be sent.
     #[error("request on {subject} failed: {source}")]
     Request {

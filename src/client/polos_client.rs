@@ -10,6 +10,7 @@ use super::ClientError;
 use crate::api::{ApiError, ErrorCode, WorkflowsReply, WorkflowsRequest};
 use crate::config::Config;
 use crate::model::names::API_WORKFLOWS_LIST;
+use crate::nats::Denials;
 
 /// How long a request waits for the service's reply unless [`PolosClient::with_timeout`] says
 /// otherwise.
@@ -22,6 +23,8 @@ pub struct PolosClient {
     nats: async_nats::Client,
     /// How long each request waits for its reply.
     timeout: Duration,
+    /// Refusals on the connection: a request NATS refuses fails at once instead of timing out.
+    denials: Denials,
 }
 
 impl PolosClient {
@@ -41,6 +44,7 @@ impl PolosClient {
     /// Uses a connection the program already has.
     pub fn from_nats(nats: async_nats::Client) -> PolosClient {
         PolosClient {
+            denials: Denials::of(&nats),
             nats,
             timeout: DEFAULT_REQUEST_TIMEOUT,
         }
@@ -77,9 +81,13 @@ impl PolosClient {
             .payload(payload.into())
             .timeout(Some(self.timeout));
         let reply = self
-            .nats
-            .send_request(subject.to_string(), request)
+            .denials
+            .guard(
+                &[subject],
+                self.nats.send_request(subject.to_string(), request),
+            )
             .await
+            .map_err(|denied| ClientError::Denied { denied })?
             .map_err(|source| match source.kind() {
                 RequestErrorKind::NoResponders => ClientError::NoService {
                     subject: subject.to_string(),

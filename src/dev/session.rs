@@ -184,9 +184,15 @@ async fn dashboard<F: Future<Output = ()> + Send + 'static>(
     }
 }
 
+/// The configured server URLs as they may be printed: passwords and tokens masked.
+fn shown_urls(config: &Config) -> String {
+    crate::nats::redact_all(&config.nats.server_urls())
+}
+
 /// ` --nats-url <url>` when other commands would not find the server by default.
 fn url_flag(config: &Config) -> String {
-    let urls = config.nats.server_urls().join(",");
+    // Credentials in a configured URL are shown masked, never printed back.
+    let urls = shown_urls(config);
     if urls == DEFAULT_NATS_URL {
         String::new()
     } else {
@@ -201,7 +207,7 @@ fn banner(
     workflows: &[String],
     dashboard: &str,
 ) -> String {
-    let urls = config.nats.server_urls().join(",");
+    let urls = shown_urls(config);
     let flag = url_flag(config);
     let mut out = String::from("polos dev\n");
     match server {
@@ -225,4 +231,26 @@ fn banner(
     out += "  polos cron next \"0 9 * * *\" --timezone America/New_York\n";
     out += "\nRuns (UTC; one line per status change; Ctrl-C stops everything):\n";
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_masks_credentials_of_a_configured_url() {
+        let mut config = Config::default();
+        config.nats.url = "nats://polos:hunter2@nats.internal:4222".into();
+        let text = banner(
+            &config,
+            None,
+            &["daily-report".to_string()],
+            "http://127.0.0.1:4280",
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("nats://polos:***@nats.internal:4222"),
+            "{text}"
+        );
+    }
 }

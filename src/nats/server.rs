@@ -172,6 +172,13 @@ pub struct ServerOptions {
     pub cluster: Option<ClusterMember>,
     /// More command-line arguments (e.g. `--user`/`--pass` to require auth in tests).
     pub extra_args: Vec<String>,
+    /// A nats-server configuration file (`-c`), e.g. `deploy/nats/permissions.conf` with users
+    /// per role. The command-line settings above (listen address, port, store) override what
+    /// the file says about them.
+    pub config_file: Option<PathBuf>,
+    /// Environment variables for the server process: a configuration file reads secrets from
+    /// its environment (`password: $POLOS_SCHEDULER_PASSWORD`) so the file holds none.
+    pub env: Vec<(String, String)>,
 }
 
 /// One member's view of a loopback cluster.
@@ -270,6 +277,10 @@ impl NatsServer {
             // Its own process group: a terminal's Ctrl-C reaches `polos dev`, which stops the
             // scheduler and workers cleanly first and kills the server last.
             .process_group(0);
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(file) = &self.options.config_file {
+            cmd.arg("-c").arg(file);
+        }
         cmd.args(&self.options.extra_args);
         if let Some(c) = &self.options.cluster {
             let routes: Vec<String> = c
@@ -330,6 +341,12 @@ impl NatsServer {
     /// The store directory (JetStream data under `jetstream/`).
     pub fn store_dir(&self) -> &Path {
         self.options.store_dir.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The server's log file (`-l`): violations, auth failures, and traces when started with
+    /// `-DV`.
+    pub fn log_path(&self) -> PathBuf {
+        self.store_dir().join("nats-server.log")
     }
 
     /// Kills the server with SIGKILL (no clean shutdown), keeping its store.
@@ -523,7 +540,7 @@ impl NatsCluster {
                     route_port: *route_port,
                     all_route_ports: route_ports.clone(),
                 }),
-                extra_args: Vec::new(),
+                ..ServerOptions::default()
             })?);
         }
         Ok(NatsCluster { servers })

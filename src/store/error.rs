@@ -57,6 +57,9 @@ pub enum StoreError {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// NATS refused one of the scheduler's own reads or writes: its user lacks a permission.
+    #[error("{0} (check the scheduler's NATS permissions)")]
+    Denied(#[from] crate::nats::PermissionDenied),
     /// The stored value cannot be read as a record, so it cannot be modified in place.
     #[error(transparent)]
     BadRecord(#[from] RecordError),

@@ -13,6 +13,8 @@ use super::scan::{scan, RawEntry};
 use super::StoreError;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::{schedule_kv_key, RecordError, ScheduleRecord, ScheduleState, WorkflowRecord};
+use crate::nats::permissions::{direct_get, kv_write, stream_info};
+use crate::nats::Denials;
 
 /// How many compare-and-swap rounds one write may lose before giving up. Every lost round means
 /// another writer succeeded, so with N concurrent writers of one key N rounds always suffice.
@@ -35,6 +37,9 @@ pub struct ScheduleStore {
     workflows: Store,
     /// The stream behind `polos_workflows`.
     workflows_stream: Stream,
+    /// Refusals of this connection's reads and writes, so a missing permission fails the call
+    /// within a second instead of timing out (see `nats::denied`).
+    denials: Denials,
 }
 
 impl std::fmt::Debug for ScheduleStore {
@@ -86,23 +91,35 @@ pub struct Listing {
 impl ScheduleStore {
     /// Opens the three buckets; they must exist (`polos streams apply` creates them).
     pub async fn open(js: &Context) -> Result<ScheduleStore, StoreError> {
-        let open_kv = |bucket: &'static str| async move {
-            js.get_key_value(bucket)
-                .await
-                .map_err(|e| StoreError::Open {
-                    bucket,
-                    source: e.into(),
-                })
+        let denials = Denials::of(&js.client());
+        let open_kv = |bucket: &'static str| {
+            let denials = denials.clone();
+            async move {
+                let info = stream_info(&format!("KV_{bucket}"));
+                denials
+                    .guard(&[&info], js.get_key_value(bucket))
+                    .await?
+                    .map_err(|e| StoreError::Open {
+                        bucket,
+                        source: e.into(),
+                    })
+            }
         };
-        let open_stream = |bucket: &'static str| async move {
-            js.get_stream(format!("KV_{bucket}"))
-                .await
-                .map_err(|e| StoreError::Open {
-                    bucket,
-                    source: e.into(),
-                })
+        let open_stream = |bucket: &'static str| {
+            let denials = denials.clone();
+            async move {
+                let info = stream_info(&format!("KV_{bucket}"));
+                denials
+                    .guard(&[&info], js.get_stream(format!("KV_{bucket}")))
+                    .await?
+                    .map_err(|e| StoreError::Open {
+                        bucket,
+                        source: e.into(),
+                    })
+            }
         };
         Ok(ScheduleStore {
+            denials: denials.clone(),
             client: js.client(),
             schedules: open_kv(SCHEDULES_BUCKET).await?,
             schedules_stream: open_stream(SCHEDULES_BUCKET).await?,
@@ -111,6 +128,11 @@ impl ScheduleStore {
             workflows: open_kv(WORKFLOWS_BUCKET).await?,
             workflows_stream: open_stream(WORKFLOWS_BUCKET).await?,
         })
+    }
+
+    /// The refusals of the store's connection, for guarding other calls made on it.
+    pub fn denials(&self) -> &Denials {
+        &self.denials
     }
 
     /// The latest live value of `workflow` + `key`, `None` when there is none (never written,
@@ -242,17 +264,29 @@ impl ScheduleStore {
         if !live {
             return Ok(false);
         }
-        self.schedules
-            .delete(&kv_key)
-            .await
+        let write = kv_write(SCHEDULES_BUCKET, &kv_key);
+        self.denials
+            .guard(&[&write], self.schedules.delete(&kv_key))
+            .await?
             .map_err(|e| StoreError::Write {
                 bucket: SCHEDULES_BUCKET,
                 kv_key: kv_key.clone(),
                 source: e.into(),
             })?;
         // A re-created schedule must not inherit the old one's `last_timestamp`.
-        if let Err(e) = self.state.purge(&kv_key).await {
-            tracing::warn!(kv_key, error = %e, "could not purge the state of a deleted schedule");
+        let purge = kv_write(SCHEDULE_STATE_BUCKET, &kv_key);
+        match self
+            .denials
+            .guard(&[&purge], self.state.purge(&kv_key))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(kv_key, error = %e, "could not purge the state of a deleted schedule")
+            }
+            Err(denied) => {
+                tracing::warn!(kv_key, error = %StoreError::Denied(denied), "could not purge the state of a deleted schedule")
+            }
         }
         Ok(true)
     }
@@ -261,13 +295,9 @@ impl ScheduleStore {
     /// that are not records. One pass over the bucket, never one request per key.
     pub async fn list(&self, workflow: Option<&str>) -> Result<Listing, StoreError> {
         let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
-        let entries = scan(
-            &self.client,
-            &self.schedules_stream,
-            SCHEDULES_BUCKET,
-            &filter,
-        )
-        .await?;
+        let entries = self
+            .scan(&self.schedules_stream, SCHEDULES_BUCKET, &filter)
+            .await?;
         let mut listing = Listing::default();
         for RawEntry { kv_key, value, .. } in entries {
             match ScheduleRecord::from_kv(&kv_key, &value) {
@@ -294,10 +324,11 @@ impl ScheduleStore {
         key: &str,
     ) -> Result<Option<ScheduleState>, StoreError> {
         let kv_key = schedule_kv_key(workflow, key);
+        let read = direct_get(SCHEDULE_STATE_BUCKET, &kv_key);
         let value = self
-            .state
-            .get(&kv_key)
-            .await
+            .denials
+            .guard(&[&read], self.state.get(&kv_key))
+            .await?
             .map_err(|e| StoreError::Read {
                 bucket: SCHEDULE_STATE_BUCKET,
                 kv_key: kv_key.clone(),
@@ -312,13 +343,9 @@ impl ScheduleStore {
         workflow: Option<&str>,
     ) -> Result<HashMap<String, ScheduleState>, StoreError> {
         let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
-        let entries = scan(
-            &self.client,
-            &self.state_stream,
-            SCHEDULE_STATE_BUCKET,
-            &filter,
-        )
-        .await?;
+        let entries = self
+            .scan(&self.state_stream, SCHEDULE_STATE_BUCKET, &filter)
+            .await?;
         Ok(entries
             .into_iter()
             .filter_map(|e| {
@@ -331,10 +358,11 @@ impl ScheduleStore {
     /// A workflow's registration, `None` when no worker registered it yet. An unreadable value
     /// counts as unregistered and is logged.
     pub async fn workflow(&self, workflow: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let read = direct_get(WORKFLOWS_BUCKET, workflow);
         let value = self
-            .workflows
-            .get(workflow)
-            .await
+            .denials
+            .guard(&[&read], self.workflows.get(workflow))
+            .await?
             .map_err(|e| StoreError::Read {
                 bucket: WORKFLOWS_BUCKET,
                 kv_key: workflow.to_string(),
@@ -345,7 +373,9 @@ impl ScheduleStore {
 
     /// Every workflow registration, plus the values that are not registrations.
     pub async fn workflows(&self) -> Result<(Vec<WorkflowRecord>, Vec<InvalidEntry>), StoreError> {
-        let entries = scan(&self.client, &self.workflows_stream, WORKFLOWS_BUCKET, ">").await?;
+        let entries = self
+            .scan(&self.workflows_stream, WORKFLOWS_BUCKET, ">")
+            .await?;
         let mut valid = Vec::with_capacity(entries.len());
         let mut invalid = Vec::new();
         for RawEntry { kv_key, value, .. } in entries {
@@ -363,9 +393,14 @@ impl ScheduleStore {
 
     /// A watch over `polos_workflows` that first delivers every current registration.
     pub async fn watch_workflows(&self) -> Result<async_nats::jetstream::kv::Watch, StoreError> {
-        self.workflows
-            .watch_with_history(">")
-            .await
+        let consumers = format!("$JS.API.CONSUMER.CREATE.KV_{WORKFLOWS_BUCKET}");
+        let named = format!("{consumers}.>");
+        self.denials
+            .guard(
+                &[&consumers, &named],
+                self.workflows.watch_with_history(">"),
+            )
+            .await?
             .map_err(|e| StoreError::Scan {
                 bucket: WORKFLOWS_BUCKET,
                 filter: ">".to_string(),
@@ -377,9 +412,10 @@ impl ScheduleStore {
         &self,
         kv_key: &str,
     ) -> Result<Option<async_nats::jetstream::kv::Entry>, StoreError> {
-        self.schedules
-            .entry(kv_key)
-            .await
+        let read = direct_get(SCHEDULES_BUCKET, kv_key);
+        self.denials
+            .guard(&[&read], self.schedules.entry(kv_key))
+            .await?
             .map_err(|e| StoreError::Read {
                 bucket: SCHEDULES_BUCKET,
                 kv_key: kv_key.to_string(),
@@ -400,7 +436,12 @@ impl ScheduleStore {
             kv_key: kv_key.to_string(),
             source: e.into(),
         })?);
-        match self.schedules.update(kv_key, bytes, expected).await {
+        let write = kv_write(SCHEDULES_BUCKET, kv_key);
+        match self
+            .denials
+            .guard(&[&write], self.schedules.update(kv_key, bytes, expected))
+            .await?
+        {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(StoreError::Write {
@@ -409,6 +450,25 @@ impl ScheduleStore {
                 source: e.into(),
             }),
         }
+    }
+
+    /// One pass over a bucket (see `scan`), ended early when NATS refuses the listing consumer
+    /// or its flow control replies.
+    async fn scan(
+        &self,
+        stream: &Stream,
+        bucket: &'static str,
+        filter: &str,
+    ) -> Result<Vec<RawEntry>, StoreError> {
+        let consumers = format!("$JS.API.CONSUMER.CREATE.KV_{bucket}");
+        let named = format!("{consumers}.>");
+        let flow_control = format!("$JS.FC.KV_{bucket}.>");
+        self.denials
+            .guard(
+                &[&consumers, &named, &flow_control],
+                scan(&self.client, stream, bucket, filter),
+            )
+            .await?
     }
 
     fn contended(&self, kv_key: String) -> StoreError {

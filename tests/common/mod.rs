@@ -12,6 +12,7 @@ pub mod chromium;
 pub mod faults;
 pub mod http;
 pub mod python;
+pub mod secure;
 
 /// How long any single wait for an event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);

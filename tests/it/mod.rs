@@ -4,6 +4,7 @@ mod cron_cli;
 mod dev;
 mod faults;
 mod observe;
+mod permissions;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;
