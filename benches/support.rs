@@ -17,6 +17,13 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// CPU time the server has used so far (its share of a measurement on the shared cores).
+    pub fn server_cpu(&self) -> Duration {
+        self.server
+            .pid()
+            .map_or(Duration::ZERO, |pid| cpu_time_of(&pid.to_string()))
+    }
+
     /// Starts a fresh server and applies `streams/`.
     pub async fn start() -> anyhow::Result<Bench> {
         let server = NatsServer::start()?;
@@ -54,8 +61,13 @@ pub fn rss_bytes() -> u64 {
 
 /// CPU time used so far by every thread of this process (`/proc/self/task/*/schedstat`, ns).
 pub fn cpu_time() -> Duration {
+    cpu_time_of("self")
+}
+
+/// CPU time used so far by every thread of process `pid` ("self" for this one).
+pub fn cpu_time_of(pid: &str) -> Duration {
     let mut ns = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
                 ns += s
@@ -94,4 +106,16 @@ pub fn report(name: &str, ours: f64, raw: f64, unit: &str, higher_is_better: boo
     println!(
         "{name:<34} ours {ours:>12.d$} {unit:<8} raw {raw:>12.d$} {unit:<8} ratio {ratio:>5.2}  (target {target})"
     );
+}
+
+/// `perf record -D -1 --control fifo:<path>` support: when `POLOS_BENCH_PERF_CTL` names perf's
+/// control fifo, only the spans between [`profile`]`(true)` and [`profile`]`(false)` (the
+/// measured part of a section) are sampled.
+pub fn profile(on: bool) {
+    use std::io::Write;
+    if let Ok(path) = std::env::var("POLOS_BENCH_PERF_CTL") {
+        if let Ok(mut fifo) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = fifo.write_all(if on { b"enable\n" } else { b"disable\n" });
+        }
+    }
 }

@@ -34,14 +34,15 @@ use super::fence::Leadership;
 use super::index::{Entry, Index};
 use super::loader::{self, Backoff, Change};
 use super::phase::{Action, Event, Phase};
-use super::publisher::{Batch, Published, Publisher};
+use super::publisher::{Batch, Outgoing, Published, Publisher};
 use super::state::StateWriter;
 use super::status::TickerStatus;
 use crate::config::SchedulerConfig;
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::{
-    split_schedule_kv_key, Fire, SchedulePayload, ScheduleRecord, ScheduleState, Trigger,
+    names::runs_subject, push_schedule_id, split_schedule_kv_key, FireEncoder, PayloadRef,
+    ScheduleRecord, ScheduleState, Trigger,
 };
 
 /// Most fires handed to the publisher and not yet answered. Bounds what a round of a million
@@ -83,6 +84,40 @@ pub(super) struct Due {
     revision: u64,
 }
 
+/// A fire handed to the publisher, with what building it computed.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The fire.
+    due: Due,
+    /// Its schedule's next instant after it (the payload's `upcoming`, `None` when the cron
+    /// has no later instant), so recording the fire does not compute it again.
+    next: Option<DateTime<Utc>>,
+    /// Its schedule id, for the state record's `last_run_id` (hashed once per fire, not twice;
+    /// kept here rather than per schedule, where a million copies would cost 30 MB).
+    id: IdText,
+}
+
+/// A schedule id (`sch_` + 26 base32 characters) kept inline.
+#[derive(Debug, Clone, Copy)]
+struct IdText {
+    bytes: [u8; 30],
+    len: usize,
+}
+
+impl IdText {
+    fn new(id: &str) -> Self {
+        let mut bytes = [0u8; 30];
+        let len = id.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&id.as_bytes()[..len]);
+        IdText { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        // Ids are ASCII, so any prefix of one is UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 /// A background read of every state record for the takeover of one term.
 struct StateRead {
     /// The term it is for.
@@ -109,7 +144,7 @@ pub(super) struct Wiring {
     /// Source of schedule time.
     pub clock: Arc<dyn Clock>,
     /// The publishing task.
-    pub publisher: Publisher<Due>,
+    pub publisher: Publisher<Sent>,
     /// `polos_schedule_state`.
     pub states: Store,
     /// `[scheduler]` settings.
@@ -155,7 +190,14 @@ pub(super) struct Loop {
     /// Fires handed to the publisher and not yet answered.
     in_flight: usize,
     /// The publishing task.
-    publisher: Publisher<Due>,
+    publisher: Publisher<Sent>,
+    /// Writes fire bodies and headers into reused buffers.
+    encoder: FireEncoder,
+    /// The schedule id of the fire being built (a reused buffer).
+    id: String,
+    /// `polos.runs.<workflow>` of the workflow fired last, built once per workflow and round
+    /// rather than once per fire.
+    subject: Option<(Arc<str>, async_nats::Subject)>,
     /// The round being fired, for its summary line.
     round: Round,
     /// Where [`TickerStatus`] snapshots go.
@@ -183,6 +225,9 @@ impl Loop {
             warned_at: None,
             in_flight: 0,
             publisher: w.publisher,
+            encoder: FireEncoder::default(),
+            id: String::with_capacity(32),
+            subject: None,
             round: Round::default(),
             status: w.status,
             metrics: w.metrics,
@@ -220,6 +265,8 @@ impl Loop {
                 }
                 self.dispatch();
             }
+            self.writer
+                .publishing(self.in_flight > 0 || !self.queue.is_empty());
             self.publish_status();
             let timer = match self.index.earliest().filter(|_| self.phase.firing()) {
                 Some(t) => self.clock.sleep_until(t),
@@ -703,8 +750,9 @@ impl Loop {
                 let Some(due) = self.queue.pop_front() else {
                     break;
                 };
-                if let Some(fire) = self.build(&due) {
-                    fires.push((due, fire));
+                if let Some((next, fire)) = self.build(&due) {
+                    let id = IdText::new(&self.id);
+                    fires.push((Sent { due, next, id }, fire));
                 }
             }
             if fires.is_empty() {
@@ -715,50 +763,65 @@ impl Loop {
         }
     }
 
-    /// The schedule a fire belongs to, if it is still the same schedule.
-    fn entry_of(&self, due: &Due) -> Option<&Entry> {
-        self.index
+    /// Builds the message for `due` (and returns its schedule's next instant after it), or
+    /// `None` when its schedule was deleted or paused since (delete and pause stop fires at
+    /// once).
+    fn build(&mut self, due: &Due) -> Option<(Option<DateTime<Utc>>, Outgoing)> {
+        let e = self
+            .index
             .get(due.slot)
-            .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))
-    }
-
-    /// Builds the message for `due`, or `None` when its schedule was deleted or paused since
-    /// (delete and pause stop fires at once).
-    fn build(&mut self, due: &Due) -> Option<Fire> {
-        let e = self.entry_of(due)?;
-        let cron = match (&e.cron, e.paused) {
-            (Some(cron), false) => cron.clone(),
-            _ => {
-                self.index.arm(due.slot, None);
-                self.write_state(due.slot);
-                return None;
-            }
+            .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))?;
+        let (Some(cron), false) = (&e.cron, e.paused) else {
+            self.index.arm(due.slot, None);
+            self.write_state(due.slot);
+            return None;
         };
-        let key = e.key();
-        let payload = SchedulePayload {
+        let next = cron.next_after(due.instant);
+        let key = e.key_cow();
+        self.id.clear();
+        push_schedule_id(&mut self.id, &e.workflow, &key);
+        let body = self.encoder.body(PayloadRef {
             timestamp: due.instant,
             last_timestamp: e.last,
-            timezone: e.timezone.to_string(),
-            schedule_id: crate::model::schedule_id(&e.workflow, &key),
-            key,
-            upcoming: cron.next_after(due.instant).unwrap_or(due.instant),
+            timezone: &e.timezone,
+            schedule_id: &self.id,
+            key: &key,
+            upcoming: next.unwrap_or(due.instant),
+        });
+        let headers = self
+            .encoder
+            .scheduled_headers(&self.id, due.instant, due.trigger);
+        let subject = match &self.subject {
+            Some((workflow, subject)) if Arc::ptr_eq(workflow, &e.workflow) => subject.clone(),
+            _ => {
+                let subject = async_nats::Subject::from(runs_subject(&e.workflow));
+                self.subject = Some((e.workflow.clone(), subject.clone()));
+                subject
+            }
         };
-        Some(Fire::scheduled(&e.workflow, due.trigger, payload))
+        Some((
+            next,
+            Outgoing {
+                subject,
+                headers,
+                body,
+            },
+        ))
     }
 
     /// Results from the publisher.
-    fn published(&mut self, results: Vec<(Due, Published)>) {
+    fn published(&mut self, results: Vec<(Sent, Published)>) {
         self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
         let fired_before = self.round.fired;
         let mut again = Vec::new();
         let (mut stored, mut failed, mut first_error) = (false, false, None);
-        for (due, outcome) in results {
+        for (Sent { due, next, id }, outcome) in results {
             let current = self.phase == Phase::Leading(due.term);
             match outcome {
                 Published::Stored { duplicate } => {
                     stored = true;
-                    self.stored(&due, duplicate, current, now);
+                    self.stored(&due, next, id, duplicate, current, now);
                 }
                 Published::Held if current => again.push(due),
                 Published::Failed(error) if current => {
@@ -810,8 +873,17 @@ impl Loop {
         }
     }
 
-    /// The stream stored a fire.
-    fn stored(&mut self, due: &Due, duplicate: bool, current: bool, now: DateTime<Utc>) {
+    /// The stream stored a fire; `next` is what its schedule's cron gives after it, `id` its
+    /// schedule id.
+    fn stored(
+        &mut self,
+        due: &Due,
+        next: Option<DateTime<Utc>>,
+        id: IdText,
+        duplicate: bool,
+        current: bool,
+        now: DateTime<Utc>,
+    ) {
         let late_ms = (now - due.instant).num_milliseconds();
         let Some(e) = self.index.get(due.slot) else {
             return;
@@ -830,15 +902,12 @@ impl Loop {
             duplicate,
             "fired"
         );
-        let base = if e.revision == due.revision {
-            due.instant
-        } else {
+        let next = match (&e.cron, e.paused) {
+            // The version it was built from: its next instant is known.
+            (Some(_), false) if e.revision == due.revision => next,
             // A change made while this fire was out takes effect after the moment it was
             // written.
-            due.instant.max(e.written_at)
-        };
-        let next = match (&e.cron, e.paused) {
-            (Some(cron), false) => cron.next_after(base),
+            (Some(cron), false) => cron.next_after(due.instant.max(e.written_at)),
             _ => None,
         };
         let Some(e) = self.index.get_mut(due.slot) else {
@@ -857,7 +926,10 @@ impl Loop {
         r.worst_late_ms = r.worst_late_ms.max(late_ms);
         if current {
             self.index.arm(due.slot, next);
-            self.write_state(due.slot);
+            if let Some(e) = self.index.get(due.slot) {
+                self.writer
+                    .put(e.kv_key.clone(), e.state_with_id(id.as_str()));
+            }
         }
     }
 

@@ -6,13 +6,14 @@
 //! interned by `(expression, zone)` behind an `Arc`, so a million per-user schedules that share a
 //! handful of crons each hold a pointer, not a parsed expression.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::cron::{CronError, CronSchedule};
-use crate::model::{decode_key, run_id_for, schedule_id, CatchupPolicy, ScheduleState};
+use crate::model::{decode_key_cow, run_id_for, schedule_id, CatchupPolicy, ScheduleState};
 
 /// One schedule as the ticker knows it: the parts of its record the ticker needs plus what it
 /// has fired.
@@ -69,23 +70,33 @@ impl Entry {
     /// The schedule key, verbatim (payload `key`): decoded from the KV key rather than stored
     /// twice. Empty for a value whose KV key names no valid schedule.
     pub fn key(&self) -> String {
+        self.key_cow().into_owned()
+    }
+
+    /// [`Entry::key`], borrowed from the KV key when it is written verbatim (most keys).
+    pub fn key_cow(&self) -> Cow<'_, str> {
         if self.workflow.is_empty() {
-            return String::new();
+            return Cow::Borrowed("");
         }
         self.kv_key
             .get(self.workflow.len() + 1..)
-            .and_then(decode_key)
+            .and_then(decode_key_cow)
             .unwrap_or_default()
     }
 
     /// The state record that describes this entry.
     pub fn state(&self) -> ScheduleState {
+        self.state_with_id(&self.schedule_id())
+    }
+
+    /// [`Entry::state`] when the caller already knows the schedule id (a fire just built it).
+    pub fn state_with_id(&self, schedule_id: &str) -> ScheduleState {
         ScheduleState {
             last_timestamp: self.last,
             next: self.next,
             fires: self.fires,
             missed: self.missed,
-            last_run_id: self.last.map(|t| run_id_for(&self.schedule_id(), t)),
+            last_run_id: self.last.map(|t| run_id_for(schedule_id, t)),
             error: self.error.as_deref().map(str::to_string),
             schedule_revision: Some(self.revision),
         }

@@ -111,7 +111,7 @@ impl Ticker {
         F: Future<Output = ()>,
     {
         self.config.validate().map_err(TickerError::Config)?;
-        let js = jetstream::new(self.client);
+        let js = jetstream::new(self.client.clone());
         let schedules = open(&js, SCHEDULES_BUCKET).await?;
         let states = open(&js, SCHEDULE_STATE_BUCKET).await?;
         let leases = open(&js, LEASES_BUCKET).await?;
@@ -134,7 +134,7 @@ impl Ticker {
             tokio::spawn(lease.run()),
             tokio::spawn(loader::follow(schedules, change_tx)),
         ]);
-        let publisher = Publisher::spawn(js, leadership_rx.clone());
+        let publisher = Publisher::spawn(self.client, leadership_rx.clone());
         let mut ticker = Loop::new(Wiring {
             clock: self.clock,
             publisher,

@@ -4,6 +4,12 @@
 //! changes per key (only the newest state of a schedule is written) and writes a batch with many
 //! puts in flight. So 100,000 fires at one instant do not wait for 100,000 KV round trips.
 //!
+//! While fires are being published the writer holds its writes back, for at most
+//! [`MAX_DEFER`]: a state write costs the server as much as a fire, and on shared cores a round
+//! of 100,000 fires interleaved with 100,000 state writes took twice as long (BENCHMARKS.md).
+//! The writes then go out together right after the round (or every [`MAX_DEFER`] during a
+//! longer one).
+//!
 //! A write that fails (a stream electing its leader, a reconnect, a timeout) stays pending and is
 //! retried with backoff until it lands, unless a newer state of the same schedule replaced it.
 //! Writes only go out while this replica leads and its lease deadline has not passed (the same
@@ -21,7 +27,8 @@
 //!   recorded is at most the fires of its last moments (a crash between an ack and the write of
 //!   its state, or writes pending when the lease was lost). A successor takes over within the
 //!   lease TTL, far inside the duplicate window, so those re-publishes are absorbed; it never
-//!   skips an instant that was not fired.
+//!   skips an instant that was not fired. Holding writes back during a round widens the window
+//!   by at most [`MAX_DEFER`] (2 s against the 2-minute duplicate window).
 //! - A graceful stop flushes the writer before releasing the lease.
 //! - The one thing a crash inside that window can skew is a payload field: if the leader dies
 //!   after the stream stored fire T but before it recorded T, a successor whose catch-up fires a
@@ -45,6 +52,9 @@ use crate::model::ScheduleState;
 /// Most state writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 512;
 
+/// Longest a state write waits for a firing round to finish before it goes out anyway.
+pub(crate) const MAX_DEFER: Duration = Duration::from_secs(2);
+
 /// First retry delay of a failed write; doubles per failed round up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Longest delay between two rounds of retries.
@@ -60,6 +70,8 @@ enum Write {
 pub(crate) struct StateWriter {
     /// Changes for the writer; unbounded so the ticker never blocks on KV.
     tx: mpsc::UnboundedSender<(Arc<str>, Write)>,
+    /// Whether fires are being published (writes wait, up to [`MAX_DEFER`]).
+    publishing: watch::Sender<bool>,
     /// The writer task, awaited on close so a clean stop leaves state current.
     task: JoinHandle<()>,
 }
@@ -68,10 +80,18 @@ impl StateWriter {
     /// Starts the writer on bucket `kv`; it writes while `leadership` says this replica may.
     pub fn spawn(kv: Store, leadership: watch::Receiver<Leadership>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (publishing, publishing_rx) = watch::channel(false);
         StateWriter {
             tx,
-            task: tokio::spawn(write_loop(kv, rx, leadership)),
+            publishing,
+            task: tokio::spawn(write_loop(kv, rx, leadership, publishing_rx)),
         }
+    }
+
+    /// Tells the writer whether fires are being published right now.
+    pub fn publishing(&self, busy: bool) {
+        self.publishing
+            .send_if_modified(|b| std::mem::replace(b, busy) != busy);
     }
 
     /// Queues `state` for `kv_key`.
@@ -87,6 +107,7 @@ impl StateWriter {
     /// Writes everything queued, then stops (bounded by `limit`).
     pub async fn close(self, limit: Duration) {
         drop(self.tx);
+        drop(self.publishing);
         let mut task = self.task;
         if tokio::time::timeout(limit, &mut task).await.is_err() {
             warn!("schedule state writer did not finish within {limit:?}; some state records lag (the next scheduler re-plans from them safely)");
@@ -99,6 +120,7 @@ async fn write_loop(
     kv: Store,
     mut rx: mpsc::UnboundedReceiver<(Arc<str>, Write)>,
     mut leadership: watch::Receiver<Leadership>,
+    mut publishing: watch::Receiver<bool>,
 ) {
     let mut pending: HashMap<Arc<str>, Write> = HashMap::new();
     let mut open = true;
@@ -113,6 +135,17 @@ async fn write_loop(
                     pending.insert(key, write);
                 }
                 None => return,
+            }
+            // Hold back while a round publishes, at most MAX_DEFER after this first write.
+            // What arrives meanwhile waits in the channel: coalescing it now would put a hash
+            // of every fire's key into the round.
+            let deadline = tokio::time::Instant::now() + MAX_DEFER;
+            while *publishing.borrow_and_update() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    // Closed: the writer is being flushed.
+                    changed = publishing.changed() => if changed.is_err() { break },
+                }
             }
         }
         while let Ok((key, write)) = rx.try_recv() {
