@@ -214,6 +214,7 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
     let raw = raw::kv_load(&b.js, "polos_schedules", n).await?;
     let before = rss_bytes();
     let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    profile(true);
     let (t, ours) = timed(async {
         let unused = ManualClock::frozen(Utc::now());
         let began = Instant::now();
@@ -246,6 +247,7 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
         anyhow::Ok(t)
     })
     .await;
+    profile(false);
     let t = t?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_schedule = rss_bytes().saturating_sub(before) as f64 / n as f64;

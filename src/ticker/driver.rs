@@ -125,7 +125,7 @@ struct StateRead {
     /// Failed reads before this one (for the backoff).
     attempt: u32,
     /// The read.
-    task: JoinHandle<Result<HashMap<String, Bytes>, TickerError>>,
+    task: JoinHandle<Result<HashMap<Arc<str>, Bytes>, TickerError>>,
 }
 
 /// What one firing round did, for its summary line.
@@ -452,6 +452,7 @@ impl Loop {
     fn apply(&mut self, change: Change) {
         match change {
             Change::CaughtUp => self.transition(Event::Loaded),
+            Change::Expect(keys) => self.index.reserve(keys),
             Change::Delete { kv_key } => {
                 if let Some(e) = self.index.remove(&kv_key) {
                     self.metrics
@@ -506,7 +507,7 @@ impl Loop {
     fn upsert(
         &mut self,
         slot: Option<usize>,
-        kv_key: String,
+        kv_key: Arc<str>,
         revision: u64,
         written_at: DateTime<Utc>,
         record: ScheduleRecord,
@@ -538,7 +539,7 @@ impl Loop {
                 paused: record.paused,
                 catchup_policy: record.catchup,
                 catchup_window_secs: window_secs(record.catchup_window_secs),
-                ..new_entry(&kv_key, workflow, timezone, revision, written_at)
+                ..new_entry(kv_key, workflow, timezone, revision, written_at)
             }),
         };
         if self.phase.firing() {
@@ -585,8 +586,13 @@ impl Loop {
                 let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
                 let workflow = self.index.intern(&workflow);
                 let timezone = self.index.intern("UTC");
-                self.index
-                    .insert(new_entry(kv_key, workflow, timezone, revision, written_at))
+                self.index.insert(new_entry(
+                    Arc::from(kv_key),
+                    workflow,
+                    timezone,
+                    revision,
+                    written_at,
+                ))
             }
         };
         let Some(e) = self.index.get_mut(slot) else {
@@ -621,9 +627,13 @@ impl Loop {
     /// Becoming the firing leader: continue each schedule where the previous leader stopped
     /// (from the state records just read), apply catch-up for what nobody fired, arm the
     /// timeline.
-    fn take_over(&mut self, term: u64, raw: HashMap<String, Bytes>) {
+    fn take_over(&mut self, term: u64, raw: HashMap<Arc<str>, Bytes>) {
         let now = self.clock.now();
         let (mut catchup_fires, mut missed_total) = (0usize, 0u64);
+        // `next_after(t) == next` for every `t` in `[from, next)` of this cron, with `next` past
+        // the catch-up cutoff: the plan of any base in that range is "nothing missed, arm at
+        // `next`". A million schedules sharing a cron then cost one plan, not a million.
+        let mut known: Option<(Arc<CronSchedule>, DateTime<Utc>, DateTime<Utc>)> = None;
         for slot in self.index.slots() {
             let Some(e) = self.index.get(slot) else {
                 continue;
@@ -645,7 +655,24 @@ impl Loop {
             let step = match (&e.cron, e.paused) {
                 (Some(cron), false) => {
                     let base = takeover_base(e, stored.as_ref());
-                    continue_after(cron, base, now, settings)
+                    match &known {
+                        Some((c, from, next))
+                            if Arc::ptr_eq(c, cron) && *from <= base && base < *next =>
+                        {
+                            Step {
+                                fire: None,
+                                missed: 0,
+                                next: Some(*next),
+                            }
+                        }
+                        _ => {
+                            let step = continue_after(cron, base, now, settings);
+                            if let (None, 0, Some(next)) = (&step.fire, step.missed, step.next) {
+                                known = Some((cron.clone(), base, next));
+                            }
+                            step
+                        }
+                    }
                 }
                 _ => Step::default(),
             };
@@ -955,7 +982,7 @@ impl Loop {
     }
 }
 
-type ReadResult = Result<HashMap<String, Bytes>, TickerError>;
+type ReadResult = Result<HashMap<Arc<str>, Bytes>, TickerError>;
 
 /// Awaits the takeover's state read, if one runs; pending forever otherwise.
 async fn join_read(read: &mut Option<StateRead>) -> (u64, u32, ReadResult) {
@@ -1027,14 +1054,14 @@ fn secs(s: u64) -> chrono::Duration {
 /// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
 /// caller fills in what its value says.
 fn new_entry(
-    kv_key: &str,
+    kv_key: Arc<str>,
     workflow: Arc<str>,
     timezone: Arc<str>,
     revision: u64,
     written_at: DateTime<Utc>,
 ) -> Entry {
     Entry {
-        kv_key: Arc::from(kv_key),
+        kv_key,
         workflow,
         cron: None,
         timezone,
@@ -1070,7 +1097,7 @@ mod tests {
         Entry {
             last,
             ..new_entry(
-                "wf.k",
+                Arc::from("wf.k"),
                 Arc::from("wf"),
                 Arc::from("UTC"),
                 revision,

@@ -86,17 +86,23 @@ impl Entry {
 
     /// The state record that describes this entry.
     pub fn state(&self) -> ScheduleState {
-        self.state_with_id(&self.schedule_id())
+        self.state_with(|| self.schedule_id())
     }
 
     /// [`Entry::state`] when the caller already knows the schedule id (a fire just built it).
     pub fn state_with_id(&self, schedule_id: &str) -> ScheduleState {
+        self.state_with(|| schedule_id.to_string())
+    }
+
+    /// The state, asking for the schedule id only when a run id is written (never fired: no
+    /// hash, which a takeover of a million new schedules would otherwise pay).
+    fn state_with(&self, schedule_id: impl FnOnce() -> String) -> ScheduleState {
         ScheduleState {
             last_timestamp: self.last,
             next: self.next,
             fires: self.fires,
             missed: self.missed,
-            last_run_id: self.last.map(|t| run_id_for(schedule_id, t)),
+            last_run_id: self.last.map(|t| run_id_for(&schedule_id(), t)),
             error: self.error.as_deref().map(str::to_string),
             schedule_revision: Some(self.revision),
         }
@@ -118,12 +124,25 @@ pub(crate) struct Index {
     crons: HashMap<Box<str>, HashMap<Box<str>, Arc<CronSchedule>>>,
     /// Interned workflow ids and zone names.
     strings: HashMap<Box<str>, Arc<str>>,
+    /// The cron found last, checked before the map: a million per-user schedules loaded in a
+    /// row mostly share one (and hashing two strings per schedule showed in the cold start).
+    last_cron: Option<Arc<CronSchedule>>,
+    /// The strings interned last (a workflow id and a zone, alternately), for the same reason.
+    last_strings: [Option<Arc<str>>; 2],
 }
 
 impl Index {
     /// The compiled cron for `(expr, timezone)`, parsing it once.
     pub fn cron(&mut self, expr: &str, timezone: &str) -> Result<Arc<CronSchedule>, CronError> {
+        if let Some(c) = self
+            .last_cron
+            .as_ref()
+            .filter(|c| c.expr() == expr && c.timezone().name() == timezone)
+        {
+            return Ok(c.clone());
+        }
         if let Some(c) = self.crons.get(timezone).and_then(|m| m.get(expr)) {
+            self.last_cron = Some(c.clone());
             return Ok(c.clone());
         }
         let compiled = Arc::new(CronSchedule::parse(expr, timezone)?);
@@ -131,17 +150,32 @@ impl Index {
             .entry(timezone.into())
             .or_default()
             .insert(expr.into(), compiled.clone());
+        self.last_cron = Some(compiled.clone());
         Ok(compiled)
     }
 
     /// An interned copy of `text`.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(s) = self.strings.get(text) {
+        if let Some(s) = self.last_strings.iter().flatten().find(|s| ***s == *text) {
             return s.clone();
         }
-        let s: Arc<str> = Arc::from(text);
-        self.strings.insert(text.into(), s.clone());
+        let s = match self.strings.get(text) {
+            Some(s) => s.clone(),
+            None => {
+                let s: Arc<str> = Arc::from(text);
+                self.strings.insert(text.into(), s.clone());
+                s
+            }
+        };
+        self.last_strings.swap(0, 1);
+        self.last_strings[0] = Some(s.clone());
         s
+    }
+
+    /// Makes room for `schedules` more entries at once (a cold start knows how many come).
+    pub fn reserve(&mut self, schedules: usize) {
+        self.slots.reserve(schedules);
+        self.by_key.reserve(schedules);
     }
 
     /// The slot of `kv_key`.
@@ -191,6 +225,9 @@ impl Index {
     /// Drops the interned cron when `old` was its last user (besides the interner).
     pub fn release_cron(&mut self, old: Option<&Arc<CronSchedule>>) {
         if let Some(old) = old {
+            if self.last_cron.as_ref().is_some_and(|c| Arc::ptr_eq(c, old)) {
+                self.last_cron = None;
+            }
             // 2 = the caller's entry + the interner's copy.
             if Arc::strong_count(old) <= 2 {
                 // Find it by identity: the zone it was interned under is the name it was given.

@@ -8,6 +8,7 @@
 //! have caught up.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
@@ -29,8 +30,8 @@ use crate::model::ScheduleRecord;
 pub(crate) enum Change {
     /// A key was written.
     Put {
-        /// The KV key.
-        kv_key: String,
+        /// The KV key (shared: the ticker keeps it as the schedule's name).
+        kv_key: Arc<str>,
         /// Its revision (stream sequence).
         revision: u64,
         /// The value read as a schedule record (parsed here, on the loader's task, so a cold
@@ -44,33 +45,40 @@ pub(crate) enum Change {
     /// A key was deleted or purged.
     Delete {
         /// The KV key.
-        kv_key: String,
+        kv_key: Arc<str>,
     },
+    /// About this many keys are about to be delivered (the bucket's subject count): the table
+    /// makes room for them at once instead of growing a million times.
+    Expect(usize),
     /// Every value that existed when the watch started has been delivered.
     CaughtUp,
 }
 
-/// The bucket's last stream sequence and whether it holds any message.
-async fn last_sequence(kv: &Store) -> Result<(u64, bool), TickerError> {
+/// The bucket's last stream sequence, whether it holds any message, and how many keys.
+async fn last_sequence(kv: &Store) -> Result<(u64, bool, u64), TickerError> {
     let mut stream = kv.stream.clone();
     let info = stream.info().await.map_err(|e| TickerError::Watch {
         bucket: kv.name.clone(),
         message: e.to_string(),
     })?;
-    Ok((info.state.last_sequence, info.state.messages > 0))
+    Ok((
+        info.state.last_sequence,
+        info.state.messages > 0,
+        info.state.subjects_count,
+    ))
 }
 
 /// One bucket message as read off the wire, before its value is parsed.
 enum Raw {
     /// A key was written: its value still as bytes.
     Put {
-        kv_key: String,
+        kv_key: Arc<str>,
         revision: u64,
         value: Bytes,
         written: SystemTime,
     },
     /// A key was deleted or purged.
-    Delete { kv_key: String },
+    Delete { kv_key: Arc<str> },
     /// The initial data ends here.
     CaughtUp,
 }
@@ -82,8 +90,8 @@ fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
     let kv_key = message
         .subject
         .strip_prefix(kv.prefix.as_str())
-        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?
-        .to_string();
+        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?;
+    let kv_key = Arc::<str>::from(kv_key);
     let deleted = message.headers.as_ref().is_some_and(|h| {
         h.get(KV_OPERATION)
             .map(|op| op.as_str() != "PUT")
@@ -170,7 +178,7 @@ async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
 /// task so reading the next batch overlaps it.
 pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) {
     let mut delay = Backoff::default();
-    let (last_seq, any) = loop {
+    let (last_seq, any, keys) = loop {
         match last_sequence(&kv).await {
             Ok(found) => break found,
             Err(e) => {
@@ -183,7 +191,12 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) {
         }
     };
     let mut caught_up = !any;
-    if caught_up && tx.send(vec![Change::CaughtUp]).await.is_err() {
+    let first = if caught_up {
+        Change::CaughtUp
+    } else {
+        Change::Expect(usize::try_from(keys).unwrap_or(0))
+    };
+    if tx.send(vec![first]).await.is_err() {
         return;
     }
     let mut messages = loop {
@@ -263,9 +276,9 @@ const READ_STALL: Duration = Duration::from_secs(10);
 
 /// Reads the latest value of every live key of `kv` once, with the same pull consumer and
 /// tombstone rule as [`follow`].
-pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<String, Bytes>, TickerError> {
-    let (last_seq, any) = last_sequence(kv).await?;
-    let mut out = HashMap::new();
+pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<Arc<str>, Bytes>, TickerError> {
+    let (last_seq, any, keys) = last_sequence(kv).await?;
+    let mut out = HashMap::with_capacity(usize::try_from(keys).unwrap_or(0));
     if !any {
         return Ok(out);
     }
@@ -287,7 +300,7 @@ pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<String, Bytes>, Ticke
                 out.insert(kv_key, value);
             }
             Raw::Delete { kv_key } => {
-                out.remove(&kv_key);
+                out.remove(&*kv_key);
             }
             Raw::CaughtUp => {}
         }
