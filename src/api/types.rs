@@ -57,7 +57,14 @@ impl UpsertRequest {
     ///     key: "user_123".into(),
     ///     ..polos::api::UpsertRequest::new("user-reminder", "0 8 * * *")
     /// };
-    /// assert_eq!(request.key, "user_123");
+    /// // On the wire: the contract's field names, the optional fields left out.
+    /// assert_eq!(
+    ///     serde_json::to_string(&request).unwrap(),
+    ///     r#"{"workflow":"user-reminder","cron":"0 8 * * *","timezone":"America/Los_Angeles","key":"user_123"}"#
+    /// );
+    /// // Left alone, the contract's defaults: UTC and the key `global`.
+    /// let plain = polos::api::UpsertRequest::new("daily-report", "0 9 * * *");
+    /// assert_eq!((plain.timezone.as_str(), plain.key.as_str()), ("UTC", "global"));
     /// ```
     pub fn new(workflow: &str, cron: &str) -> UpsertRequest {
         UpsertRequest {
@@ -275,8 +282,9 @@ mod rfc3339_vec {
 mod tests {
     use super::*;
 
-    /// The decoding schema of each request must name exactly the struct's fields.
-    fn fields_match<T: ApiRequest + Serialize>(full: T) {
+    /// The decoding schema of each request must name exactly the struct's fields, and both
+    /// exactly the contract's request fields (README, "The contract"), written out here.
+    fn fields_match<T: ApiRequest + Serialize>(full: T, contract: &[&str]) {
         let value = serde_json::to_value(full).unwrap();
         let mut names: Vec<&str> = value
             .as_object()
@@ -285,35 +293,59 @@ mod tests {
             .map(String::as_str)
             .collect();
         let mut schema: Vec<&str> = T::FIELDS.iter().map(|f| f.name).collect();
+        let mut contract = contract.to_vec();
         names.sort_unstable();
         schema.sort_unstable();
+        contract.sort_unstable();
         assert_eq!(names, schema);
+        assert_eq!(names, contract);
     }
 
     #[test]
     fn schemas_match_structs() {
-        fields_match(UpsertRequest {
-            paused: Some(true),
-            note: Some("n".into()),
-            catchup: Some(CatchupPolicy::All),
-            catchup_window_secs: Some(1),
-            ..UpsertRequest::new("wf", "* * * * *")
-        });
-        fields_match(KeyRequest {
-            workflow: "wf".into(),
-            key: "k".into(),
-        });
-        fields_match(PauseRequest {
-            workflow: "wf".into(),
-            key: "k".into(),
-            note: Some("n".into()),
-        });
-        fields_match(ListRequest {
-            workflow: Some("wf".into()),
-            after: Some("wf.a".into()),
-            limit: Some(5),
-        });
-        fields_match(WorkflowsRequest {});
+        fields_match(
+            UpsertRequest {
+                paused: Some(true),
+                note: Some("n".into()),
+                catchup: Some(CatchupPolicy::All),
+                catchup_window_secs: Some(1),
+                ..UpsertRequest::new("wf", "* * * * *")
+            },
+            &[
+                "workflow",
+                "cron",
+                "timezone",
+                "key",
+                "paused",
+                "note",
+                "catchup",
+                "catchup_window_secs",
+            ],
+        );
+        fields_match(
+            KeyRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+            },
+            &["workflow", "key"],
+        );
+        fields_match(
+            PauseRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+                note: Some("n".into()),
+            },
+            &["workflow", "key", "note"],
+        );
+        fields_match(
+            ListRequest {
+                workflow: Some("wf".into()),
+                after: Some("wf.a".into()),
+                limit: Some(5),
+            },
+            &["workflow", "after", "limit"],
+        );
+        fields_match(WorkflowsRequest {}, &[]);
     }
 
     #[test]
@@ -325,9 +357,25 @@ mod tests {
             error: None,
         };
         let v = serde_json::to_value(&view).unwrap();
-        assert_eq!(v["cron"], "0 9 * * *");
-        assert_eq!(v["state"], serde_json::Value::Null);
-        assert_eq!(v["next"][0], "2026-11-26T09:00:00Z");
+        // What `get` and `list` clients read: the record's contract fields at the top level
+        // (the optional catch-up fields left out when unset), then `state` and `next`.
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "schedule_id": "sch_75kzkam7helbf5gveseghys5y5",
+                "workflow": "wf",
+                "key": "global",
+                "cron": "0 9 * * *",
+                "timezone": "UTC",
+                "paused": false,
+                "note": null,
+                "source": "api",
+                "created_at": null,
+                "updated_at": null,
+                "state": null,
+                "next": ["2026-11-26T09:00:00Z"]
+            })
+        );
         let back: ScheduleView = serde_json::from_value(v).unwrap();
         assert_eq!(back, view);
     }
