@@ -19,6 +19,7 @@
 //! [`ErrorCode`]). A request published without a reply subject is applied all the same.
 //! Omitted optional upsert fields keep an existing record's value (`paused`, `note`, catch-up).
 
+mod counts;
 mod decode;
 mod error;
 mod handlers;

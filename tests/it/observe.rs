@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::ticker::{at, config, put, wait_state};
 use crate::common::python::prometheus_client;
+use crate::common::webdriver::Browser;
 use crate::common::{chromium, eventually, http, polos_cli, within, TestEnv};
 
 /// A workflow with two durable steps, so runs have steps to show and time.
@@ -426,28 +427,6 @@ async fn worker_log_lines_carry_workflow_run_id_and_attempt() {
     assert_eq!(v["span"]["attempt"], 1, "{line}");
 }
 
-/// The value of the `<input name=…>` inside the form posting to `action`.
-fn form_fields(dom: &str, action: &str) -> Vec<(String, String)> {
-    let start = dom
-        .find(&format!(r#"action="{action}""#))
-        .unwrap_or_else(|| panic!("no form posting to {action} in:\n{dom}"));
-    let form = &dom[start..];
-    let form = &form[..form.find("</form>").unwrap()];
-    form.split("<input")
-        .skip(1)
-        .map(|input| {
-            let attr = |name: &str| {
-                let i = input.find(&format!(r#"{name}=""#)).unwrap() + name.len() + 2;
-                let rest = &input[i..];
-                rest[..rest.find('"').unwrap()]
-                    .replace("&quot;", "\"")
-                    .replace("&amp;", "&")
-            };
-            (attr("name"), attr("value"))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_dashboard_in_headless_chromium() {
     let env = TestEnv::start().await;
@@ -512,7 +491,7 @@ async fn the_dashboard_in_headless_chromium() {
             "{row}"
         );
 
-        // One schedule: plain English, DST notes, next fires; then "Pause" pauses it in KV.
+        // One schedule: plain English, DST notes, next fires.
         let page = format!("{base}schedule?workflow=digest&key=user_1");
         let dom = chromium::dump_dom(&page).await;
         assert!(
@@ -523,52 +502,108 @@ async fn the_dashboard_in_headless_chromium() {
             dom.contains("02:30 does not exist on") && dom.contains("fires at 03:00"),
             "{dom}"
         );
-        let fields = form_fields(&dom, "/schedule/pause");
-        let response = http::post_form(&format!("{base}schedule/pause"), &fields).await;
-        assert_eq!(response.status, 303, "{}", response.body);
+
+        // A real browser presses the buttons: Pause, Resume, Trigger now. Each posts its form
+        // from the page (with the browser's own Origin and Sec-Fetch-Site headers), follows the
+        // redirect back to the schedule, and changes KV.
+        let browser = Browser::start().await;
+        browser.goto(&page).await;
         let kv = env.js.get_key_value("polos_schedules").await.unwrap();
-        let stored: Value = serde_json::from_slice(
-            &kv.get(schedule_kv_key("digest", "user_1"))
+        let stored = || async {
+            let value = kv
+                .get(schedule_kv_key("digest", "user_1"))
                 .await
                 .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(stored["paused"], true, "{stored}");
-        let dom = chromium::dump_dom(&format!(
-            "{base}{}",
-            response.headers["location"].trim_start_matches('/')
-        ))
-        .await;
-        assert!(
-            dom.contains(r#"<span class="badge paused">paused</span>"#),
-            "{dom}"
-        );
-        assert!(dom.contains("paused: it fires no more"), "{dom}");
-
-        // "Trigger now" starts a run; its page shows each step with its output.
-        let fields = form_fields(&dom, "/schedule/trigger");
-        let response = http::post_form(&format!("{base}schedule/trigger"), &fields).await;
-        assert_eq!(response.status, 303);
-        let runs = env.js.get_key_value("polos_runs").await.unwrap();
-        let run_id = until("the triggered run completes", || {
-            let runs = runs.clone();
+                .unwrap();
+            serde_json::from_slice::<Value>(&value).unwrap()
+        };
+        assert_eq!(stored().await["paused"], false);
+        browser.click("#pause").await;
+        let after_pause = until("the pause's redirect is loaded", || {
+            let browser = &browser;
             async move {
-                let mut keys = runs.keys().await.unwrap();
-                use futures::StreamExt;
-                while let Some(Ok(key)) = keys.next().await {
-                    let Some(v) = runs.get(&key).await.unwrap() else {
-                        continue;
-                    };
-                    let r: RunRecord = serde_json::from_slice(&v).unwrap();
-                    if r.status == RunStatus::Completed {
-                        return Some(r.run_id);
-                    }
-                }
-                None
+                let dom = browser.source().await;
+                dom.contains(r#"<span class="badge paused">paused</span>"#)
+                    .then_some(dom)
             }
         })
         .await;
+        assert!(
+            after_pause.contains("paused: it fires no more"),
+            "{after_pause}"
+        );
+        assert!(
+            browser.url().await.starts_with(&format!("{base}schedule?")),
+            "back on the schedule's page"
+        );
+        assert_eq!(stored().await["paused"], true, "Pause pauses it in KV");
+
+        browser.click("#resume").await;
+        until("the resume's redirect is loaded", || {
+            let browser = &browser;
+            async move {
+                let dom = browser.source().await;
+                (dom.contains("resumed: it fires from its next instant on")
+                    && dom.contains(r#"id="pause""#))
+                .then_some(())
+            }
+        })
+        .await;
+        assert_eq!(stored().await["paused"], false, "Resume resumes it in KV");
+
+        // "Trigger now" starts a run: the page names it, and the worker completes it.
+        browser.click("#trigger").await;
+        let run_id = until("the trigger's redirect is loaded", || {
+            let browser = &browser;
+            async move {
+                let dom = browser.source().await;
+                let at = dom.find("triggered: run ")? + "triggered: run ".len();
+                let id: String = dom[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+                Some(id)
+            }
+        })
+        .await;
+        let runs = env.js.get_key_value("polos_runs").await.unwrap();
+        until("the triggered run completes", || {
+            let runs = runs.clone();
+            let key = polos::model::run_kv_key("digest", &run_id);
+            async move {
+                let value = runs.get(&key).await.unwrap()?;
+                let r: RunRecord = serde_json::from_slice(&value).unwrap();
+                (r.status == RunStatus::Completed).then_some(())
+            }
+        })
+        .await;
+
+        // "Delete" removes it from KV and goes back to the list.
+        browser.click("#delete").await;
+        until("the delete's redirect is loaded", || {
+            let browser = &browser;
+            async move {
+                browser
+                    .source()
+                    .await
+                    .contains("deleted digest / user_1")
+                    .then_some(())
+            }
+        })
+        .await;
+        assert!(browser
+            .url()
+            .await
+            .starts_with(&format!("{base}schedules?")));
+        assert!(
+            kv.get(schedule_kv_key("digest", "user_1"))
+                .await
+                .unwrap()
+                .is_none(),
+            "Delete deletes it in KV"
+        );
+        browser.quit().await;
+
         let dom = chromium::dump_dom(&format!("{base}runs/{run_id}")).await;
         assert!(dom.contains(r#"id="run-status">completed"#), "{dom}");
         let steps = &dom[dom.find(r#"id="steps""#).unwrap()..];
@@ -580,7 +615,7 @@ async fn the_dashboard_in_headless_chromium() {
         let dom = chromium::dump_dom(&format!("{base}runs")).await;
         assert!(dom.contains(&run_id), "{dom}");
 
-        // The load ahead renders its charts (the paused schedule counts for nothing).
+        // The load ahead renders its charts (the deleted schedule counts for nothing).
         let dom = chromium::dump_dom(&format!("{base}load")).await;
         assert!(dom.contains(r#"<svg class="chart""#), "{dom}");
         assert!(dom.contains("0 active schedules"), "{dom}");
