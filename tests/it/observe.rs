@@ -518,16 +518,9 @@ async fn the_dashboard_in_headless_chromium() {
             serde_json::from_slice::<Value>(&value).unwrap()
         };
         assert_eq!(stored().await["paused"], false);
-        browser.click("#pause").await;
-        let after_pause = until("the pause's redirect is loaded", || {
-            let browser = &browser;
-            async move {
-                let dom = browser.source().await;
-                dom.contains(r#"<span class="badge paused">paused</span>"#)
-                    .then_some(dom)
-            }
-        })
-        .await;
+        let after_pause = browser
+            .press("#pause", r#"<span class="badge paused">paused</span>"#)
+            .await;
         assert!(
             after_pause.contains("paused: it fires no more"),
             "{after_pause}"
@@ -538,34 +531,19 @@ async fn the_dashboard_in_headless_chromium() {
         );
         assert_eq!(stored().await["paused"], true, "Pause pauses it in KV");
 
-        browser.click("#resume").await;
-        until("the resume's redirect is loaded", || {
-            let browser = &browser;
-            async move {
-                let dom = browser.source().await;
-                (dom.contains("resumed: it fires from its next instant on")
-                    && dom.contains(r#"id="pause""#))
-                .then_some(())
-            }
-        })
-        .await;
+        let after_resume = browser
+            .press("#resume", "resumed: it fires from its next instant on")
+            .await;
+        assert!(after_resume.contains(r#"id="pause""#), "{after_resume}");
         assert_eq!(stored().await["paused"], false, "Resume resumes it in KV");
 
         // "Trigger now" starts a run: the page names it, and the worker completes it.
-        browser.click("#trigger").await;
-        let run_id = until("the trigger's redirect is loaded", || {
-            let browser = &browser;
-            async move {
-                let dom = browser.source().await;
-                let at = dom.find("triggered: run ")? + "triggered: run ".len();
-                let id: String = dom[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                    .collect();
-                Some(id)
-            }
-        })
-        .await;
+        let after_trigger = browser.press("#trigger", "triggered: run ").await;
+        let at = after_trigger.find("triggered: run ").unwrap() + "triggered: run ".len();
+        let run_id: String = after_trigger[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
         let runs = env.js.get_key_value("polos_runs").await.unwrap();
         until("the triggered run completes", || {
             let runs = runs.clone();
@@ -579,18 +557,7 @@ async fn the_dashboard_in_headless_chromium() {
         .await;
 
         // "Delete" removes it from KV and goes back to the list.
-        browser.click("#delete").await;
-        until("the delete's redirect is loaded", || {
-            let browser = &browser;
-            async move {
-                browser
-                    .source()
-                    .await
-                    .contains("deleted digest / user_1")
-                    .then_some(())
-            }
-        })
-        .await;
+        browser.press("#delete", "deleted digest / user_1").await;
         assert!(browser
             .url()
             .await
