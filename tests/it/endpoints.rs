@@ -113,8 +113,7 @@ impl Polos {
             .env_remove("POLOS_HTTP__ADDR")
             .env("POLOS_LOG__LEVEL", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         for (k, v) in env {
             command.env(k, v);
         }
@@ -155,14 +154,35 @@ impl Polos {
     }
 
     /// Waits for it to exit by itself: (exit code, stderr).
-    async fn exit(self) -> (Option<i32>, String) {
-        let out = within("polos exits", self.child.wait_with_output())
-            .await
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+    async fn exit(mut self) -> (Option<i32>, String) {
+        let status = within("polos exits", self.child.wait()).await.unwrap();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            pipe.read_to_string(&mut stderr).await.unwrap();
+        }
+        (status.code(), stderr)
+    }
+}
+
+impl Drop for Polos {
+    /// A test that fails half-way still stops it with Ctrl-C, so `polos dev` stops its own
+    /// nats-server (in a process group of its own, which a SIGKILL would leave behind); a
+    /// process that does not stop within seconds is killed.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        for _ in 0..100 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.start_kill();
     }
 }
 
