@@ -124,6 +124,16 @@ async fn the_default_limits_at_their_boundaries() {
             "limits.max_cron_bytes (POLOS_LIMITS__MAX_CRON_BYTES)",
         ],
     );
+    // Workflow ids: 128 characters (the contract's, not configurable: they are subject tokens).
+    let workflow = |n: usize| json!({"workflow": "w".repeat(n), "cron": "0 8 * * *"}).to_string();
+    upsert(&api, workflow(128))
+        .await
+        .expect("a 128-character workflow id passes");
+    refused(
+        upsert(&api, workflow(129)).await,
+        "invalid_workflow",
+        &["129 characters (more than 128)"],
+    );
     assert_eq!(
         stored_keys(&api, "wf").await,
         4,
