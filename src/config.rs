@@ -477,15 +477,12 @@ impl Config {
             }
         }
         config.scheduler.validate()?;
-        config
-            .limits
-            .validate()
-            .map_err(|(limit, value, why)| ConfigError::Setting {
-                key: limit.setting(),
-                env: limit.env(),
-                value,
-                why,
-            })?;
+        config.limits.validate().map_err(|e| ConfigError::Setting {
+            key: e.limit.setting(),
+            env: e.limit.env(),
+            value: e.value,
+            why: e.why,
+        })?;
         Ok(config)
     }
 

@@ -170,6 +170,18 @@ impl std::fmt::Display for LimitError {
     }
 }
 
+/// A `[limits]` setting that cannot work (a key limit above the contract's, say).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{} = {value} ({}) {why}", .limit.setting(), .limit.env())]
+pub struct InvalidLimit {
+    /// Which setting.
+    pub limit: Limit,
+    /// The value given.
+    pub value: String,
+    /// The accepted range, and why.
+    pub why: String,
+}
+
 /// `usize` as `u64` for messages; every size here is far below `u64::MAX`.
 fn wide(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -256,9 +268,15 @@ impl Limits {
         self.check_note(record.note.as_deref())
     }
 
-    /// Checks that the limits can work: the setting, its value and why not when one cannot.
-    pub fn validate(&self) -> Result<(), (Limit, String, String)> {
-        let refuse = |limit: Limit, value: usize, why: String| Err((limit, value.to_string(), why));
+    /// Checks that the limits can work, naming the setting that cannot.
+    pub fn validate(&self) -> Result<(), InvalidLimit> {
+        let refuse = |limit: Limit, value: usize, why: String| {
+            Err(InvalidLimit {
+                limit,
+                value: value.to_string(),
+                why,
+            })
+        };
         if !(SMALLEST_MAX_REQUEST_BYTES..=LARGEST_MAX_REQUEST_BYTES)
             .contains(&self.max_request_bytes)
         {
@@ -350,14 +368,14 @@ mod tests {
         let mut limits = Limits::default();
         assert_eq!(limits.validate(), Ok(()));
         limits.max_key_bytes = 257;
-        let (limit, value, why) = limits.validate().unwrap_err();
-        assert_eq!((limit, value.as_str()), (Limit::KeyBytes, "257"));
-        assert!(why.contains("contract"), "{why}");
+        let e = limits.validate().unwrap_err();
+        assert_eq!((e.limit, e.value.as_str()), (Limit::KeyBytes, "257"));
+        assert!(e.to_string().starts_with("limits.max_key_bytes = 257 (POLOS_LIMITS__MAX_KEY_BYTES) must be between 1 and 256 bytes: the contract"), "{e}");
         limits.max_key_bytes = 256;
         limits.max_request_bytes = 1023;
-        assert_eq!(limits.validate().unwrap_err().0, Limit::RequestBytes);
+        assert_eq!(limits.validate().unwrap_err().limit, Limit::RequestBytes);
         limits.max_request_bytes = 1024;
         limits.max_cron_bytes = 8;
-        assert_eq!(limits.validate().unwrap_err().0, Limit::CronBytes);
+        assert_eq!(limits.validate().unwrap_err().limit, Limit::CronBytes);
     }
 }

@@ -23,7 +23,7 @@ pub use ids::{
 pub use key::{
     decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,
 };
-pub use limits::{Limit, LimitError, Limits};
+pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
 pub use records::{
     CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
