@@ -223,7 +223,7 @@ impl Limits {
     pub fn check_key(&self, key: &str) -> Result<(), LimitError> {
         self.check(
             Limit::KeyBytes,
-            || format!("the key {:?}", shorten(key, 40)),
+            || format!("field \"key\" ({:?})", shorten(key, 40)),
             key.len(),
         )
     }
@@ -232,7 +232,7 @@ impl Limits {
     pub fn check_cron(&self, cron: &str) -> Result<(), LimitError> {
         self.check(
             Limit::CronBytes,
-            || format!("the cron expression {:?}", shorten(cron, 40)),
+            || format!("field \"cron\" ({:?})", shorten(cron, 40)),
             cron.len(),
         )
     }
@@ -240,7 +240,7 @@ impl Limits {
     /// A note, when there is one.
     pub fn check_note(&self, note: Option<&str>) -> Result<(), LimitError> {
         match note {
-            Some(note) => self.check(Limit::NoteBytes, || "the note".into(), note.len()),
+            Some(note) => self.check(Limit::NoteBytes, || "field \"note\"".into(), note.len()),
             None => Ok(()),
         }
     }
@@ -346,7 +346,7 @@ mod tests {
         let e = limits.check_note(Some("123456")).unwrap_err().to_string();
         assert_eq!(
             e,
-            "the note is 6 bytes, over the limit of 5 set by limits.max_note_bytes (POLOS_LIMITS__MAX_NOTE_BYTES) on the scheduler; shorten the note, or raise the limit"
+            "field \"note\" is 6 bytes, over the limit of 5 set by limits.max_note_bytes (POLOS_LIMITS__MAX_NOTE_BYTES) on the scheduler; shorten the note, or raise the limit"
         );
         let e = limits
             .check_schedule_count("wf", 3)
@@ -358,7 +358,7 @@ mod tests {
         );
         let e = limits.check_key("user_1").unwrap_err().to_string();
         assert!(
-            e.contains("\"user_1\" is 6 bytes") && e.contains("at most 256"),
+            e.contains("(\"user_1\") is 6 bytes") && e.contains("at most 256"),
             "{e}"
         );
     }

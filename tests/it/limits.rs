@@ -97,7 +97,7 @@ async fn the_default_limits_at_their_boundaries() {
         upsert(&api, note(4097)).await,
         "invalid_request",
         &[
-            "the note is 4097 bytes, over the limit of 4096",
+            "field \"note\" is 4097 bytes, over the limit of 4096",
             "limits.max_note_bytes",
         ],
     );
@@ -187,7 +187,7 @@ async fn configured_limits_at_their_boundaries_through_the_api() {
         upsert(&api, with("note", "123456")).await,
         "invalid_request",
         &[
-            "the note is 6 bytes, over the limit of 5",
+            "field \"note\" is 6 bytes, over the limit of 5",
             "limits.max_note_bytes (POLOS_LIMITS__MAX_NOTE_BYTES)",
         ],
     );
@@ -482,7 +482,7 @@ async fn configured_limits_at_their_boundaries_through_the_cli() {
     names(
         create("n", "0 8 * * *", "123456").await,
         &[
-            "the note is 6 bytes, over the limit of 5",
+            "field \"note\" is 6 bytes, over the limit of 5",
             "limits.max_note_bytes (POLOS_LIMITS__MAX_NOTE_BYTES)",
         ],
     );
