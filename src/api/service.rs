@@ -134,7 +134,7 @@ pub async fn start_metered(
     let js = async_nats::jetstream::new(client.clone());
     let store = ScheduleStore::open(&js).await?;
     let limits = config.limits.clone();
-    // Counting costs a read of every key at start and ~16 bytes per schedule: only with a cap.
+    // Counting costs a read of every key at start and 9-19 bytes per schedule: only with a cap.
     let counts = if limits.max_schedules_per_workflow == 0 {
         None
     } else {
