@@ -31,6 +31,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The dashboard and `/metrics` of `polos scheduler` and `polos dev`.
     pub http: HttpConfig,
+    /// What the schedules API accepts and the scheduler fires: request, key, cron and note
+    /// sizes, schedules per workflow.
+    pub limits: crate::model::Limits,
 }
 
 /// `[nats]`: server addresses and credentials.
@@ -474,6 +477,12 @@ impl Config {
             }
         }
         config.scheduler.validate()?;
+        config.limits.validate().map_err(|e| ConfigError::Setting {
+            key: e.limit.setting(),
+            env: e.limit.env(),
+            value: e.value,
+            why: e.why,
+        })?;
         Ok(config)
     }
 
@@ -581,6 +590,29 @@ mod tests {
             jail.set_env("POLOS_SCHEDULER__CATCHUP_MAX_FIRES", "0");
             let e = Config::load(None, Figment::new()).unwrap_err().to_string();
             assert!(e.contains("catchup_max_fires") && e.contains("skip"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_are_read_and_a_key_limit_above_the_contract_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("polos.toml", "[limits]\nmax_note_bytes = 100\n")?;
+            jail.set_env("POLOS_LIMITS__MAX_SCHEDULES_PER_WORKFLOW", "5");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.max_note_bytes, 100);
+            assert_eq!(c.limits.max_schedules_per_workflow, 5);
+            assert_eq!(
+                c.limits.max_key_bytes, 256,
+                "the contract's limit by default"
+            );
+            jail.set_env("POLOS_LIMITS__MAX_KEY_BYTES", "257");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                e.contains("limits.max_key_bytes = 257 (POLOS_LIMITS__MAX_KEY_BYTES)")
+                    && e.contains("may only be lower"),
+                "{e}"
+            );
             Ok(())
         });
     }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::service::MAX_REQUEST_BYTES;
+use crate::model::Limits;
 
 /// The JSON type a field must have.
 #[derive(Debug, Clone, Copy)]
@@ -83,12 +83,12 @@ pub(crate) trait ApiRequest: DeserializeOwned {
     const EMPTY_OK: bool = false;
 }
 
-/// Checks and decodes a request body. Every failure is `invalid_request`.
-pub(crate) fn decode<T: ApiRequest>(body: &[u8]) -> Result<T, ApiError> {
-    if body.len() > MAX_REQUEST_BYTES {
+/// Checks and decodes a request body of at most `limits.max_request_bytes`. Every failure is
+/// `invalid_request`.
+pub(crate) fn decode<T: ApiRequest>(body: &[u8], limits: &Limits) -> Result<T, ApiError> {
+    if let Err(e) = limits.check_request(body.len()) {
         return Err(ApiError::invalid_request(format!(
-            "request too large: {} bytes, the limit is {MAX_REQUEST_BYTES}; send only the documented fields, e.g. {}",
-            body.len(),
+            "request too large: {e}; a valid request looks like {}",
             T::EXAMPLE
         )));
     }
@@ -204,7 +204,7 @@ mod tests {
     use crate::api::{ErrorCode, ListRequest, UpsertRequest};
 
     fn upsert(body: &str) -> Result<UpsertRequest, ApiError> {
-        decode::<UpsertRequest>(body.as_bytes())
+        decode::<UpsertRequest>(body.as_bytes(), &Limits::default())
     }
 
     #[test]
@@ -242,14 +242,17 @@ mod tests {
         assert_eq!(r.timezone, "UTC");
         assert_eq!(r.key, "global");
         assert_eq!(r.note, None);
-        assert_eq!(decode::<ListRequest>(b"").unwrap(), ListRequest::default());
+        assert_eq!(
+            decode::<ListRequest>(b"", &Limits::default()).unwrap(),
+            ListRequest::default()
+        );
     }
 
     #[test]
     fn too_large() {
         let body = format!(
             r#"{{"workflow":"wf","cron":"* * * * *","note":"{}"}}"#,
-            "x".repeat(MAX_REQUEST_BYTES)
+            "x".repeat(64 * 1024)
         );
         let e = upsert(&body).unwrap_err();
         assert!(e.message.starts_with("request too large"), "{e}");
@@ -277,11 +280,11 @@ mod hostile_tests {
     /// Decodes `body` as every request type; returns each refusal.
     fn refusals(body: &[u8]) -> Vec<ApiError> {
         [
-            decode::<UpsertRequest>(body).err(),
-            decode::<KeyRequest>(body).err(),
-            decode::<PauseRequest>(body).err(),
-            decode::<ListRequest>(body).err(),
-            decode::<WorkflowsRequest>(body).err(),
+            decode::<UpsertRequest>(body, &Limits::default()).err(),
+            decode::<KeyRequest>(body, &Limits::default()).err(),
+            decode::<PauseRequest>(body, &Limits::default()).err(),
+            decode::<ListRequest>(body, &Limits::default()).err(),
+            decode::<WorkflowsRequest>(body, &Limits::default()).err(),
         ]
         .into_iter()
         .flatten()
@@ -434,7 +437,7 @@ mod hostile_tests {
         let pad = 64 * 1024 - prefix.len() - 2;
         let at_limit = format!(r#"{prefix}{}"}}"#, "x".repeat(pad));
         assert_eq!(at_limit.len(), 65_536);
-        assert!(decode::<UpsertRequest>(at_limit.as_bytes()).is_ok());
+        assert!(decode::<UpsertRequest>(at_limit.as_bytes(), &Limits::default()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
         assert_eq!(errors.len(), 5);

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cron::CronError;
-use crate::model::ValidationError;
+use crate::model::{Limit, LimitError, ValidationError};
 use crate::store::StoreError;
 
 /// The error codes of the contract (design §3), as they appear in `{"error":{"code"}}`.
@@ -138,6 +138,21 @@ impl From<CronError> for ApiError {
             CronError::InvalidTimezone { .. } => ErrorCode::InvalidTimezone,
         };
         ApiError::new(code, without_code(e.to_string(), code))
+    }
+}
+
+/// A limit's refusal keeps the code the same input gets without a configured limit: a key too
+/// long is `invalid_key`, a cron too long `invalid_cron`, anything else `invalid_request`.
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        let code = match e.limit {
+            Limit::KeyBytes => ErrorCode::InvalidKey,
+            Limit::CronBytes => ErrorCode::InvalidCron,
+            Limit::RequestBytes | Limit::NoteBytes | Limit::SchedulesPerWorkflow => {
+                ErrorCode::InvalidRequest
+            }
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

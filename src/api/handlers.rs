@@ -3,10 +3,10 @@
 use async_nats::jetstream;
 use chrono::Utc;
 
+use super::counts::{Counts, Refusal};
 use super::decode::decode;
 use super::error::{ApiError, ErrorCode};
 use super::registry::Registry;
-use super::service::MAX_NOTE_BYTES;
 use super::types::{
     DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
@@ -15,7 +15,7 @@ use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::time::now_seconds;
 use crate::model::{
-    payload, schedule_kv_key, validate_key, validate_workflow, Fire, ScheduleRecord,
+    payload, schedule_kv_key, validate_key, validate_workflow, Fire, Limits, ScheduleRecord,
     ScheduleSource, Trigger,
 };
 use crate::store::{InvalidEntry, ScheduleStore, StoreError};
@@ -34,16 +34,28 @@ pub(crate) struct Handlers {
     pub registry: Registry,
     /// Where manual fires are counted (request counts are kept by the service).
     pub metrics: Metrics,
+    /// `[limits]`: request, key, cron and note sizes, schedules per workflow.
+    pub limits: Limits,
+    /// Schedules per workflow, when `limits.max_schedules_per_workflow` is set.
+    pub counts: Option<Counts>,
 }
 
-fn check_note(note: Option<&str>) -> Result<(), ApiError> {
-    match note {
-        Some(note) if note.len() > MAX_NOTE_BYTES => Err(ApiError::invalid_request(format!(
-            "field \"note\" is {} bytes, the limit is {MAX_NOTE_BYTES}; shorten it",
-            note.len()
-        ))),
-        _ => Ok(()),
-    }
+/// Checks a key against the contract and the configured limit.
+fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
+    validate_key(key)?;
+    limits.check_key(key)?;
+    Ok(())
+}
+
+/// Why a stored schedule cannot fire: a configured limit it breaks, or its cron or zone.
+fn fireable(limits: &Limits, record: &ScheduleRecord) -> Result<CronSchedule, String> {
+    limits
+        .check_record(record)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("{e}; fix it with an upsert"))
 }
 
 fn not_found(workflow: &str, key: &str) -> ApiError {
@@ -55,10 +67,11 @@ fn not_found(workflow: &str, key: &str) -> ApiError {
 impl Handlers {
     /// `polos.schedules.upsert`.
     pub async fn upsert(&self, body: &[u8]) -> Result<UpsertReply, ApiError> {
-        let request: UpsertRequest = decode(body)?;
+        let request: UpsertRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
-        validate_key(&request.key)?;
-        check_note(request.note.as_deref())?;
+        check_key(&self.limits, &request.key)?;
+        self.limits.check_note(request.note.as_deref())?;
+        self.limits.check_cron(&request.cron)?;
         let cron = CronSchedule::parse(&request.cron, &request.timezone)?;
         // A workflow known to be schedulable needs no KV read; anything else is confirmed.
         let warning = if self.registry.is_schedulable(&request.workflow) {
@@ -81,6 +94,7 @@ impl Handlers {
                 )),
             }
         };
+        let reservation = self.admit(&request.workflow, &request.key).await?;
         let now = now_seconds();
         let upserted = self
             .store
@@ -109,6 +123,9 @@ impl Handlers {
                 record
             })
             .await?;
+        if let Some(reservation) = reservation.filter(|_| upserted.created) {
+            reservation.stored();
+        }
         Ok(UpsertReply {
             schedule_id: upserted.record.schedule_id,
             created: upserted.created,
@@ -120,23 +137,23 @@ impl Handlers {
 
     /// `polos.schedules.get`.
     pub async fn get(&self, body: &[u8]) -> Result<ScheduleView, ApiError> {
-        let request: KeyRequest = decode(body)?;
+        let request: KeyRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let record = self.existing(&request.workflow, &request.key).await?;
         let state = self.store.state(&request.workflow, &request.key).await?;
-        Ok(match CronSchedule::parse(&record.cron, &record.timezone) {
+        Ok(match fireable(&self.limits, &record) {
             Ok(cron) => ScheduleView {
                 record,
                 state,
                 next: cron.upcoming(Utc::now(), NEXT_COUNT),
                 error: None,
             },
-            Err(e) => ScheduleView {
+            Err(error) => ScheduleView {
                 record,
                 state,
                 next: Vec::new(),
-                error: Some(format!("{e}; fix it with an upsert")),
+                error: Some(error),
             },
         })
     }
@@ -145,7 +162,7 @@ impl Handlers {
     /// that are not valid schedules (bad JSON, bad cron, bad zone) go to `invalid`. One page of
     /// at most `limit` entries in KV key order, after `after`.
     pub async fn list(&self, body: &[u8]) -> Result<ListReply, ApiError> {
-        let request: ListRequest = decode(body)?;
+        let request: ListRequest = decode(body, &self.limits)?;
         if let Some(workflow) = &request.workflow {
             validate_workflow(workflow)?;
         }
@@ -170,16 +187,16 @@ impl Handlers {
             .collect();
         for record in listing.schedules {
             let kv_key = schedule_kv_key(&record.workflow, &record.key);
-            let entry = match CronSchedule::parse(&record.cron, &record.timezone) {
+            let entry = match fireable(&self.limits, &record) {
                 Ok(cron) => Ok(ScheduleView {
                     state: states.remove(&kv_key),
                     next: cron.next_after(now).into_iter().collect(),
                     error: None,
                     record,
                 }),
-                Err(e) => Err(InvalidEntry {
+                Err(error) => Err(InvalidEntry {
                     kv_key: kv_key.clone(),
-                    error: format!("{e}; fix it with an upsert"),
+                    error,
                 }),
             };
             entries.push((kv_key, entry));
@@ -207,19 +224,25 @@ impl Handlers {
 
     /// `polos.schedules.delete`.
     pub async fn delete(&self, body: &[u8]) -> Result<DeleteReply, ApiError> {
-        let request: KeyRequest = decode(body)?;
+        let request: KeyRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let deleted = self.store.delete(&request.workflow, &request.key).await?;
+        if let Some(counts) = &self.counts {
+            counts.deleted(
+                &request.workflow,
+                &schedule_kv_key(&request.workflow, &request.key),
+            );
+        }
         Ok(DeleteReply { deleted })
     }
 
     /// `polos.schedules.pause` (`paused = true`) and `.resume` (`paused = false`).
     pub async fn set_paused(&self, body: &[u8], paused: bool) -> Result<ScheduleRecord, ApiError> {
-        let request: PauseRequest = decode(body)?;
+        let request: PauseRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
-        check_note(request.note.as_deref())?;
+        self.limits.check_note(request.note.as_deref())?;
         self.store
             .set_paused(
                 &request.workflow,
@@ -234,10 +257,18 @@ impl Handlers {
 
     /// `polos.schedules.trigger`: one manual fire now, outside the cron.
     pub async fn trigger(&self, body: &[u8]) -> Result<TriggerReply, ApiError> {
-        let request: KeyRequest = decode(body)?;
+        let request: KeyRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let record = self.existing(&request.workflow, &request.key).await?;
+        self.limits.check_record(&record).map_err(|e| {
+            let mut error = ApiError::from(e);
+            error.message = format!(
+                "the stored schedule cannot fire: {}; fix it with an upsert",
+                error.message
+            );
+            error
+        })?;
         let cron = CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| {
             let mut error = ApiError::from(e);
             error.message = format!(
@@ -287,9 +318,31 @@ impl Handlers {
 
     /// `polos.workflows.list`.
     pub async fn workflows(&self, body: &[u8]) -> Result<WorkflowsReply, ApiError> {
-        let WorkflowsRequest {} = decode(body)?;
+        let WorkflowsRequest {} = decode(body, &self.limits)?;
         let (workflows, invalid) = self.store.workflows().await?;
         Ok(WorkflowsReply { workflows, invalid })
+    }
+
+    /// Admits a create under `limits.max_schedules_per_workflow`: `None` when no count is kept
+    /// or the key is live (an update), else a reservation to confirm once stored.
+    async fn admit(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<super::counts::Reservation>, ApiError> {
+        let Some(counts) = &self.counts else {
+            return Ok(None);
+        };
+        match counts.admit(workflow, &schedule_kv_key(workflow, key)).await {
+            Ok(reservation) => Ok(reservation),
+            // The view may not have seen a create of this very key on another replica yet:
+            // an update of a live schedule is never refused.
+            Err(Refusal::Limit(_)) if self.store.get(workflow, key).await?.is_some() => Ok(None),
+            Err(Refusal::Limit(e)) => Err(e.into()),
+            Err(Refusal::Loading) => Err(ApiError::internal(format!(
+                "the schedules of workflow {workflow:?} are still being counted (limits.max_schedules_per_workflow, the service just started); retry in a moment"
+            ))),
+        }
     }
 
     /// The readable record of an existing schedule, `not_found` when there is none.

@@ -18,7 +18,12 @@
 //! `internal`) and `Nats-Service-Error`, and the body `{"error":{"code","message"}}` (see
 //! [`ErrorCode`]). A request published without a reply subject is applied all the same.
 //! Omitted optional upsert fields keep an existing record's value (`paused`, `note`, catch-up).
+//!
+//! What it accepts is bounded by `[limits]` ([`Limits`](crate::model::Limits)): request, key,
+//! cron and note sizes, and schedules per workflow, counted by `counts` from a live view of
+//! the bucket (its module doc argues how exact that count is).
 
+mod counts;
 mod decode;
 mod error;
 mod handlers;

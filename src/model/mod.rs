@@ -8,6 +8,7 @@ mod fire;
 mod hostile_tests;
 mod ids;
 mod key;
+pub mod limits;
 pub mod names;
 mod payload;
 mod records;
@@ -22,6 +23,7 @@ pub use ids::{
 pub use key::{
     decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,
 };
+pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
 pub use records::{
     CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,

@@ -26,8 +26,13 @@ pub struct ApiEnv {
 
 impl ApiEnv {
     pub async fn start() -> ApiEnv {
+        ApiEnv::start_with(|_| {}).await
+    }
+
+    /// [`ApiEnv::start`] with the API's configuration changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut polos::config::Config)) -> ApiEnv {
         let env = TestEnv::start().await;
-        let (stop, task) = serve_replica(&env).await;
+        let (stop, task) = serve_replica_with(&env, configure).await;
         let client = PolosClient::from_nats(env.connect().await);
         ApiEnv {
             env,
@@ -70,8 +75,18 @@ impl ApiEnv {
 
 /// Starts one more API replica on its own connection; send on the sender to stop it.
 pub async fn serve_replica(env: &TestEnv) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    serve_replica_with(env, |_| {}).await
+}
+
+/// [`serve_replica`] with the configuration changed by `configure`.
+pub async fn serve_replica_with(
+    env: &TestEnv,
+    configure: impl FnOnce(&mut polos::config::Config),
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mut config = env.config();
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = polos::api::start(env.connect().await, &env.config())
+    let server = polos::api::start(env.connect().await, &config)
         .await
         .unwrap();
     let task = tokio::spawn(async move {
