@@ -267,7 +267,8 @@ mod hostile_tests {
 
     use super::*;
     use crate::api::{
-        ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest, WorkflowsRequest,
+        CancelRequest, ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest,
+        WorkflowsRequest,
     };
 
     /// Longest message a refusal may carry: the request is at most 64 KiB, but the reply quotes
@@ -282,6 +283,7 @@ mod hostile_tests {
             decode::<PauseRequest>(body).err(),
             decode::<ListRequest>(body).err(),
             decode::<WorkflowsRequest>(body).err(),
+            decode::<CancelRequest>(body).err(),
         ]
         .into_iter()
         .flatten()
@@ -312,6 +314,10 @@ mod hostile_tests {
         "catchup_window_secs",
         "after",
         "limit",
+        "overlap",
+        "pause_on_failure",
+        "run_id",
+        "reason",
     ];
 
     fn leaf() -> impl Strategy<Value = Value> {
@@ -322,7 +328,7 @@ mod hostile_tests {
             any::<u64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             ".{0,30}".prop_map(Value::from),
-            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip"])
+            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip", "buffer_one"])
                 .prop_map(Value::from),
         ]
     }
@@ -369,7 +375,7 @@ mod hostile_tests {
             at in any::<prop::sample::Index>(),
             junk in prop::collection::vec(any::<u8>(), 1..8),
         ) {
-            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE] {
+            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE, CancelRequest::EXAMPLE] {
                 let mut body = example.as_bytes().to_vec();
                 let i = at.index(body.len() + 1);
                 body.splice(i..i, junk.iter().copied());
@@ -388,7 +394,7 @@ mod hostile_tests {
                 let errors = refusals(body.as_bytes());
                 assert_eq!(
                     errors.len(),
-                    5,
+                    6,
                     "depth {depth}: every request type refuses it"
                 );
                 assert_clear(&errors, &format!("depth {depth}"));
@@ -407,7 +413,7 @@ mod hostile_tests {
             r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
         ] {
             let errors = refusals(body.as_bytes());
-            assert_eq!(errors.len(), 5, "{body}: every request type refuses it");
+            assert_eq!(errors.len(), 6, "{body}: every request type refuses it");
             assert_clear(&errors, body);
         }
     }
@@ -421,7 +427,7 @@ mod hostile_tests {
             b"\xef\xbb\xbf{}",
         ] {
             let errors = refusals(body);
-            assert_eq!(errors.len(), 5, "{}", String::from_utf8_lossy(body));
+            assert_eq!(errors.len(), 6, "{}", String::from_utf8_lossy(body));
             assert_clear(&errors, &String::from_utf8_lossy(body));
         }
     }
@@ -437,7 +443,7 @@ mod hostile_tests {
         assert!(decode::<UpsertRequest>(at_limit.as_bytes()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
-        assert_eq!(errors.len(), 5);
+        assert_eq!(errors.len(), 6);
         assert_clear(&errors, "64 KiB + 1");
         let mib = vec![b'['; 1024 * 1024];
         assert_clear(&refusals(&mib), "1 MiB");

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::model::names::SERVICE_NAME;
 use crate::model::DEFAULT_KEY;
 use crate::nats::{Action, Denials, Refusals};
-use crate::store::ScheduleStore;
+use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore};
 
 /// Largest request body accepted (64 KiB); larger ones are `invalid_request`. Every valid request
 /// is far smaller, and the cap bounds the work a single message can cause.
@@ -59,6 +59,7 @@ enum Op {
     Resume,
     Trigger,
     WorkflowsList,
+    RunCancel,
 }
 
 impl Op {
@@ -73,6 +74,7 @@ impl Op {
             Op::Resume => "schedules.resume",
             Op::Trigger => "schedules.trigger",
             Op::WorkflowsList => "workflows.list",
+            Op::RunCancel => "run.cancel",
         }
     }
 
@@ -130,15 +132,19 @@ pub async fn start_metered(
 ) -> Result<ApiServer, ServeError> {
     let js = async_nats::jetstream::new(client.clone());
     let store = ScheduleStore::open(&js).await?;
+    let runs = RunStore::open(&js).await?;
+    let cancels = CancelStore::open(&js).await?;
+    let overlap = OverlapStore::open(&js).await?;
     let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
-        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
+        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger; run cancel")
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ServeError::Service(e.to_string()))?;
     let schedules = service.group("polos").group("schedules");
     let workflows = service.group("polos").group("workflows");
+    let run = service.group("polos").group("run");
     let mut streams: Vec<BoxStream<'static, (Op, Request)>> = Vec::new();
     for (op, group, name) in [
         (Op::Upsert, &schedules, "upsert"),
@@ -149,6 +155,7 @@ pub async fn start_metered(
         (Op::Resume, &schedules, "resume"),
         (Op::Trigger, &schedules, "trigger"),
         (Op::WorkflowsList, &workflows, "list"),
+        (Op::RunCancel, &run, "cancel"),
     ] {
         let endpoint = group
             .endpoint(name)
@@ -178,6 +185,9 @@ pub async fn start_metered(
             store,
             js,
             metrics,
+            runs,
+            cancels,
+            overlap,
         }),
         client,
         refusals,
@@ -340,6 +350,7 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Resume => json(handlers.set_paused(body, false).await),
         Op::Trigger => json(handlers.trigger(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
+        Op::RunCancel => json(handlers.cancel(body).await),
     };
     let code = result.as_ref().err().map(|e| e.code.as_str());
     handlers

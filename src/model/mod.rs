@@ -24,6 +24,7 @@ pub use key::{
 };
 pub use payload::SchedulePayload;
 pub use records::{
-    CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
-    ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
+    CancelRecord, CatchupPolicy, InlineSchedule, OverlapPolicy, OverlapRecord, OverlapRun,
+    RecordError, RunRecord, RunStatus, ScheduleRecord, ScheduleSource, ScheduleState, StepRecord,
+    Trigger, WorkflowRecord,
 };

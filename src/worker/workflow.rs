@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::{WorkflowContext, WorkflowError};
+use super::{RetryPolicy, WorkflowContext, WorkflowError};
 use crate::model::{InlineSchedule, SchedulePayload};
 
 /// A workflow's output once serialized: what the run record's `output` field holds.
@@ -98,6 +98,8 @@ pub struct Workflow {
     pub(crate) handler: BoxedHandler,
     /// How long one attempt may run; `None` uses the worker's `run_timeout_secs`.
     pub(crate) timeout: Option<Duration>,
+    /// How often a run is tried; `None` uses the worker's `max_attempts` and backoff.
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -107,6 +109,7 @@ impl std::fmt::Debug for Workflow {
             .field("schedule", &self.schedule)
             .field("schedulable", &self.schedulable)
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +143,7 @@ impl Workflow {
             schedulable: false,
             handler,
             timeout: None,
+            retry: None,
         }
     }
 
@@ -173,6 +177,27 @@ impl Workflow {
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// How often this workflow's runs are tried and how long to wait in between, instead of
+    /// the worker's `max_attempts` and `retry_backoff_secs`. A retryable error (or a timeout)
+    /// is retried until `max_attempts`; a terminal one fails the run at once.
+    ///
+    /// ```
+    /// # use polos::worker::{RetryPolicy, Workflow, WorkflowContext, WorkflowError};
+    /// # async fn charge(_c: WorkflowContext, _p: polos::model::SchedulePayload) -> Result<(), WorkflowError> { Ok(()) }
+    /// use std::time::Duration;
+    /// let wf = Workflow::new("billing", charge).retry(RetryPolicy {
+    ///     max_attempts: 6,
+    ///     initial_backoff: Duration::from_secs(5),
+    ///     multiplier: 3.0,
+    ///     max_backoff: Duration::from_secs(3600),
+    ///     jitter: 0.2,
+    /// });
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 
