@@ -328,8 +328,16 @@ mod hostile_tests {
             any::<u64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             ".{0,30}".prop_map(Value::from),
-            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip", "buffer_one"])
-                .prop_map(Value::from),
+            prop::sample::select(vec![
+                "wf",
+                "* * * * *",
+                "UTC",
+                "latest",
+                "all",
+                "skip",
+                "buffer_one"
+            ])
+            .prop_map(Value::from),
         ]
     }
 

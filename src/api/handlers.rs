@@ -197,7 +197,9 @@ impl Handlers {
         let now = Utc::now();
         let mut view = match CronSchedule::parse(&record.cron, &record.timezone) {
             Ok(cron) => {
-                let recent = self.recent_runs(&record, &cron, state.as_ref(), now).await?;
+                let recent = self
+                    .recent_runs(&record, &cron, state.as_ref(), now)
+                    .await?;
                 let mut view = ScheduleView::basic(
                     record,
                     state.clone(),
@@ -279,9 +281,8 @@ impl Handlers {
         if let Some(workflow) = &request.workflow {
             validate_workflow(workflow)?;
         }
-        check_note(request.reason.as_deref()).map_err(|e| {
-            ApiError::invalid_request(e.message.replace("\"note\"", "\"reason\""))
-        })?;
+        check_note(request.reason.as_deref())
+            .map_err(|e| ApiError::invalid_request(e.message.replace("\"note\"", "\"reason\"")))?;
         let workflow = match &request.workflow {
             Some(workflow) => workflow.clone(),
             None => match self.guarded(self.runs.find(&request.run_id)).await? {

@@ -138,7 +138,9 @@ pub async fn start_metered(
     let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
-        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger; run cancel")
+        .description(
+            "polos schedules API: upsert, get, list, delete, pause, resume, trigger; run cancel",
+        )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ServeError::Service(e.to_string()))?;

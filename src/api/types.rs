@@ -467,8 +467,17 @@ mod tests {
         assert_eq!(v["cron"], "0 9 * * *");
         assert_eq!(v["state"], serde_json::Value::Null);
         assert_eq!(v["next"][0], "2026-11-26T09:00:00Z");
-        for absent in ["next_fires", "recent_runs", "counters", "active_run", "waiting_runs"] {
-            assert!(v.get(absent).is_none(), "list replies stay as they were: {v}");
+        for absent in [
+            "next_fires",
+            "recent_runs",
+            "counters",
+            "active_run",
+            "waiting_runs",
+        ] {
+            assert!(
+                v.get(absent).is_none(),
+                "list replies stay as they were: {v}"
+            );
         }
         let back: ScheduleView = serde_json::from_value(v).unwrap();
         assert_eq!(back, view);

@@ -388,10 +388,7 @@ fn describe(view: &ScheduleView) -> String {
         ),
         format!("created_at   {}", opt(r.created_at)),
         format!("updated_at   {}", opt(r.updated_at)),
-        format!(
-            "overlap      {}",
-            r.overlap.unwrap_or_default().as_str()
-        ),
+        format!("overlap      {}", r.overlap.unwrap_or_default().as_str()),
         format!(
             "on failure   {}",
             if r.pause_on_failure == Some(true) {
@@ -470,7 +467,8 @@ fn describe(view: &ScheduleView) -> String {
                 "",
                 in_zone(run.scheduled_for, cron.as_ref()),
                 opt(run.started_at),
-                run.attempt.map_or_else(|| "-".to_string(), |a| a.to_string())
+                run.attempt
+                    .map_or_else(|| "-".to_string(), |a| a.to_string())
             ));
         }
     }

@@ -64,8 +64,13 @@ impl OverlapPolicy {
     }
 
     /// Every policy's spelling, for error messages and request schemas.
-    pub const NAMES: &'static [&'static str] =
-        &["skip", "buffer_one", "buffer_all", "allow_all", "cancel_other"];
+    pub const NAMES: &'static [&'static str] = &[
+        "skip",
+        "buffer_one",
+        "buffer_all",
+        "allow_all",
+        "cancel_other",
+    ];
 }
 
 /// A schedule definition in `polos_schedules` at `<workflow>.<encoded key>`.

@@ -329,8 +329,7 @@ impl Role {
             }
             Role::Client => {
                 publish.extend(
-                    ["polos.schedules.*", "polos.workflows.list", API_RUN_CANCEL]
-                        .map(String::from),
+                    ["polos.schedules.*", "polos.workflows.list", API_RUN_CANCEL].map(String::from),
                 );
             }
             Role::Operator => {

@@ -39,7 +39,11 @@ impl CancelStore {
 
     /// Asks for run `key` to be cancelled. Returns `false` when it already was (the first
     /// request, and its reason, stay).
-    pub async fn request(&self, key: &RunKey, record: &CancelRecord) -> Result<bool, RunStoreError> {
+    pub async fn request(
+        &self,
+        key: &RunKey,
+        record: &CancelRecord,
+    ) -> Result<bool, RunStoreError> {
         let value = self.bucket.encode(key.kv_key(), record)?;
         Ok(matches!(
             self.bucket.create(key.kv_key(), value).await?,
@@ -51,14 +55,16 @@ impl CancelStore {
     pub async fn get(&self, key: &RunKey) -> Result<Option<CancelRecord>, RunStoreError> {
         match self.bucket.get(key.kv_key()).await? {
             None => Ok(None),
-            Some((value, _)) => serde_json::from_slice(&value).map(Some).map_err(|source| {
-                RunStoreError::BadValue {
-                    bucket: CANCELS_BUCKET,
-                    kv_key: key.kv_key().to_string(),
-                    what: "cancel",
-                    source,
-                }
-            }),
+            Some((value, _)) => {
+                serde_json::from_slice(&value)
+                    .map(Some)
+                    .map_err(|source| RunStoreError::BadValue {
+                        bucket: CANCELS_BUCKET,
+                        kv_key: key.kv_key().to_string(),
+                        what: "cancel",
+                        source,
+                    })
+            }
         }
     }
 

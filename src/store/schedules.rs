@@ -293,11 +293,7 @@ impl ScheduleStore {
 
     /// Follows the schedules of `workflow` (see `store/follow.rs`) until following fails;
     /// returns why.
-    pub async fn follow(
-        &self,
-        workflow: &str,
-        sink: impl FnMut(super::Followed),
-    ) -> String {
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> String {
         super::follow::follow(
             &self.client,
             &self.schedules_stream,

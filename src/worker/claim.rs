@@ -164,7 +164,11 @@ pub(crate) async fn claim(
 
 /// Whether stream sequence `seq` still holds a fire of `run_id` (a work queue drops a message
 /// once it is acked or terminated).
-pub(crate) async fn still_queued(stream: &JsStream, seq: u64, run_id: &str) -> Result<bool, ClaimError> {
+pub(crate) async fn still_queued(
+    stream: &JsStream,
+    seq: u64,
+    run_id: &str,
+) -> Result<bool, ClaimError> {
     match stream.get_raw_message(seq).await {
         Ok(message) => Ok(message
             .headers

@@ -323,7 +323,9 @@ impl Step {
             )));
         }
         if let Some(reason) = self.cancel.requested().await {
-            return Err(self.cancel.error(&format!("step {name:?}"), reason.as_deref()));
+            return Err(self
+                .cancel
+                .error(&format!("step {name:?}"), reason.as_deref()));
         }
         if !self.owner.alone() {
             let stored = self

@@ -107,7 +107,10 @@ impl WorkflowError {
     }
 
     /// An error made from `error` (its message is its display with every cause after `: `).
-    fn from_boxed(error: Box<dyn std::error::Error + Send + Sync + 'static>, terminal: bool) -> Self {
+    fn from_boxed(
+        error: Box<dyn std::error::Error + Send + Sync + 'static>,
+        terminal: bool,
+    ) -> Self {
         let mut message = error.to_string();
         let mut source = error.source();
         while let Some(cause) = source {
@@ -343,10 +346,9 @@ mod tests {
             "formatting the report: an error occurred when formatting an argument"
         );
         assert_eq!("no user".terminal().message(), "no user");
-        assert_eq!(
-            String::from("gone").into_workflow_error().message(),
-            "gone"
-        );
-        assert!(WorkflowError::terminal("t").into_workflow_error().is_terminal());
+        assert_eq!(String::from("gone").into_workflow_error().message(), "gone");
+        assert!(WorkflowError::terminal("t")
+            .into_workflow_error()
+            .is_terminal());
     }
 }

@@ -373,11 +373,7 @@ pub(crate) enum Entered {
 
 impl Gate<'_> {
     /// Decides and writes what fire `me` does under `policy`.
-    pub(crate) async fn enter(
-        &self,
-        policy: OverlapPolicy,
-        me: &Me,
-    ) -> Result<Entered, GateError> {
+    pub(crate) async fn enter(&self, policy: OverlapPolicy, me: &Me) -> Result<Entered, GateError> {
         for _ in 0..ROUNDS {
             let stored = self.overlap.get(self.workflow, self.key).await?;
             let mut live = HashMap::new();
@@ -433,8 +429,16 @@ impl Gate<'_> {
 
     /// Clears the record's active run if it is `run_id` (the run finished). The record the
     /// start wrote (`ticket`) is tried first, without a read: usually nobody changed it since.
-    pub(crate) async fn leave(&self, run_id: &str, ticket: Option<Ticket>) -> Result<(), GateError> {
-        if let Some(Ticket { mut record, revision }) = ticket {
+    pub(crate) async fn leave(
+        &self,
+        run_id: &str,
+        ticket: Option<Ticket>,
+    ) -> Result<(), GateError> {
+        if let Some(Ticket {
+            mut record,
+            revision,
+        }) = ticket
+        {
             if record.active.as_ref().is_some_and(|a| a.run_id == run_id) {
                 record.active = None;
                 record.updated_at = Some(now_seconds());
@@ -461,7 +465,10 @@ impl Gate<'_> {
     }
 
     /// Read, `change` (returns whether it changed anything), compare-and-swap; again on conflict.
-    async fn change(&self, mut change: impl FnMut(&mut OverlapRecord) -> bool) -> Result<(), GateError> {
+    async fn change(
+        &self,
+        mut change: impl FnMut(&mut OverlapRecord) -> bool,
+    ) -> Result<(), GateError> {
         for _ in 0..ROUNDS {
             let stored = self.overlap.get(self.workflow, self.key).await?;
             let mut record = stored.record;
@@ -505,9 +512,15 @@ impl Gate<'_> {
             .await
             .map_err(|e| match e {
                 super::claim::ClaimError::Store(e) => GateError::Store(e),
-                super::claim::ClaimError::Stream { seq, run_id, source } => {
-                    GateError::Stream { seq, run_id, source }
-                }
+                super::claim::ClaimError::Stream {
+                    seq,
+                    run_id,
+                    source,
+                } => GateError::Stream {
+                    seq,
+                    run_id,
+                    source,
+                },
             })
     }
 
@@ -576,7 +589,10 @@ mod tests {
                     let id = match &need {
                         Need::Active(r) | Need::Waiting(r) => r.run_id.clone(),
                     };
-                    known.insert(id.clone(), *oracle.get(&id).expect("asked about an unexpected run"));
+                    known.insert(
+                        id.clone(),
+                        *oracle.get(&id).expect("asked about an unexpected run"),
+                    );
                     needs.push(need);
                 }
             }
@@ -611,8 +627,19 @@ mod tests {
     #[test]
     fn skip_yields_to_a_live_active_run_and_takes_over_a_dead_one() {
         let (d, _, needs) = run_decide(Skip, 2, &record(Some(1), &[]), &[(1, true)]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r1".into() });
-        assert_eq!(needs, [Need::Active(OverlapRun { since: Some(at(0)), ..run(1) })]);
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r1".into()
+            }
+        );
+        assert_eq!(
+            needs,
+            [Need::Active(OverlapRun {
+                since: Some(at(0)),
+                ..run(1)
+            })]
+        );
         let (d, rec, _) = run_decide(Skip, 2, &record(Some(1), &[]), &[(1, false)]);
         assert_eq!(d, Decision::Start);
         assert_eq!(rec.active.unwrap().run_id, "r2");
@@ -626,7 +653,12 @@ mod tests {
         assert_eq!(waiting_ids(&rec), ["r2"]);
         // A third fire finds the buffer full.
         let (d, rec3, _) = run_decide(BufferOne, 3, &rec, &[(1, true), (2, true)]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r1".into() });
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r1".into()
+            }
+        );
         assert_eq!(waiting_ids(&rec3), ["r2"]);
         // The waiting one comes back while r1 still runs: it waits, without a read.
         let (d, _, needs) = run_decide(BufferOne, 2, &rec, &[(1, true)]);
@@ -637,7 +669,12 @@ mod tests {
         assert_eq!(d, Decision::Start);
         assert!(rec.waiting.is_empty());
         // A waiting run whose fire vanished is replaced.
-        let (d, rec, _) = run_decide(BufferOne, 3, &record(Some(1), &[2]), &[(1, true), (2, false)]);
+        let (d, rec, _) = run_decide(
+            BufferOne,
+            3,
+            &record(Some(1), &[2]),
+            &[(1, true), (2, false)],
+        );
         assert_eq!(d, Decision::Wait { cancel: None });
         assert_eq!(waiting_ids(&rec), ["r3"]);
     }
@@ -676,24 +713,49 @@ mod tests {
             })
             .collect();
         let (d, _, _) = run_decide(BufferAll, 5, &rec, &[]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r0".into() });
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r0".into()
+            }
+        );
     }
 
     #[test]
     fn cancel_other_cancels_the_active_run_and_the_newest_fire_wins() {
         let (d, rec, _) = run_decide(CancelOther, 2, &record(Some(1), &[]), &[(1, true)]);
-        assert_eq!(d, Decision::Wait { cancel: Some("r1".into()) });
+        assert_eq!(
+            d,
+            Decision::Wait {
+                cancel: Some("r1".into())
+            }
+        );
         assert_eq!(waiting_ids(&rec), ["r2"]);
         // A newer fire displaces the waiting one.
         let (d, rec, _) = run_decide(CancelOther, 3, &rec, &[(1, true)]);
-        assert_eq!(d, Decision::Wait { cancel: Some("r1".into()) });
+        assert_eq!(
+            d,
+            Decision::Wait {
+                cancel: Some("r1".into())
+            }
+        );
         assert_eq!(waiting_ids(&rec), ["r3"]);
         // The displaced one comes back: older than the waiting one, so skipped.
         let (d, _, _) = run_decide(CancelOther, 2, &rec, &[(1, true)]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r1".into() });
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r1".into()
+            }
+        );
         // An older fire never cancels a newer active run.
         let (d, _, _) = run_decide(CancelOther, 0, &record(Some(1), &[]), &[(1, true)]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r1".into() });
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r1".into()
+            }
+        );
         // The cancelled run ended: the waiting one starts.
         let (d, _, _) = run_decide(CancelOther, 3, &record(None, &[3]), &[]);
         assert_eq!(d, Decision::Start);
@@ -703,7 +765,12 @@ mod tests {
     fn an_idle_schedule_with_a_line_serves_the_line_first() {
         let rec = record(None, &[2]);
         let (d, _, _) = run_decide(BufferOne, 3, &rec, &[(2, true)]);
-        assert_eq!(d, Decision::Skip { yielded_to: "r2".into() });
+        assert_eq!(
+            d,
+            Decision::Skip {
+                yielded_to: "r2".into()
+            }
+        );
         let (d, _, _) = run_decide(BufferAll, 3, &rec, &[(2, true)]);
         assert_eq!(d, Decision::Wait { cancel: None });
         let (d, after, _) = run_decide(BufferAll, 1, &rec, &[(2, true)]);
@@ -713,7 +780,11 @@ mod tests {
         assert_eq!(d, Decision::Start, "the newest goes");
         assert!(after.waiting.is_empty());
         let (d, _, _) = run_decide(Skip, 3, &rec, &[]);
-        assert_eq!(d, Decision::Start, "skip ignores a line an earlier policy left");
+        assert_eq!(
+            d,
+            Decision::Start,
+            "skip ignores a line an earlier policy left"
+        );
     }
 
     #[test]

@@ -168,7 +168,10 @@ mod tests {
         for i in 0..200 {
             let run = format!("run-{i}");
             let d = p.delay(&run, 2);
-            assert!(d <= Duration::from_secs(10) && d > Duration::from_secs(5), "{d:?}");
+            assert!(
+                d <= Duration::from_secs(10) && d > Duration::from_secs(5),
+                "{d:?}"
+            );
             assert_eq!(d, p.delay(&run, 2), "stable for a run and try");
             seen.insert(d.as_millis() / 500);
         }

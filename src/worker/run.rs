@@ -226,8 +226,10 @@ impl Execution<'_> {
                     }
                 }
                 None => {
-                    run.owned(owned, fire, slot, received, spec, cancel, overlapped, ticket)
-                        .await
+                    run.owned(
+                        owned, fire, slot, received, spec, cancel, overlapped, ticket,
+                    )
+                    .await
                 }
             },
             Ok(Claim::Finished(status)) => {
@@ -355,7 +357,11 @@ impl Execution<'_> {
                 if let Err(e) = gate.count_skip().await {
                     warn!(run_id = self.run_id(), error = %e, "the skipped run is recorded but could not be counted in polos_overlap");
                 }
-                info!(run_id = self.run_id(), yielded_to, "skipped: another run of the schedule is executing (overlap policy)");
+                info!(
+                    run_id = self.run_id(),
+                    yielded_to,
+                    "skipped: another run of the schedule is executing (overlap policy)"
+                );
                 self.env.stats.add(Counter::RunsSkipped);
                 self.env
                     .metrics
@@ -385,11 +391,7 @@ impl Execution<'_> {
         let Ok(key) = RunKey::new(&fire.workflow, other) else {
             return;
         };
-        if let Lookup::Known(Some(_)) = self
-            .env
-            .cancel_view
-            .lookup(&fire.workflow, key.kv_key())
-        {
+        if let Lookup::Known(Some(_)) = self.env.cancel_view.lookup(&fire.workflow, key.kv_key()) {
             return;
         }
         let record = CancelRecord {
@@ -402,9 +404,15 @@ impl Execution<'_> {
             )),
         };
         match self.env.cancels.request(&key, &record).await {
-            Ok(true) => info!(run_id = self.run_id(), cancelled = other, "asked the executing run of the schedule to cancel (overlap policy cancel_other)"),
+            Ok(true) => info!(
+                run_id = self.run_id(),
+                cancelled = other,
+                "asked the executing run of the schedule to cancel (overlap policy cancel_other)"
+            ),
             Ok(false) => {}
-            Err(e) => warn!(run_id = self.run_id(), other, error = %e, "cannot ask the executing run to cancel; asking again on the next delivery"),
+            Err(e) => {
+                warn!(run_id = self.run_id(), other, error = %e, "cannot ask the executing run to cancel; asking again on the next delivery")
+            }
         }
     }
 

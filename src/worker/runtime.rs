@@ -301,7 +301,10 @@ impl Worker {
                 run: Arc::new(RunSpec {
                     handler: workflow.handler.clone(),
                     timeout: workflow.timeout.unwrap_or(default_timeout),
-                    retry: workflow.retry.clone().unwrap_or_else(|| worker_retry.clone()),
+                    retry: workflow
+                        .retry
+                        .clone()
+                        .unwrap_or_else(|| worker_retry.clone()),
                 }),
                 concurrency: self.config.concurrency,
             };

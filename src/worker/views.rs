@@ -162,9 +162,7 @@ pub(crate) type Policies = View<OverlapPolicy>;
 pub(crate) fn follow_policies(store: &ScheduleStore, workflows: &[String]) -> Policies {
     fn parse(kv_key: &str, value: &[u8]) -> Option<OverlapPolicy> {
         let record = ScheduleRecord::from_kv_without_id(kv_key, value).ok()?;
-        record
-            .overlap
-            .filter(|p| *p != OverlapPolicy::default())
+        record.overlap.filter(|p| *p != OverlapPolicy::default())
     }
     let mut view = View {
         workflows: HashMap::new(),

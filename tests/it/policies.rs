@@ -101,7 +101,11 @@ impl Nats {
 
     async fn schedule(&self, workflow: &str, key: &str) -> ScheduleRecord {
         let kv = self.js.get_key_value("polos_schedules").await.unwrap();
-        let value = kv.get(schedule_kv_key(workflow, key)).await.unwrap().unwrap();
+        let value = kv
+            .get(schedule_kv_key(workflow, key))
+            .await
+            .unwrap()
+            .unwrap();
         ScheduleRecord::from_kv(&schedule_kv_key(workflow, key), &value).unwrap()
     }
 }
@@ -276,8 +280,12 @@ async fn skip_holds_across_two_workers_on_a_cluster() {
 async fn buffer_one_keeps_one_waiting_and_skips_the_next() {
     let nats = Nats::single().await;
     let wf = "ovl-buffer-one";
-    nats.put_schedule(wf, "k", json!({"cron": "* * * * *", "overlap": "buffer_one"}))
-        .await;
+    nats.put_schedule(
+        wf,
+        "k",
+        json!({"cron": "* * * * *", "overlap": "buffer_one"}),
+    )
+    .await;
     let probe = Probe::new();
     let workers = two_workers(&nats, || probe.workflow(wf)).await;
     wait_consumer(&nats.js, wf).await;
@@ -300,7 +308,10 @@ async fn buffer_one_keeps_one_waiting_and_skips_the_next() {
     );
     publish(&nats.js, &fires[2]).await;
     let skipped = wait_status(&nats.js, wf, &fires[2].run_id, RunStatus::Skipped).await;
-    assert_eq!(skipped.yielded_to.as_deref(), Some(fires[0].run_id.as_str()));
+    assert_eq!(
+        skipped.yielded_to.as_deref(),
+        Some(fires[0].run_id.as_str())
+    );
 
     probe.release(1);
     wait_status(&nats.js, wf, &fires[0].run_id, RunStatus::Completed).await;
@@ -320,8 +331,12 @@ async fn buffer_one_keeps_one_waiting_and_skips_the_next() {
 async fn buffer_all_runs_every_fire_in_instant_order_one_at_a_time() {
     let nats = Nats::single().await;
     let wf = "ovl-buffer-all";
-    nats.put_schedule(wf, "k", json!({"cron": "* * * * *", "overlap": "buffer_all"}))
-        .await;
+    nats.put_schedule(
+        wf,
+        "k",
+        json!({"cron": "* * * * *", "overlap": "buffer_all"}),
+    )
+    .await;
     let probe = Probe::new();
     let workers = two_workers(&nats, || probe.workflow(wf)).await;
     wait_consumer(&nats.js, wf).await;
@@ -340,11 +355,12 @@ async fn buffer_all_runs_every_fire_in_instant_order_one_at_a_time() {
             .into_iter()
             .map(|w| w.run_id)
             .collect();
-        waiting == [
-            fires[1].run_id.clone(),
-            fires[2].run_id.clone(),
-            fires[3].run_id.clone(),
-        ]
+        waiting
+            == [
+                fires[1].run_id.clone(),
+                fires[2].run_id.clone(),
+                fires[3].run_id.clone(),
+            ]
     })
     .await;
     for fire in &fires {
@@ -375,7 +391,8 @@ async fn allow_all_overlaps_and_writes_no_overlap_record() {
     .await
     .unwrap();
     let probe = Probe::new();
-    let (stop_worker, handle) = spawn_worker(Worker::new(nats.connect().await).workflow(probe.workflow(wf)));
+    let (stop_worker, handle) =
+        spawn_worker(Worker::new(nats.connect().await).workflow(probe.workflow(wf)));
     wait_consumer(&nats.js, wf).await;
     let a = fire_at(wf, "global", 0);
     let b = fire_at(wf, "global", 1);
@@ -388,7 +405,11 @@ async fn allow_all_overlaps_and_writes_no_overlap_record() {
     wait_status(&nats.js, wf, &a.run_id, RunStatus::Completed).await;
     wait_status(&nats.js, wf, &b.run_id, RunStatus::Completed).await;
     let kv = nats.js.get_key_value("polos_overlap").await.unwrap();
-    assert!(kv.get(schedule_kv_key(wf, "global")).await.unwrap().is_none());
+    assert!(kv
+        .get(schedule_kv_key(wf, "global"))
+        .await
+        .unwrap()
+        .is_none());
     drop(stop_worker);
     within("worker stops", handle).await.unwrap();
 }
@@ -399,8 +420,12 @@ async fn allow_all_overlaps_and_writes_no_overlap_record() {
 async fn cancel_other_cancels_the_running_run_and_starts_the_new_one() {
     let nats = Nats::single().await;
     let wf = "ovl-cancel-other";
-    nats.put_schedule(wf, "k", json!({"cron": "* * * * *", "overlap": "cancel_other"}))
-        .await;
+    nats.put_schedule(
+        wf,
+        "k",
+        json!({"cron": "* * * * *", "overlap": "cancel_other"}),
+    )
+    .await;
     let probe = Probe::new();
     let workers = two_workers(&nats, || probe.stepping_workflow(wf)).await;
     wait_consumer(&nats.js, wf).await;
@@ -412,7 +437,11 @@ async fn cancel_other_cancels_the_running_run_and_starts_the_new_one() {
     let cancelled = wait_status(&nats.js, wf, &old.run_id, RunStatus::Cancelled).await;
     assert_eq!(cancelled.attempt, 1, "not retried");
     assert!(
-        cancelled.error.as_deref().unwrap_or("").contains("cancel_other"),
+        cancelled
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cancel_other"),
         "{cancelled:?}"
     );
     probe.wait_started(&new.run_id).await;
@@ -449,8 +478,10 @@ async fn skip_holds_across_a_scheduler_failover() {
     a.wait_active().await;
     let mut b = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
     b.wait("standby loaded", |s| s.loaded).await;
-    a.wait("09:00 armed", |s| s.next_fire == Some(at("2026-05-01T09:00:00Z")))
-        .await;
+    a.wait("09:00 armed", |s| {
+        s.next_fire == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
     clock.set(at("2026-05-01T09:00:00Z"));
     let sid = polos::model::schedule_id(wf, "global");
     let first = polos::model::run_id_for(&sid, at("2026-05-01T09:00:00Z"));
@@ -458,8 +489,10 @@ async fn skip_holds_across_a_scheduler_failover() {
 
     a.kill();
     b.wait_active().await;
-    b.wait("09:01 armed", |s| s.next_fire == Some(at("2026-05-01T09:01:00Z")))
-        .await;
+    b.wait("09:01 armed", |s| {
+        s.next_fire == Some(at("2026-05-01T09:01:00Z"))
+    })
+    .await;
     clock.set(at("2026-05-01T09:01:00Z"));
     let second = polos::model::run_id_for(&sid, at("2026-05-01T09:01:00Z"));
     let skipped = wait_status(&env.js, wf, &second, RunStatus::Skipped).await;
@@ -501,7 +534,12 @@ async fn a_crashed_workers_run_keeps_its_turn_and_then_frees_the_schedule() {
     let (stop_worker, handle) = spawn_worker(survivor);
     // Redelivered after ack_wait: the same run resumes (attempt 2), still the active one.
     eventually("the run resumes on the survivor", || async {
-        probe.started().iter().filter(|r| **r == first.run_id).count() == 2
+        probe
+            .started()
+            .iter()
+            .filter(|r| **r == first.run_id)
+            .count()
+            == 2
     })
     .await;
     let second = fire_at(wf, "global", 1);
@@ -564,8 +602,7 @@ async fn cancel_scenario(nats: &Nats) {
         })
         .retry(RetryPolicy::attempts(5))
     };
-    let (stop_worker, handle) =
-        spawn_worker(Worker::new(nats.connect().await).workflow(wf_def));
+    let (stop_worker, handle) = spawn_worker(Worker::new(nats.connect().await).workflow(wf_def));
     wait_consumer(&nats.js, wf).await;
     let fire = fire_at(wf, "global", 0);
     publish(&nats.js, &fire).await;
@@ -591,7 +628,10 @@ async fn cancel_scenario(nats: &Nats) {
     let record = wait_status(&nats.js, wf, &fire.run_id, RunStatus::Cancelled).await;
     assert_eq!(record.attempt, 1, "a cancelled run is not retried");
     assert_eq!(record.error.as_deref(), Some("cancelled: operator said so"));
-    assert!(seen_cancelled.load(Ordering::SeqCst) >= 1, "the handler saw it");
+    assert!(
+        seen_cancelled.load(Ordering::SeqCst) >= 1,
+        "the handler saw it"
+    );
     let stored_steps = polos::store::StepStore::open(&nats.js)
         .await
         .unwrap()
@@ -607,7 +647,9 @@ async fn cancel_scenario(nats: &Nats) {
     assert_eq!(probe.started().len(), 1, "never started again");
 
     // Asking again, or for a finished run, changes nothing.
-    let again = runs::cancel(&client, &fire.run_id, None, None).await.unwrap();
+    let again = runs::cancel(&client, &fire.run_id, None, None)
+        .await
+        .unwrap();
     assert!(!again.cancel_requested);
     assert_eq!(again.status, Some(RunStatus::Cancelled));
     drop(stop_worker);
@@ -645,7 +687,10 @@ async fn a_run_cancelled_before_it_starts_never_runs() {
     assert_eq!(reply.status, None);
     let kv = nats.js.get_key_value("polos_cancels").await.unwrap();
     let stored: CancelRecord = serde_json::from_slice(
-        &kv.get(format!("{wf}.{}", fire.run_id)).await.unwrap().unwrap(),
+        &kv.get(format!("{wf}.{}", fire.run_id))
+            .await
+            .unwrap()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(stored.reason.as_deref(), Some("not needed"));
@@ -678,14 +723,15 @@ async fn a_handler_observes_the_cancel_between_steps() {
             }
         }
     });
-    let (stop_worker, handle) =
-        spawn_worker(Worker::new(nats.connect().await).workflow(wf_def));
+    let (stop_worker, handle) = spawn_worker(Worker::new(nats.connect().await).workflow(wf_def));
     wait_consumer(&nats.js, wf).await;
     let fire = fire_at(wf, "global", 0);
     publish(&nats.js, &fire).await;
     let mut entered_rx = entered_rx;
     within("handler entered", entered_rx.recv()).await.unwrap();
-    runs::cancel(&client, &fire.run_id, None, None).await.unwrap();
+    runs::cancel(&client, &fire.run_id, None, None)
+        .await
+        .unwrap();
     let record = wait_status(&nats.js, wf, &fire.run_id, RunStatus::Cancelled).await;
     assert_eq!(
         record.error.as_deref(),
@@ -711,13 +757,16 @@ async fn retry_policies_of_workflows_and_steps() {
         *n
     };
     let t1 = tries.clone();
-    let always_fails = Workflow::new("retry-wf", move |_ctx: WorkflowContext, _p: SchedulePayload| {
-        let t = t1.clone();
-        async move {
-            count(&t, "retry-wf");
-            Err::<(), _>(std::io::Error::other("flaky upstream").into())
-        }
-    })
+    let always_fails = Workflow::new(
+        "retry-wf",
+        move |_ctx: WorkflowContext, _p: SchedulePayload| {
+            let t = t1.clone();
+            async move {
+                count(&t, "retry-wf");
+                Err::<(), _>(std::io::Error::other("flaky upstream").into())
+            }
+        },
+    )
     .retry(RetryPolicy {
         max_attempts: 4,
         initial_backoff: Duration::from_millis(50),
@@ -726,43 +775,46 @@ async fn retry_policies_of_workflows_and_steps() {
         jitter: 0.5,
     });
     let t2 = tries.clone();
-    let step_retry = Workflow::new("retry-step", move |ctx: WorkflowContext, _p: SchedulePayload| {
-        let t = t2.clone();
-        async move {
-            let value = ctx
-                .step
-                .retry(RetryPolicy {
-                    max_attempts: 3,
-                    initial_backoff: Duration::from_millis(20),
-                    ..RetryPolicy::default()
-                })
-                .run("flaky", || {
-                    let t = t.clone();
-                    async move {
-                        if count(&t, "flaky-body") < 3 {
-                            Err(anyhow::anyhow!("not yet"))
-                        } else {
-                            Ok(42)
+    let step_retry = Workflow::new(
+        "retry-step",
+        move |ctx: WorkflowContext, _p: SchedulePayload| {
+            let t = t2.clone();
+            async move {
+                let value = ctx
+                    .step
+                    .retry(RetryPolicy {
+                        max_attempts: 3,
+                        initial_backoff: Duration::from_millis(20),
+                        ..RetryPolicy::default()
+                    })
+                    .run("flaky", || {
+                        let t = t.clone();
+                        async move {
+                            if count(&t, "flaky-body") < 3 {
+                                Err(anyhow::anyhow!("not yet"))
+                            } else {
+                                Ok(42)
+                            }
                         }
-                    }
-                })
-                .await?;
-            Ok(json!({"value": value, "attempt": ctx.attempt()}))
-        }
-    });
+                    })
+                    .await?;
+                Ok(json!({"value": value, "attempt": ctx.attempt()}))
+            }
+        },
+    );
     let t3 = tries.clone();
-    let terminal = Workflow::new("retry-terminal", move |ctx: WorkflowContext, _p: SchedulePayload| {
-        let t = t3.clone();
-        async move {
-            count(&t, "retry-terminal");
-            let bad: anyhow::Result<u32> = Err(anyhow::anyhow!("account closed"));
-            let n = ctx
-                .step
-                .run("charge", || async { bad.terminal() })
-                .await?;
-            Ok(n)
-        }
-    });
+    let terminal = Workflow::new(
+        "retry-terminal",
+        move |ctx: WorkflowContext, _p: SchedulePayload| {
+            let t = t3.clone();
+            async move {
+                count(&t, "retry-terminal");
+                let bad: anyhow::Result<u32> = Err(anyhow::anyhow!("account closed"));
+                let n = ctx.step.run("charge", || async { bad.terminal() }).await?;
+                Ok(n)
+            }
+        },
+    );
     let (stop_worker, handle) = spawn_worker(
         Worker::new(nats.connect().await)
             .max_attempts(2)
@@ -779,7 +831,10 @@ async fn retry_policies_of_workflows_and_steps() {
         publish(&nats.js, fire).await;
     }
     let failed = wait_status(&nats.js, "retry-wf", &a.run_id, RunStatus::Failed).await;
-    assert_eq!(failed.attempt, 4, "the workflow's 4 attempts, not the worker's 2");
+    assert_eq!(
+        failed.attempt, 4,
+        "the workflow's 4 attempts, not the worker's 2"
+    );
     assert_eq!(failed.error.as_deref(), Some("flaky upstream"));
     let done = wait_status(&nats.js, "retry-step", &b.run_id, RunStatus::Completed).await;
     assert_eq!(done.output, Some(json!({"value": 42, "attempt": 1})));
@@ -788,7 +843,10 @@ async fn retry_policies_of_workflows_and_steps() {
     assert_eq!(closed.error.as_deref(), Some("account closed"));
     let tries = tries.lock().unwrap().clone();
     assert_eq!(tries["retry-wf"], 4);
-    assert_eq!(tries["flaky-body"], 3, "the step body ran 3 times in one attempt");
+    assert_eq!(
+        tries["flaky-body"], 3,
+        "the step body ran 3 times in one attempt"
+    );
     assert_eq!(tries["retry-terminal"], 1);
     drop(stop_worker);
     within("worker stops", handle).await.unwrap();
@@ -797,9 +855,10 @@ async fn retry_policies_of_workflows_and_steps() {
 #[tokio::test]
 async fn a_retry_policy_that_cannot_work_is_refused_at_start() {
     let nats = Nats::single().await;
-    let wf = Workflow::new("bad-policy", |_ctx: WorkflowContext, _p: SchedulePayload| async {
-        Ok(())
-    })
+    let wf = Workflow::new(
+        "bad-policy",
+        |_ctx: WorkflowContext, _p: SchedulePayload| async { Ok(()) },
+    )
     .retry(RetryPolicy {
         multiplier: 0.5,
         ..RetryPolicy::default()
@@ -810,7 +869,10 @@ async fn a_retry_policy_that_cannot_work_is_refused_at_start() {
         .await
         .unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("Workflow::retry") && text.contains("multiplier is 0.5"), "{text}");
+    assert!(
+        text.contains("Workflow::retry") && text.contains("multiplier is 0.5"),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,10 +913,15 @@ async fn pause_scenario(nats: &Nats) {
     .await;
     let paused = nats.schedule(wf, "fragile").await;
     let note = paused.note.unwrap();
-    assert!(note.contains(&fragile.run_id) && note.contains("the report source is gone"), "{note}");
+    assert!(
+        note.contains(&fragile.run_id) && note.contains("the report source is gone"),
+        "{note}"
+    );
     assert!(!nats.schedule(wf, "sturdy").await.paused);
     // Resuming works as for any paused schedule, and the setting stays.
-    let resumed = schedules::resume(&client, wf, "fragile", None).await.unwrap();
+    let resumed = schedules::resume(&client, wf, "fragile", None)
+        .await
+        .unwrap();
     assert!(!resumed.paused);
     assert_eq!(resumed.pause_on_failure, Some(true));
     drop(stop_worker);
@@ -913,7 +980,10 @@ async fn get_describes_next_fires_recent_runs_counters_and_the_running_run() {
     assert_eq!(view.next.len(), 5, "next stays as it was");
     assert_eq!(view.next_fires.len(), 10);
     let counters = view.counters.clone().unwrap();
-    assert_eq!((counters.fired, counters.missed, counters.skipped), (3, 1, 1));
+    assert_eq!(
+        (counters.fired, counters.missed, counters.skipped),
+        (3, 1, 1)
+    );
     assert_eq!(view.active_run.as_ref().unwrap().run_id, fires[0].run_id);
     assert_eq!(view.recent_runs.len(), 10);
     let newest: Vec<(&str, Option<RunStatus>)> = view.recent_runs[..3]
@@ -933,7 +1003,10 @@ async fn get_describes_next_fires_recent_runs_counters_and_the_running_run() {
         Some(fires[0].run_id.as_str())
     );
     assert!(view.recent_runs[2].started_at.is_some());
-    assert_eq!(view.recent_runs[2].scheduled_for, fires[0].payload.timestamp);
+    assert_eq!(
+        view.recent_runs[2].scheduled_for,
+        fires[0].payload.timestamp
+    );
 
     // The same through the CLI, as a person reads it.
     let out = crate::common::polos_cli(&nats.urls[0], &["schedules", "get", wf]).await;
@@ -974,14 +1047,24 @@ async fn cli_sets_policies_and_cancels_runs() {
         ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let record = nats.schedule("cli-policies", "global").await;
     assert_eq!(record.overlap, Some(OverlapPolicy::BufferAll));
     assert_eq!(record.pause_on_failure, Some(true));
     // Left out: kept. `--no-pause-on-failure` turns it off.
     let out = crate::common::polos_cli(
         &url,
-        &["schedules", "create", "cli-policies", "0 9 * * *", "--no-pause-on-failure"],
+        &[
+            "schedules",
+            "create",
+            "cli-policies",
+            "0 9 * * *",
+            "--no-pause-on-failure",
+        ],
     )
     .await;
     assert!(out.status.success());
@@ -990,7 +1073,14 @@ async fn cli_sets_policies_and_cancels_runs() {
     assert_eq!(record.pause_on_failure, Some(false));
     let bad = crate::common::polos_cli(
         &url,
-        &["schedules", "create", "cli-policies", "0 9 * * *", "--overlap", "sometimes"],
+        &[
+            "schedules",
+            "create",
+            "cli-policies",
+            "0 9 * * *",
+            "--overlap",
+            "sometimes",
+        ],
     )
     .await;
     assert_eq!(bad.status.code(), Some(2));
@@ -998,13 +1088,28 @@ async fn cli_sets_policies_and_cancels_runs() {
     let fire = fire_at("cli-policies", "global", 0);
     publish(&nats.js, &fire).await;
     let missing = crate::common::polos_cli(&url, &["runs", "cancel", &fire.run_id]).await;
-    assert_eq!(missing.status.code(), Some(3), "no record and no --workflow");
+    assert_eq!(
+        missing.status.code(),
+        Some(3),
+        "no record and no --workflow"
+    );
     let ok = crate::common::polos_cli(
         &url,
-        &["runs", "cancel", &fire.run_id, "--workflow", "cli-policies", "--json"],
+        &[
+            "runs",
+            "cancel",
+            &fire.run_id,
+            "--workflow",
+            "cli-policies",
+            "--json",
+        ],
     )
     .await;
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let reply: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(reply["cancel_requested"], true);
     assert_eq!(reply["status"], serde_json::Value::Null);
