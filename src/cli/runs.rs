@@ -319,6 +319,9 @@ async fn get(runs: &RunStore, steps: &StepStore, run_id: &str, as_json: bool) ->
     if let Some(error) = &record.error {
         println!("error:         {error}");
     }
+    if let Some(other) = &record.yielded_to {
+        println!("yielded to:    {other} (it was executing; overlap policy)");
+    }
     if rows.is_empty() {
         println!("steps:         none");
     } else {

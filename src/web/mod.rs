@@ -390,11 +390,11 @@ async fn settle(catalog: &Catalog, kv_key: &str, done: impl Fn(Option<RowView>) 
 }
 
 async fn runs_page(State(s): State<Arc<AppState>>, Query(p): Params) -> Response {
-    let status =
-        match param(&p, "status") {
-            None => None,
-            Some(text) if RunStatus::parse(text).is_some() => RunStatus::parse(text),
-            Some(other) => return s
+    let status = match param(&p, "status") {
+        None => None,
+        Some(text) if RunStatus::parse(text).is_some() => RunStatus::parse(text),
+        Some(other) => {
+            return s
                 .problem(
                     StatusCode::BAD_REQUEST,
                     Section::Runs,
@@ -402,8 +402,9 @@ async fn runs_page(State(s): State<Arc<AppState>>, Query(p): Params) -> Response
                         "status {other:?} is not running, completed, failed, cancelled or skipped"
                     ),
                 )
-                .await,
-        };
+                .await
+        }
+    };
     let workflow = param(&p, "workflow");
     if let Some(Err(e)) = workflow.map(validate_workflow) {
         return s

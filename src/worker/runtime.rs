@@ -284,17 +284,12 @@ impl Worker {
                     source,
                 }
             })?;
-            sync_inline_schedule(
-                &schedules_kv,
-                &state_kv,
-                &id,
-                workflow.inline_schedule().as_ref(),
-            )
-            .await
-            .map_err(|source| WorkerError::Registration {
-                workflow: id.clone(),
-                source,
-            })?;
+            sync_inline_schedule(&schedules_kv, &state_kv, &id, workflow.schedule.as_ref())
+                .await
+                .map_err(|source| WorkerError::Registration {
+                    workflow: id.clone(),
+                    source,
+                })?;
             let consumer = ensure(&stream, &id, ack_wait).await?;
             let spec = FetchSpec {
                 workflow: id.clone(),

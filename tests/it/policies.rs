@@ -1137,3 +1137,38 @@ fn any_error_converts_without_turbofish_and_keeps_its_source() {
     assert!(!e.is_terminal());
     assert_eq!(e.message(), "11 is too many");
 }
+
+/// An inline schedule declares its policies in code; the worker writes them into the `global`
+/// schedule (and a restart with the same code changes nothing).
+#[tokio::test]
+async fn inline_schedules_declare_their_policies() {
+    let nats = Nats::single().await;
+    let wf = "inline-policies";
+    let declare = || {
+        Workflow::new(wf, |_ctx: WorkflowContext, _p: SchedulePayload| async {
+            Ok(())
+        })
+        .schedule(
+            polos::worker::Schedule::cron("0 9 * * *")
+                .overlap(OverlapPolicy::BufferAll)
+                .pause_on_failure(true),
+        )
+    };
+    for _ in 0..2 {
+        let (stop_worker, handle) =
+            spawn_worker(Worker::new(nats.connect().await).workflow(declare()));
+        wait_consumer(&nats.js, wf).await;
+        drop(stop_worker);
+        within("worker stops", handle).await.unwrap();
+    }
+    let record = nats.schedule(wf, "global").await;
+    assert_eq!(record.overlap, Some(OverlapPolicy::BufferAll));
+    assert_eq!(record.pause_on_failure, Some(true));
+    let kv = nats.js.get_key_value("polos_schedules").await.unwrap();
+    let entry = kv
+        .entry(schedule_kv_key(wf, "global"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.revision, 1, "the second start found it matching");
+}

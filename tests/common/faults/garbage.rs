@@ -136,7 +136,10 @@ pub async fn put_everywhere(js: &jetstream::Context, victim_key: &str) -> Plante
     // are not cancel records (for no run that will fire).
     let overlap = bucket("polos_overlap").await;
     for (key, value) in [
-        (format!("{WORKFLOW}.{victim_key}"), b"{\"active\": 7".to_vec()),
+        (
+            format!("{WORKFLOW}.{victim_key}"),
+            b"{\"active\": 7".to_vec(),
+        ),
         (
             format!("{WORKFLOW}.deep-overlap"),
             format!("{{\"waiting\":{}}}", deep(10_000)).into_bytes(),
