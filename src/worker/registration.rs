@@ -10,9 +10,7 @@ use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKi
 use tracing::{info, warn};
 
 use super::{Schedule, Workflow};
-use crate::model::{
-    schedule_kv_key, InlineSchedule, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY,
-};
+use crate::model::{schedule_kv_key, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY};
 
 /// What the inline-schedule sync did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
