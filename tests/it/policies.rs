@@ -1172,3 +1172,68 @@ async fn inline_schedules_declare_their_policies() {
         .unwrap();
     assert_eq!(entry.revision, 1, "the second start found it matching");
 }
+
+/// `allow_all` costs a run no KV operation beyond those of a worker without overlap policies:
+/// counted from the worker connection's own statistics, per run, over 50 runs (a run record
+/// create, a step create, the final compare-and-swap and the ack, plus shared pull requests).
+/// The default `skip` adds the overlap record's read and two compare-and-swaps.
+#[tokio::test]
+async fn allow_all_adds_no_messages_per_run_and_skip_adds_three() {
+    let nats = Nats::single().await;
+    let mut per_run = Vec::new();
+    for (wf, allow) in [("cost-allow", true), ("cost-skip", false)] {
+        if allow {
+            nats.put_schedule(
+                wf,
+                "global",
+                json!({"cron": "* * * * *", "overlap": "allow_all"}),
+            )
+            .await;
+        }
+        let client = nats.connect().await;
+        let stats = client.statistics();
+        let workflow = Workflow::new(wf, |ctx: WorkflowContext, _p: SchedulePayload| async move {
+            ctx.step
+                .run("one", || async { Ok::<_, WorkflowError>(1) })
+                .await
+        });
+        let (stop_worker, handle) = spawn_worker(Worker::new(client).workflow(workflow));
+        wait_consumer(&nats.js, wf).await;
+        // One instant each of 50 schedules for `skip`, so none waits for another; a first
+        // run to settle (views caught up, pull requests out) before counting.
+        let fire = |i: i64| {
+            fire_at(
+                wf,
+                &if allow {
+                    "global".to_string()
+                } else {
+                    format!("k{i}")
+                },
+                i,
+            )
+        };
+        let warm_up = fire(1000);
+        publish(&nats.js, &warm_up).await;
+        wait_status(&nats.js, wf, &warm_up.run_id, RunStatus::Completed).await;
+        let before = stats.out_messages.load(Ordering::SeqCst);
+        let n = 50;
+        let fires: Vec<_> = (0..n).map(fire).collect();
+        for fire in &fires {
+            publish(&nats.js, fire).await;
+        }
+        for fire in &fires {
+            wait_status(&nats.js, wf, &fire.run_id, RunStatus::Completed).await;
+        }
+        let sent = stats.out_messages.load(Ordering::SeqCst) - before;
+        per_run.push(sent as f64 / n as f64);
+        drop(stop_worker);
+        within("worker stops", handle).await.unwrap();
+    }
+    let (allow, skip) = (per_run[0], per_run[1]);
+    eprintln!("messages per run: allow_all {allow}, skip {skip}");
+    assert!(allow <= 4.6, "allow_all sent {allow} messages per run");
+    assert!(
+        (skip - allow - 3.0).abs() <= 0.6,
+        "skip sent {skip} per run, allow_all {allow}"
+    );
+}
