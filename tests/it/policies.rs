@@ -329,7 +329,15 @@ async fn buffer_one_keeps_one_waiting_and_skips_the_next() {
 /// instants, whatever order they were published in.
 #[tokio::test]
 async fn buffer_all_runs_every_fire_in_instant_order_one_at_a_time() {
-    let nats = Nats::single().await;
+    buffer_all_scenario(&Nats::single().await).await;
+}
+
+#[tokio::test]
+async fn buffer_all_on_a_cluster() {
+    buffer_all_scenario(&Nats::cluster().await).await;
+}
+
+async fn buffer_all_scenario(nats: &Nats) {
     let wf = "ovl-buffer-all";
     nats.put_schedule(
         wf,
@@ -338,7 +346,7 @@ async fn buffer_all_runs_every_fire_in_instant_order_one_at_a_time() {
     )
     .await;
     let probe = Probe::new();
-    let workers = two_workers(&nats, || probe.workflow(wf)).await;
+    let workers = two_workers(nats, || probe.workflow(wf)).await;
     wait_consumer(&nats.js, wf).await;
     let fires: Vec<_> = (0..4).map(|i| fire_at(wf, "k", i)).collect();
 
@@ -562,7 +570,7 @@ async fn a_crashed_workers_run_keeps_its_turn_and_then_frees_the_schedule() {
 
 /// `polos.run.cancel` from another connection: the run stops at its next step boundary, the
 /// handler sees it (`ctx.is_cancelled()`), it is recorded `cancelled` and not retried.
-async fn cancel_scenario(nats: &Nats) {
+async fn cancel_scenario(nats: &Nats, via_cli: bool) {
     let wf = "cancel-me";
     let (client, _api) = nats.api().await;
     let probe = Probe::new();
@@ -619,12 +627,37 @@ async fn cancel_scenario(nats: &Nats) {
     })
     .await;
 
-    let reply = runs::cancel(&client, &fire.run_id, None, Some("operator said so"))
-        .await
-        .unwrap();
-    assert!(reply.cancel_requested);
-    assert_eq!(reply.workflow, wf);
-    assert_eq!(reply.status, Some(RunStatus::Running));
+    if via_cli {
+        // Another process asks: the request reaches this worker through KV only.
+        let out = crate::common::polos_cli(
+            &nats.urls.join(","),
+            &[
+                "runs",
+                "cancel",
+                &fire.run_id,
+                "--reason",
+                "operator said so",
+            ],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("Cancel requested") && text.contains(wf),
+            "{text}"
+        );
+    } else {
+        let reply = runs::cancel(&client, &fire.run_id, None, Some("operator said so"))
+            .await
+            .unwrap();
+        assert!(reply.cancel_requested);
+        assert_eq!(reply.workflow, wf);
+        assert_eq!(reply.status, Some(RunStatus::Running));
+    }
     let record = wait_status(&nats.js, wf, &fire.run_id, RunStatus::Cancelled).await;
     assert_eq!(record.attempt, 1, "a cancelled run is not retried");
     assert_eq!(record.error.as_deref(), Some("cancelled: operator said so"));
@@ -658,12 +691,12 @@ async fn cancel_scenario(nats: &Nats) {
 
 #[tokio::test]
 async fn cancel_stops_a_running_run_at_its_next_step() {
-    cancel_scenario(&Nats::single().await).await;
+    cancel_scenario(&Nats::single().await, true).await;
 }
 
 #[tokio::test]
 async fn cancel_stops_a_running_run_on_a_cluster() {
-    cancel_scenario(&Nats::cluster().await).await;
+    cancel_scenario(&Nats::cluster().await, false).await;
 }
 
 /// A run cancelled before any worker took its fire is recorded `cancelled` when it would
@@ -748,7 +781,15 @@ async fn a_handler_observes_the_cancel_between_steps() {
 /// place (same attempt); `.terminal()` on any error fails at once.
 #[tokio::test]
 async fn retry_policies_of_workflows_and_steps() {
-    let nats = Nats::single().await;
+    retry_scenario(&Nats::single().await).await;
+}
+
+#[tokio::test]
+async fn retry_policies_on_a_cluster() {
+    retry_scenario(&Nats::cluster().await).await;
+}
+
+async fn retry_scenario(nats: &Nats) {
     let tries = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let count = |tries: &Arc<Mutex<HashMap<String, u32>>>, what: &str| {
         let mut t = tries.lock().unwrap();
@@ -945,7 +986,15 @@ async fn pause_on_failure_on_a_cluster() {
 /// the run a skipped one yielded to), counters and the run executing now.
 #[tokio::test]
 async fn get_describes_next_fires_recent_runs_counters_and_the_running_run() {
-    let nats = Nats::single().await;
+    describe_scenario(&Nats::single().await).await;
+}
+
+#[tokio::test]
+async fn get_describes_on_a_cluster() {
+    describe_scenario(&Nats::cluster().await).await;
+}
+
+async fn describe_scenario(nats: &Nats) {
     let wf = "describe";
     let (client, _api) = nats.api().await;
     schedules::upsert(&client, &UpsertRequest::new(wf, "* * * * *"))
@@ -1009,7 +1058,7 @@ async fn get_describes_next_fires_recent_runs_counters_and_the_running_run() {
     );
 
     // The same through the CLI, as a person reads it.
-    let out = crate::common::polos_cli(&nats.urls[0], &["schedules", "get", wf]).await;
+    let out = crate::common::polos_cli(&nats.urls.join(","), &["schedules", "get", wf]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for needle in [
