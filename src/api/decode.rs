@@ -270,7 +270,8 @@ mod hostile_tests {
 
     use super::*;
     use crate::api::{
-        ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest, WorkflowsRequest,
+        CancelRequest, ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest,
+        WorkflowsRequest,
     };
 
     /// Longest message a refusal may carry: the request is at most 64 KiB, but the reply quotes
@@ -285,6 +286,7 @@ mod hostile_tests {
             decode::<PauseRequest>(body, &Limits::default()).err(),
             decode::<ListRequest>(body, &Limits::default()).err(),
             decode::<WorkflowsRequest>(body, &Limits::default()).err(),
+            decode::<CancelRequest>(body, &Limits::default()).err(),
         ]
         .into_iter()
         .flatten()
@@ -315,6 +317,10 @@ mod hostile_tests {
         "catchup_window_secs",
         "after",
         "limit",
+        "overlap",
+        "pause_on_failure",
+        "run_id",
+        "reason",
     ];
 
     fn leaf() -> impl Strategy<Value = Value> {
@@ -325,8 +331,16 @@ mod hostile_tests {
             any::<u64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             ".{0,30}".prop_map(Value::from),
-            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip"])
-                .prop_map(Value::from),
+            prop::sample::select(vec![
+                "wf",
+                "* * * * *",
+                "UTC",
+                "latest",
+                "all",
+                "skip",
+                "buffer_one"
+            ])
+            .prop_map(Value::from),
         ]
     }
 
@@ -372,7 +386,7 @@ mod hostile_tests {
             at in any::<prop::sample::Index>(),
             junk in prop::collection::vec(any::<u8>(), 1..8),
         ) {
-            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE] {
+            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE, CancelRequest::EXAMPLE] {
                 let mut body = example.as_bytes().to_vec();
                 let i = at.index(body.len() + 1);
                 body.splice(i..i, junk.iter().copied());
@@ -391,7 +405,7 @@ mod hostile_tests {
                 let errors = refusals(body.as_bytes());
                 assert_eq!(
                     errors.len(),
-                    5,
+                    6,
                     "depth {depth}: every request type refuses it"
                 );
                 assert_clear(&errors, &format!("depth {depth}"));
@@ -410,7 +424,7 @@ mod hostile_tests {
             r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
         ] {
             let errors = refusals(body.as_bytes());
-            assert_eq!(errors.len(), 5, "{body}: every request type refuses it");
+            assert_eq!(errors.len(), 6, "{body}: every request type refuses it");
             assert_clear(&errors, body);
         }
     }
@@ -424,7 +438,7 @@ mod hostile_tests {
             b"\xef\xbb\xbf{}",
         ] {
             let errors = refusals(body);
-            assert_eq!(errors.len(), 5, "{}", String::from_utf8_lossy(body));
+            assert_eq!(errors.len(), 6, "{}", String::from_utf8_lossy(body));
             assert_clear(&errors, &String::from_utf8_lossy(body));
         }
     }
@@ -440,7 +454,7 @@ mod hostile_tests {
         assert!(decode::<UpsertRequest>(at_limit.as_bytes(), &Limits::default()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
-        assert_eq!(errors.len(), 5);
+        assert_eq!(errors.len(), 6);
         assert_clear(&errors, "64 KiB + 1");
         let mib = vec![b'['; 1024 * 1024];
         assert_clear(&refusals(&mib), "1 MiB");

@@ -162,12 +162,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::store::RunStoreError> for ApiError {
+    fn from(e: crate::store::RunStoreError) -> Self {
+        match e {
+            crate::store::RunStoreError::InvalidRunId { .. } => {
+                ApiError::invalid_request(e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
 /// Why the API service could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The KV buckets could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The run, cancel or overlap buckets could not be opened.
+    #[error(transparent)]
+    RunStore(#[from] crate::store::RunStoreError),
     /// The micro service or one of its endpoints could not be registered.
     #[error("cannot start the NATS micro service polos: {0}")]
     Service(String),

@@ -8,20 +8,28 @@ use super::decode::decode;
 use super::error::{ApiError, ErrorCode};
 use super::registry::Registry;
 use super::types::{
-    DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
-    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
+    CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest,
+    RecentRun, ScheduleCounters, ScheduleView, TriggerReply, UpsertReply, UpsertRequest,
+    WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::time::now_seconds;
 use crate::model::{
-    payload, schedule_kv_key, validate_key, validate_workflow, Fire, Limits, ScheduleRecord,
-    ScheduleSource, Trigger,
+    payload, run_id_for, schedule_kv_key, validate_key, validate_workflow, CancelRecord, Fire,
+    Limits, ScheduleRecord, ScheduleSource, ScheduleState, Trigger,
 };
-use crate::store::{InvalidEntry, ScheduleStore, StoreError};
+use crate::store::{
+    validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, RunStoreError,
+    ScheduleStore, StoreError,
+};
 
-/// How many upcoming instants `upsert` and `get` reply with.
+/// How many upcoming instants `upsert` and `get` reply with in `next`.
 const NEXT_COUNT: usize = 5;
+/// How many upcoming instants and recent runs `get` describes.
+const DESCRIBE_COUNT: usize = 10;
+/// How far back `get` looks for recent instants: runs are kept 30 days.
+const RECENT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(31);
 
 /// The endpoints' shared handles.
 #[derive(Debug)]
@@ -38,6 +46,12 @@ pub(crate) struct Handlers {
     pub limits: Limits,
     /// Schedules per workflow, when `limits.max_schedules_per_workflow` is set.
     pub counts: Option<Counts>,
+    /// `polos_runs`: recent runs in `get`, a run's workflow and status in `run.cancel`.
+    pub runs: RunStore,
+    /// `polos_cancels`: where `run.cancel` asks.
+    pub cancels: CancelStore,
+    /// `polos_overlap`: skipped count, active and waiting runs in `get`.
+    pub overlap: OverlapStore,
 }
 
 /// Checks a key against the contract and the configured limit.
@@ -56,6 +70,53 @@ fn fireable(limits: &Limits, record: &ScheduleRecord) -> Result<CronSchedule, St
             CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| e.to_string())
         })
         .map_err(|e| format!("{e}; fix it with an upsert"))
+}
+
+/// The counters of `get`; `backfilled` is read from the state's JSON, so a scheduler that
+/// counts back-filled fires shows them and an older one shows `null`.
+fn counters(state: Option<&ScheduleState>, skipped: u64) -> ScheduleCounters {
+    let backfilled = state
+        .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| v.get("backfilled").and_then(serde_json::Value::as_u64));
+    ScheduleCounters {
+        fired: state.map_or(0, |s| s.fires),
+        missed: state.map_or(0, |s| s.missed),
+        skipped,
+        backfilled,
+    }
+}
+
+/// The last `count` instants of `cron` at or before `until`, newest first, looking back at most
+/// [`RECENT_WINDOW`]. The window grows from one hour by ×8 until it holds `count` instants, so
+/// a minutely cron costs a few dozen steps and a monthly one a few hundred.
+fn recent_instants(
+    cron: &CronSchedule,
+    until: chrono::DateTime<Utc>,
+    count: usize,
+) -> Vec<chrono::DateTime<Utc>> {
+    let mut span = chrono::TimeDelta::hours(1);
+    loop {
+        let span_now = span.min(RECENT_WINDOW);
+        let from = until - span_now;
+        let mut found = Vec::new();
+        let mut at = from;
+        while let Some(next) = cron.next_after(at) {
+            if next > until {
+                break;
+            }
+            found.push(next);
+            if found.len() > count {
+                found.remove(0);
+            }
+            at = next;
+        }
+        if found.len() >= count || span_now >= RECENT_WINDOW {
+            found.reverse();
+            found.truncate(count);
+            return found;
+        }
+        span = span * 8;
+    }
 }
 
 fn not_found(workflow: &str, key: &str) -> ApiError {
@@ -118,6 +179,10 @@ impl Handlers {
                 record.catchup_window_secs = request
                     .catchup_window_secs
                     .or(current.and_then(|c| c.catchup_window_secs));
+                record.overlap = request.overlap.or(current.and_then(|c| c.overlap));
+                record.pause_on_failure = request
+                    .pause_on_failure
+                    .or(current.and_then(|c| c.pause_on_failure));
                 record.created_at = current.and_then(|c| c.created_at).or(Some(now));
                 record.updated_at = Some(now);
                 record
@@ -135,27 +200,158 @@ impl Handlers {
         })
     }
 
-    /// `polos.schedules.get`.
+    /// `polos.schedules.get`: the record, its state, the next fires, the last runs, counters
+    /// and the runs the overlap policy holds.
     pub async fn get(&self, body: &[u8]) -> Result<ScheduleView, ApiError> {
         let request: KeyRequest = decode(body, &self.limits)?;
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let record = self.existing(&request.workflow, &request.key).await?;
         let state = self.store.state(&request.workflow, &request.key).await?;
-        Ok(match fireable(&self.limits, &record) {
-            Ok(cron) => ScheduleView {
-                record,
-                state,
-                next: cron.upcoming(Utc::now(), NEXT_COUNT),
-                error: None,
+        let overlap = self
+            .guarded(self.overlap.get(&request.workflow, &request.key))
+            .await?;
+        let now = Utc::now();
+        let mut view = match fireable(&self.limits, &record) {
+            Ok(cron) => {
+                let recent = self
+                    .recent_runs(&record, &cron, state.as_ref(), now)
+                    .await?;
+                let mut view = ScheduleView::basic(
+                    record,
+                    state.clone(),
+                    cron.upcoming(now, NEXT_COUNT),
+                    None,
+                );
+                view.next_fires = cron.upcoming(now, DESCRIBE_COUNT);
+                view.recent_runs = recent;
+                view
+            }
+            Err(error) => ScheduleView::basic(record, state.clone(), Vec::new(), Some(error)),
+        };
+        view.counters = Some(counters(state.as_ref(), overlap.record.skipped));
+        view.active_run = overlap.record.active;
+        view.waiting_runs = overlap.record.waiting;
+        Ok(view)
+    }
+
+    /// The last [`DESCRIBE_COUNT`] instants of the cron up to the schedule's last fire (or now),
+    /// newest first, each with its run record: every run id of a scheduled instant is known
+    /// from the instant, so this is one read per instant, whatever else `polos_runs` holds.
+    async fn recent_runs(
+        &self,
+        record: &ScheduleRecord,
+        cron: &CronSchedule,
+        state: Option<&ScheduleState>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<RecentRun>, ApiError> {
+        let until = state
+            .and_then(|s| s.last_timestamp)
+            .map_or(now, |last| last.min(now));
+        let instants = recent_instants(cron, until, DESCRIBE_COUNT);
+        let reads = instants.iter().map(|instant| {
+            let run_id = run_id_for(&record.schedule_id, *instant);
+            async move {
+                let found = match RunKey::new(&record.workflow, &run_id) {
+                    // A value that is not a run record is shown as "no record", not a failure.
+                    Ok(key) => {
+                        self.guarded(async {
+                            match self.runs.get(&key).await {
+                                Err(e) if e.is_permanent() => Ok(None),
+                                other => other,
+                            }
+                        })
+                        .await
+                    }
+                    Err(_) => Ok(None),
+                };
+                (run_id, *instant, found)
+            }
+        });
+        let mut recent = Vec::with_capacity(instants.len());
+        for (run_id, scheduled_for, found) in futures::future::join_all(reads).await {
+            let run = found?.map(|stored| stored.record);
+            recent.push(RecentRun {
+                run_id,
+                scheduled_for,
+                status: run.as_ref().map(|r| r.status),
+                trigger: run.as_ref().map(|r| r.trigger),
+                started_at: run.as_ref().map(|r| r.started_at),
+                finished_at: run.as_ref().and_then(|r| r.finished_at),
+                attempt: run.as_ref().map(|r| r.attempt),
+                yielded_to: run.and_then(|r| r.yielded_to),
+            });
+        }
+        Ok(recent)
+    }
+
+    /// `polos.run.cancel`: a running run stops at its next step boundary; one not started yet
+    /// is cancelled when it would start; a finished one is left as it is.
+    pub async fn cancel(&self, body: &[u8]) -> Result<CancelReply, ApiError> {
+        let request: CancelRequest = decode(body, &self.limits)?;
+        validate_run_id(&request.run_id).map_err(|e| ApiError::invalid_request(e.to_string()))?;
+        if let Some(workflow) = &request.workflow {
+            validate_workflow(workflow)?;
+        }
+        // The reason is held to the note's limit; the refusal names the field sent.
+        self.limits
+            .check_note(request.reason.as_deref())
+            .map_err(|e| {
+                let e = ApiError::from(e);
+                ApiError::new(e.code, e.message.replace("\"note\"", "\"reason\""))
+            })?;
+        let workflow = match &request.workflow {
+            Some(workflow) => workflow.clone(),
+            None => match self.guarded(self.runs.find(&request.run_id)).await? {
+                Some(found) => found.workflow,
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "run {} has no record (it has not started, or is older than 30 days); to cancel it before it starts, also send its \"workflow\" (`polos runs cancel {} --workflow <workflow>`)",
+                        request.run_id, request.run_id
+                    )))
+                }
             },
-            Err(error) => ScheduleView {
-                record,
-                state,
-                next: Vec::new(),
-                error: Some(error),
-            },
+        };
+        let key = RunKey::new(&workflow, &request.run_id)
+            .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+        let status = self
+            .guarded(self.runs.get(&key))
+            .await?
+            .map(|stored| stored.record.status);
+        if status.is_some_and(|s| s.is_finished()) {
+            return Ok(CancelReply {
+                run_id: request.run_id,
+                workflow,
+                status,
+                cancel_requested: false,
+            });
+        }
+        let cancel = CancelRecord {
+            run_id: request.run_id.clone(),
+            workflow: workflow.clone(),
+            requested_at: now_seconds(),
+            reason: request.reason,
+        };
+        self.guarded(self.cancels.request(&key, &cancel)).await?;
+        Ok(CancelReply {
+            run_id: request.run_id,
+            workflow,
+            status,
+            cancel_requested: true,
         })
+    }
+
+    /// A run-store call that fails at once, naming the subject, when NATS refuses it.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RunStoreError>>,
+    ) -> Result<T, ApiError> {
+        self.store
+            .denials()
+            .guard_any(call)
+            .await
+            .map_err(|denied| ApiError::from(StoreError::Denied(denied)))?
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// `polos.schedules.list`: valid schedules with their state and next instant; stored values
@@ -188,12 +384,12 @@ impl Handlers {
         for record in listing.schedules {
             let kv_key = schedule_kv_key(&record.workflow, &record.key);
             let entry = match fireable(&self.limits, &record) {
-                Ok(cron) => Ok(ScheduleView {
-                    state: states.remove(&kv_key),
-                    next: cron.next_after(now).into_iter().collect(),
-                    error: None,
+                Ok(cron) => Ok(ScheduleView::basic(
                     record,
-                }),
+                    states.remove(&kv_key),
+                    cron.next_after(now).into_iter().collect(),
+                    None,
+                )),
                 Err(error) => Err(InvalidEntry {
                     kv_key: kv_key.clone(),
                     error,

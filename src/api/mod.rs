@@ -6,13 +6,14 @@
 //!
 //! | subject | request | reply |
 //! |---|---|---|
-//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?,"warnings"?}` |
-//! | `polos.schedules.get` | [`KeyRequest`] `{"workflow","key"?}` | [`ScheduleView`]: the record + `"state"` + `"next":[5]` (+ `"error"` when its cron/zone is invalid) |
+//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?,"overlap"?,"pause_on_failure"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?,"warnings"?}` |
+//! | `polos.schedules.get` | [`KeyRequest`] `{"workflow","key"?}` | [`ScheduleView`]: the record + `"state"` + `"next":[5]` + `"next_fires":[10]`, `"recent_runs"`, `"counters"`, `"active_run"`, `"waiting_runs"` (+ `"error"` when its cron/zone is invalid) |
 //! | `polos.schedules.list` | [`ListRequest`] `{"workflow"?,"after"?,"limit"?}` | [`ListReply`] `{"schedules":[..],"invalid":[{"kv_key","error"}],"next_after"?}` |
 //! | `polos.schedules.delete` | [`KeyRequest`] | [`DeleteReply`] `{"deleted"}` |
 //! | `polos.schedules.pause` / `.resume` | [`PauseRequest`] `{"workflow","key"?,"note"?}` | the record |
 //! | `polos.schedules.trigger` | [`KeyRequest`] | [`TriggerReply`] `{"run_id"}` |
 //! | `polos.workflows.list` | `{}` | [`WorkflowsReply`] `{"workflows":[..],"invalid":[..]}` |
+//! | `polos.run.cancel` | [`CancelRequest`] `{"run_id","workflow"?,"reason"?}` | [`CancelReply`] `{"run_id","workflow","status","cancel_requested"}` |
 //!
 //! Errors carry the micro headers `Nats-Service-Error-Code` (400, 404 for `not_found`, 500 for
 //! `internal`) and `Nats-Service-Error`, and the body `{"error":{"code","message"}}` (see
@@ -35,6 +36,7 @@ pub use crate::store::InvalidEntry;
 pub use error::{ApiError, ErrorCode, ServeError};
 pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
-    DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
-    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
+    CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest,
+    RecentRun, ScheduleCounters, ScheduleView, TriggerReply, UpsertReply, UpsertRequest,
+    WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };

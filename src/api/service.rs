@@ -30,7 +30,7 @@ use crate::model::names::{SCHEDULES_BUCKET, SERVICE_NAME};
 use crate::model::DEFAULT_KEY;
 use crate::nats::permissions::stream_info;
 use crate::nats::{Action, Denials, Refusals};
-use crate::store::{ScheduleStore, StoreError};
+use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore, StoreError};
 
 /// The default largest request body (64 KiB; `limits.max_request_bytes`); larger ones are
 /// `invalid_request`. Every valid request is far smaller, and the cap bounds the work a single
@@ -62,6 +62,7 @@ enum Op {
     Resume,
     Trigger,
     WorkflowsList,
+    RunCancel,
 }
 
 impl Op {
@@ -76,6 +77,7 @@ impl Op {
             Op::Resume => "schedules.resume",
             Op::Trigger => "schedules.trigger",
             Op::WorkflowsList => "workflows.list",
+            Op::RunCancel => "run.cancel",
         }
     }
 
@@ -152,15 +154,21 @@ pub async fn start_metered(
             })?;
         Some(Counts::start(found, limits.clone()))
     };
+    let runs = RunStore::open(&js).await?;
+    let cancels = CancelStore::open(&js).await?;
+    let overlap = OverlapStore::open(&js).await?;
     let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
-        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
+        .description(
+            "polos schedules API: upsert, get, list, delete, pause, resume, trigger; run cancel",
+        )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ServeError::Service(e.to_string()))?;
     let schedules = service.group("polos").group("schedules");
     let workflows = service.group("polos").group("workflows");
+    let run = service.group("polos").group("run");
     let mut streams: Vec<BoxStream<'static, (Op, Request)>> = Vec::new();
     for (op, group, name) in [
         (Op::Upsert, &schedules, "upsert"),
@@ -171,6 +179,7 @@ pub async fn start_metered(
         (Op::Resume, &schedules, "resume"),
         (Op::Trigger, &schedules, "trigger"),
         (Op::WorkflowsList, &workflows, "list"),
+        (Op::RunCancel, &run, "cancel"),
     ] {
         let endpoint = group
             .endpoint(name)
@@ -202,6 +211,9 @@ pub async fn start_metered(
             metrics,
             limits,
             counts,
+            runs,
+            cancels,
+            overlap,
         }),
         client,
         refusals,
@@ -364,6 +376,7 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Resume => json(handlers.set_paused(body, false).await),
         Op::Trigger => json(handlers.trigger(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
+        Op::RunCancel => json(handlers.cancel(body).await),
     };
     let code = result.as_ref().err().map(|e| e.code.as_str());
     handlers

@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decode::{ApiRequest, Field, Kind};
-use crate::model::{CatchupPolicy, ScheduleRecord, ScheduleState, WorkflowRecord, DEFAULT_KEY};
+use crate::model::{
+    CatchupPolicy, OverlapPolicy, OverlapRun, RunStatus, ScheduleRecord, ScheduleState, Trigger,
+    WorkflowRecord, DEFAULT_KEY,
+};
 use crate::store::InvalidEntry;
 
 fn default_timezone() -> String {
@@ -18,9 +21,9 @@ fn default_key() -> String {
 
 /// `polos.schedules.upsert`: create or update the schedule of `workflow` + `key`.
 ///
-/// Optional fields left out (`paused`, `note`, `catchup`, `catchup_window_secs`) keep the
-/// existing record's value on an update, so re-running a program's `create` does not un-pause a
-/// schedule an operator paused.
+/// Optional fields left out (`paused`, `note`, `catchup`, `catchup_window_secs`, `overlap`,
+/// `pause_on_failure`) keep the existing record's value on an update, so re-running a program's
+/// `create` does not un-pause a schedule an operator paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
@@ -46,6 +49,12 @@ pub struct UpsertRequest {
     /// How far back catch-up looks, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_window_secs: Option<u64>,
+    /// What a fire does while an earlier run of the schedule still executes (default `skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapPolicy>,
+    /// Pause the schedule when one of its runs fails after its last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<bool>,
 }
 
 impl UpsertRequest {
@@ -76,6 +85,8 @@ impl UpsertRequest {
             note: None,
             catchup: None,
             catchup_window_secs: None,
+            overlap: None,
+            pause_on_failure: None,
         }
     }
 }
@@ -91,6 +102,8 @@ impl ApiRequest for UpsertRequest {
         Field::optional("note", Kind::String),
         Field::optional("catchup", Kind::OneOf(&["latest", "all", "skip"])),
         Field::optional("catchup_window_secs", Kind::Uint),
+        Field::optional("overlap", Kind::OneOf(OverlapPolicy::NAMES)),
+        Field::optional("pause_on_failure", Kind::Bool),
     ];
 }
 
@@ -203,8 +216,52 @@ impl ApiRequest for WorkflowsRequest {
     const EMPTY_OK: bool = true;
 }
 
+/// How often a schedule fired, missed, skipped and back-filled (in `get`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCounters {
+    /// Fires published (the state record's `fires`).
+    pub fired: u64,
+    /// Instants not fired (the state record's `missed`).
+    pub missed: u64,
+    /// Runs not started because another run of the schedule was executing (`polos_overlap`).
+    pub skipped: u64,
+    /// Fires published by a backfill (the state record's `backfilled`; `null` from a scheduler
+    /// that does not count them).
+    #[serde(default)]
+    pub backfilled: Option<u64>,
+}
+
+/// One recent run of a schedule (in `get`): a nominal instant of the cron and its run record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRun {
+    /// `<schedule_id>-<YYYYMMDDTHHMMSSZ>`.
+    pub run_id: String,
+    /// The nominal instant.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub scheduled_for: DateTime<Utc>,
+    /// The run's status; `null` when it has no record (not fired, still queued for a worker,
+    /// or older than the runs' 30 days).
+    pub status: Option<RunStatus>,
+    /// What fired it (`schedule`, `catchup`, …), when recorded.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// When its current (or last) attempt started: the actual start.
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Attempts used.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    /// For a skipped run: the run it yielded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yielded_to: Option<String>,
+}
+
 /// One schedule as `get` and `list` show it: the stored record, the scheduler's state and the
-/// upcoming instants.
+/// upcoming instants; `get` adds the next 10 fires, recent runs, counters and what the overlap
+/// policy holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleView {
     /// The stored record (its fields appear at the top level of the JSON).
@@ -218,6 +275,81 @@ pub struct ScheduleView {
     /// Why the stored cron or zone cannot fire, when it cannot (only `get` shows such records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `get`: the next 10 instants of the cron (nominal; a paused schedule does not fire them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "rfc3339_vec")]
+    pub next_fires: Vec<DateTime<Utc>>,
+    /// `get`: the last 10 instants of the cron up to the last fire, newest first, each with its
+    /// run (manual runs are not included: `polos runs list` shows them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<RecentRun>,
+    /// `get`: fired, missed, skipped by the overlap policy, back-filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<ScheduleCounters>,
+    /// `get`: the run of this schedule executing now, as the overlap policy knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run: Option<OverlapRun>,
+    /// `get`: runs waiting for it to end (`buffer_one`, `buffer_all`, `cancel_other`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_runs: Vec<OverlapRun>,
+}
+
+impl ScheduleView {
+    /// A view with only what `list` shows: record, state, upcoming instants.
+    pub fn basic(
+        record: ScheduleRecord,
+        state: Option<ScheduleState>,
+        next: Vec<DateTime<Utc>>,
+        error: Option<String>,
+    ) -> ScheduleView {
+        ScheduleView {
+            record,
+            state,
+            next,
+            error,
+            next_fires: Vec::new(),
+            recent_runs: Vec::new(),
+            counters: None,
+            active_run: None,
+            waiting_runs: Vec::new(),
+        }
+    }
+}
+
+/// `polos.run.cancel`: stop a run at its next step boundary, or before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// The run (`sch_…-20261126T090000Z` or `sch_…-m<nuid>`).
+    pub run_id: String,
+    /// Its workflow: needed only for a run that has not started yet (no record names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Why; recorded in the run's `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ApiRequest for CancelRequest {
+    const EXAMPLE: &'static str =
+        r#"{"run_id":"sch_4xv32vp3oro5c6puhza43mst5t-20261126T090000Z","reason":"wrong data"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("run_id", Kind::String),
+        Field::optional("workflow", Kind::String),
+        Field::optional("reason", Kind::String),
+    ];
+}
+
+/// The reply to `polos.run.cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// The run.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// Its status now; `null` when it has not started (it is cancelled when it would start).
+    pub status: Option<RunStatus>,
+    /// Whether a cancel request for it is stored (`false` when it had already finished).
+    pub cancel_requested: bool,
 }
 
 /// The reply to `list`.
@@ -309,6 +441,8 @@ mod tests {
                 note: Some("n".into()),
                 catchup: Some(CatchupPolicy::All),
                 catchup_window_secs: Some(1),
+                overlap: Some(OverlapPolicy::BufferOne),
+                pause_on_failure: Some(true),
                 ..UpsertRequest::new("wf", "* * * * *")
             },
             &[
@@ -320,7 +454,17 @@ mod tests {
                 "note",
                 "catchup",
                 "catchup_window_secs",
+                "overlap",
+                "pause_on_failure",
             ],
+        );
+        fields_match(
+            CancelRequest {
+                run_id: "r".into(),
+                workflow: Some("wf".into()),
+                reason: Some("x".into()),
+            },
+            &["run_id", "workflow", "reason"],
         );
         fields_match(
             KeyRequest {
@@ -350,15 +494,16 @@ mod tests {
 
     #[test]
     fn view_flattens_the_record() {
-        let view = ScheduleView {
-            record: ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC"),
-            state: None,
-            next: vec![crate::model::time::parse_instant("2026-11-26T09:00:00Z").unwrap()],
-            error: None,
-        };
+        let view = ScheduleView::basic(
+            ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC"),
+            None,
+            vec![crate::model::time::parse_instant("2026-11-26T09:00:00Z").unwrap()],
+            None,
+        );
         let v = serde_json::to_value(&view).unwrap();
         // What `get` and `list` clients read: the record's contract fields at the top level
-        // (the optional catch-up fields left out when unset), then `state` and `next`.
+        // (the optional catch-up and overlap fields left out when unset), then `state` and `next`;
+        // `list` leaves out what only `get` describes (next_fires, recent_runs, counters, …).
         assert_eq!(
             v,
             serde_json::json!({

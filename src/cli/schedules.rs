@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::{Cli, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
@@ -13,7 +13,35 @@ use crate::api::{ApiError, ErrorCode, ScheduleView, UpsertRequest};
 use crate::client::{schedules, ClientError, PolosClient};
 use crate::cron::CronSchedule;
 use crate::model::time::format_instant;
-use crate::model::DEFAULT_KEY;
+use crate::model::{OverlapPolicy, DEFAULT_KEY};
+
+/// An overlap policy on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum OverlapArg {
+    /// Do not start a run while the previous one executes; record it `skipped` (default).
+    Skip,
+    /// Let one run wait for the executing one; skip any further.
+    BufferOne,
+    /// Let every run wait its turn, in order.
+    BufferAll,
+    /// Start every run at once.
+    AllowAll,
+    /// Cancel the executing run, then start the new one.
+    CancelOther,
+}
+
+impl From<OverlapArg> for OverlapPolicy {
+    fn from(arg: OverlapArg) -> OverlapPolicy {
+        match arg {
+            OverlapArg::Skip => OverlapPolicy::Skip,
+            OverlapArg::BufferOne => OverlapPolicy::BufferOne,
+            OverlapArg::BufferAll => OverlapPolicy::BufferAll,
+            OverlapArg::AllowAll => OverlapPolicy::AllowAll,
+            OverlapArg::CancelOther => OverlapPolicy::CancelOther,
+        }
+    }
+}
 
 /// `polos schedules …`
 #[derive(Debug, Args)]
@@ -47,8 +75,18 @@ pub enum SchedulesCommand {
         /// A note for operators.
         #[arg(long)]
         note: Option<String>,
+        /// What a fire does while an earlier run still executes (kept when left out; a new
+        /// schedule gets `skip`).
+        #[arg(long, value_enum)]
+        overlap: Option<OverlapArg>,
+        /// Pause the schedule when one of its runs fails after its last attempt.
+        #[arg(long, conflicts_with = "no_pause_on_failure")]
+        pause_on_failure: bool,
+        /// Do not pause it on failure (turns `--pause-on-failure` off again).
+        #[arg(long)]
+        no_pause_on_failure: bool,
     },
-    /// Show one schedule with its state and next fires.
+    /// Show one schedule: state, next 10 fires, last 10 runs, counters, the run executing.
     Get {
         /// Workflow id.
         workflow: String,
@@ -197,12 +235,23 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
             key,
             paused,
             note,
+            overlap,
+            pause_on_failure,
+            no_pause_on_failure,
         } => {
             let request = UpsertRequest {
                 timezone: timezone.clone(),
                 key: key.clone(),
                 paused: paused.then_some(true),
                 note: note.clone(),
+                overlap: overlap.map(OverlapPolicy::from),
+                pause_on_failure: if *pause_on_failure {
+                    Some(true)
+                } else if *no_pause_on_failure {
+                    Some(false)
+                } else {
+                    None
+                },
                 ..UpsertRequest::new(workflow, cron)
             };
             let reply = schedules::upsert(&client, &request).await?;
@@ -339,6 +388,15 @@ fn describe(view: &ScheduleView) -> String {
         ),
         format!("created_at   {}", opt(r.created_at)),
         format!("updated_at   {}", opt(r.updated_at)),
+        format!("overlap      {}", r.overlap.unwrap_or_default().as_str()),
+        format!(
+            "on failure   {}",
+            if r.pause_on_failure == Some(true) {
+                "pause the schedule"
+            } else {
+                "keep firing"
+            }
+        ),
     ];
     if let Some(state) = &view.state {
         lines.push(format!(
@@ -355,12 +413,64 @@ fn describe(view: &ScheduleView) -> String {
             lines.push(format!("state error  {error}"));
         }
     }
+    if let Some(counters) = &view.counters {
+        lines.push(format!(
+            "counters     fired {}  missed {}  skipped {}  backfilled {}",
+            counters.fired,
+            counters.missed,
+            counters.skipped,
+            counters
+                .backfilled
+                .map_or_else(|| "-".to_string(), |n| n.to_string())
+        ));
+    }
+    if let Some(active) = &view.active_run {
+        lines.push(format!(
+            "executing    {}  (since {})",
+            active.run_id,
+            opt(active.since)
+        ));
+    }
+    for (i, waiting) in view.waiting_runs.iter().enumerate() {
+        let label = if i == 0 { "waiting" } else { "" };
+        lines.push(format!(
+            "{label:<12} {}  ({})",
+            waiting.run_id,
+            in_zone(waiting.scheduled_for, cron.as_ref())
+        ));
+    }
     if let Some(error) = &view.error {
         lines.push(format!("error        {error}"));
     }
-    for (i, t) in view.next.iter().enumerate() {
+    let next = if view.next_fires.is_empty() {
+        &view.next
+    } else {
+        &view.next_fires
+    };
+    for (i, t) in next.iter().enumerate() {
         let label = if i == 0 { "next" } else { "" };
         lines.push(format!("{label:<12} {}", in_zone(*t, cron.as_ref())));
+    }
+    if !view.recent_runs.is_empty() {
+        lines.push(format!(
+            "{:<12} {:<22} {:<20} {:>7}  {}",
+            "last runs", "SCHEDULED FOR", "STARTED", "ATTEMPT", "STATUS"
+        ));
+        for run in &view.recent_runs {
+            let status = match (run.status, &run.yielded_to) {
+                (Some(s), Some(other)) => format!("{} (yielded to {other})", s.as_str()),
+                (Some(s), None) => s.as_str().to_string(),
+                (None, _) => "no record".to_string(),
+            };
+            lines.push(format!(
+                "{:<12} {:<22} {:<20} {:>7}  {status}",
+                "",
+                in_zone(run.scheduled_for, cron.as_ref()),
+                opt(run.started_at),
+                run.attempt
+                    .map_or_else(|| "-".to_string(), |a| a.to_string())
+            ));
+        }
     }
     let notes = cron
         .as_ref()

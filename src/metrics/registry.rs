@@ -39,6 +39,8 @@ enum RunStatusLabel {
     failed,
     retried,
     released,
+    cancelled,
+    skipped,
 }
 
 /// How one attempt of a run ended.
@@ -52,6 +54,10 @@ pub enum RunOutcome {
     Retried,
     /// The worker stopped before the attempt finished and gave the run back.
     Released,
+    /// The run was cancelled (`polos.run.cancel`, or the overlap policy `cancel_other`).
+    Cancelled,
+    /// The run never started: another run of its schedule was executing (overlap policy).
+    Skipped,
 }
 
 impl RunOutcome {
@@ -61,6 +67,8 @@ impl RunOutcome {
             RunOutcome::Failed => RunStatusLabel::failed,
             RunOutcome::Retried => RunStatusLabel::retried,
             RunOutcome::Released => RunStatusLabel::released,
+            RunOutcome::Cancelled => RunStatusLabel::cancelled,
+            RunOutcome::Skipped => RunStatusLabel::skipped,
         }
     }
 }

@@ -26,6 +26,7 @@ pub use key::{
 pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
 pub use records::{
-    CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
-    ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
+    CancelRecord, CatchupPolicy, InlineSchedule, OverlapPolicy, OverlapRecord, OverlapRun,
+    RecordError, RunRecord, RunStatus, ScheduleRecord, ScheduleSource, ScheduleState, StepRecord,
+    Trigger, WorkflowRecord,
 };

@@ -17,11 +17,7 @@ pub const SCHEDULES_PER_PAGE: usize = 100;
 pub const RUNS_PER_PAGE: usize = 50;
 
 fn status_text(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-    }
+    s.as_str()
 }
 
 fn schedule_href(workflow: &str, key: &str) -> String {

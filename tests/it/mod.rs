@@ -7,6 +7,7 @@ mod faults;
 mod limits;
 mod observe;
 mod permissions;
+mod policies;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;

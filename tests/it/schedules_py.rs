@@ -24,6 +24,9 @@ async fn nats_py_upserts_reads_kv_and_gets_a_clear_error() {
         "bad cron ok invalid_cron",
         "publish ok sch_",
         "get ok",
+        "policies ok buffer_one",
+        "describe ok",
+        "cancel ok",
         "ALL OK",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");

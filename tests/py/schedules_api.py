@@ -113,6 +113,51 @@ async def main(url: str) -> None:
     check(reply["error"]["code"] == "not_found", f"not_found: {reply}")
     print("get ok")
 
+    # 6. Run policies: overlap and pause_on_failure on upsert, kept when left out.
+    headers, reply = await request(nc, "polos.schedules.upsert", {
+        "workflow": "py-policies", "cron": "0 8 * * *",
+        "overlap": "buffer_one", "pause_on_failure": True,
+    })
+    check("Nats-Service-Error-Code" not in headers, f"upsert with policies: {reply}")
+    record = json.loads((await kv.get("py-policies.global")).value)
+    check(record.get("overlap") == "buffer_one" and record.get("pause_on_failure") is True,
+          f"policies stored: {record}")
+    await request(nc, "polos.schedules.upsert", {"workflow": "py-policies", "cron": "0 9 * * *"})
+    record = json.loads((await kv.get("py-policies.global")).value)
+    check(record.get("overlap") == "buffer_one", f"left out: kept: {record}")
+    headers, reply = await request(nc, "polos.schedules.upsert", {
+        "workflow": "py-policies", "cron": "0 8 * * *", "overlap": "sometimes",
+    })
+    check(headers.get("Nats-Service-Error-Code") == "400"
+          and "buffer_all" in reply["error"]["message"], f"bad overlap named: {reply}")
+    print("policies ok", record["overlap"])
+
+    # 7. get describes: the next 10 fires, recent runs, counters.
+    headers, reply = await request(nc, "polos.schedules.get", {"workflow": "py-policies"})
+    check(len(reply["next"]) == 5 and len(reply["next_fires"]) == 10, f"next fires: {reply}")
+    counters = reply["counters"]
+    check(counters["fired"] == 0 and counters["skipped"] == 0 and "backfilled" in counters,
+          f"counters: {reply}")
+    check(len(reply["recent_runs"]) == 10
+          and all(r["status"] is None and r["run_id"].startswith(reply["schedule_id"] + "-")
+                  for r in reply["recent_runs"]), f"recent runs: {reply}")
+    print("describe ok")
+
+    # 8. Cancel a run through polos.run.cancel (not polos.runs.*: that is the fire stream).
+    run_id = schedule_id("py-policies", "global") + "-20261126T090000Z"
+    headers, reply = await request(nc, "polos.run.cancel", {"run_id": run_id})
+    check(headers.get("Nats-Service-Error-Code") == "404", f"no record, no workflow: {reply}")
+    headers, reply = await request(nc, "polos.run.cancel",
+                                   {"run_id": run_id, "workflow": "py-policies", "reason": "py"})
+    check(reply == {"run_id": run_id, "workflow": "py-policies", "status": None,
+                    "cancel_requested": True}, f"cancel: {reply}")
+    cancels = await js.key_value("polos_cancels")
+    stored = json.loads((await cancels.get("py-policies." + run_id)).value)
+    check(stored["reason"] == "py" and stored["requested_at"].endswith("Z"), f"stored: {stored}")
+    headers, reply = await request(nc, "polos.run.cancel", {"run_id": "nope"})
+    check(headers.get("Nats-Service-Error-Code") == "400", f"bad run id: {reply}")
+    print("cancel ok")
+
     await nc.close()
     print("ALL OK")
 
