@@ -6,18 +6,20 @@
 //!
 //! | subject | request | reply |
 //! |---|---|---|
-//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?,"warnings"?}` |
+//! | `polos.schedules.upsert` | [`UpsertRequest`] `{"workflow","cron","timezone"?,"key"?,"paused"?,"note"?,"catchup"?,"catchup_window_secs"?,"jitter_secs"?,"start_at"?,"end_at"?,"max_runs"?}` | [`UpsertReply`] `{"schedule_id","created","next":[5],"warning"?,"warnings"?}` |
 //! | `polos.schedules.get` | [`KeyRequest`] `{"workflow","key"?}` | [`ScheduleView`]: the record + `"state"` + `"next":[5]` (+ `"error"` when its cron/zone is invalid) |
 //! | `polos.schedules.list` | [`ListRequest`] `{"workflow"?,"after"?,"limit"?}` | [`ListReply`] `{"schedules":[..],"invalid":[{"kv_key","error"}],"next_after"?}` |
 //! | `polos.schedules.delete` | [`KeyRequest`] | [`DeleteReply`] `{"deleted"}` |
 //! | `polos.schedules.pause` / `.resume` | [`PauseRequest`] `{"workflow","key"?,"note"?}` | the record |
 //! | `polos.schedules.trigger` | [`KeyRequest`] | [`TriggerReply`] `{"run_id"}` |
+//! | `polos.schedules.backfill` | [`BackfillRequest`] `{"workflow","key"?,"from","to"}` | [`BackfillReply`] `{"schedule_id","seq","instants","first","last"}` |
 //! | `polos.workflows.list` | `{}` | [`WorkflowsReply`] `{"workflows":[..],"invalid":[..]}` |
 //!
 //! Errors carry the micro headers `Nats-Service-Error-Code` (400, 404 for `not_found`, 500 for
 //! `internal`) and `Nats-Service-Error`, and the body `{"error":{"code","message"}}` (see
 //! [`ErrorCode`]). A request published without a reply subject is applied all the same.
-//! Omitted optional upsert fields keep an existing record's value (`paused`, `note`, catch-up).
+//! Omitted optional upsert fields keep an existing record's value (`paused`, `note`, catch-up,
+//! jitter, bounds; `""` removes a `start_at`/`end_at`, `0` a `max_runs`).
 
 mod decode;
 mod error;
@@ -30,6 +32,6 @@ pub use crate::store::InvalidEntry;
 pub use error::{ApiError, ErrorCode, ServeError};
 pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
-    DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
+    BackfillReply, BackfillRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };

@@ -58,6 +58,7 @@ enum Op {
     Pause,
     Resume,
     Trigger,
+    Backfill,
     WorkflowsList,
 }
 
@@ -72,6 +73,7 @@ impl Op {
             Op::Pause => "schedules.pause",
             Op::Resume => "schedules.resume",
             Op::Trigger => "schedules.trigger",
+            Op::Backfill => "schedules.backfill",
             Op::WorkflowsList => "workflows.list",
         }
     }
@@ -79,7 +81,7 @@ impl Op {
     fn is_write(self) -> bool {
         matches!(
             self,
-            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger
+            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger | Op::Backfill
         )
     }
 }
@@ -133,7 +135,9 @@ pub async fn start_metered(
     let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
-        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
+        .description(
+            "polos schedules API: upsert, get, list, delete, pause, resume, trigger, backfill",
+        )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ServeError::Service(e.to_string()))?;
@@ -148,6 +152,7 @@ pub async fn start_metered(
         (Op::Pause, &schedules, "pause"),
         (Op::Resume, &schedules, "resume"),
         (Op::Trigger, &schedules, "trigger"),
+        (Op::Backfill, &schedules, "backfill"),
         (Op::WorkflowsList, &workflows, "list"),
     ] {
         let endpoint = group
@@ -339,6 +344,7 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Pause => json(handlers.set_paused(body, true).await),
         Op::Resume => json(handlers.set_paused(body, false).await),
         Op::Trigger => json(handlers.trigger(body).await),
+        Op::Backfill => json(handlers.backfill(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
     };
     let code = result.as_ref().err().map(|e| e.code.as_str());

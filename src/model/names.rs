@@ -36,6 +36,8 @@ pub const API_PAUSE: &str = "polos.schedules.pause";
 pub const API_RESUME: &str = "polos.schedules.resume";
 /// `{"workflow","key"?}` → `{"run_id"}`.
 pub const API_TRIGGER: &str = "polos.schedules.trigger";
+/// `{"workflow","key"?,"from","to"}` → `{"schedule_id","seq","instants","first","last"}`.
+pub const API_BACKFILL: &str = "polos.schedules.backfill";
 /// `{}` → `{"workflows":[...]}`.
 pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 
@@ -43,5 +45,5 @@ pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Message header carrying the run id.
 pub const HEADER_RUN_ID: &str = "Polos-Run-Id";
-/// Message header carrying the trigger: `schedule`, `catchup` or `manual`.
+/// Message header carrying the trigger: `schedule`, `catchup`, `manual` or `backfill`.
 pub const HEADER_TRIGGER: &str = "Polos-Trigger";
