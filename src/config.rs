@@ -622,7 +622,10 @@ mod tests {
             assert!(e.contains("POLOS_SCHEDULER__BACKFILL_RATE"), "{e}");
             jail.set_env("POLOS_SCHEDULER__BACKFILL_RATE", "7");
             let c = Config::load(None, Figment::new()).unwrap();
-            assert_eq!((c.scheduler.jitter_secs, c.scheduler.backfill_rate), (86400, 7));
+            assert_eq!(
+                (c.scheduler.jitter_secs, c.scheduler.backfill_rate),
+                (86400, 7)
+            );
             Ok(())
         });
     }

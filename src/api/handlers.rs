@@ -8,9 +8,9 @@ use super::error::{ApiError, ErrorCode};
 use super::registry::Registry;
 use super::service::MAX_NOTE_BYTES;
 use super::types::{
-    BackfillReply, BackfillRequest, DeleteReply, KeyRequest, ListReply, ListRequest,
-    PauseRequest, ScheduleView, TriggerReply, UpsertReply, UpsertRequest, WorkflowsReply,
-    WorkflowsRequest, MAX_LIST_PAGE,
+    BackfillReply, BackfillRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest,
+    ScheduleView, TriggerReply, UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest,
+    MAX_LIST_PAGE,
 };
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
@@ -82,9 +82,9 @@ fn upcoming(
     n: usize,
 ) -> Vec<chrono::DateTime<Utc>> {
     let fired = state.map_or(0, |s| s.fires);
-    let left = record
-        .max_runs
-        .map_or(n, |max| usize::try_from(max.saturating_sub(fired)).unwrap_or(n));
+    let left = record.max_runs.map_or(n, |max| {
+        usize::try_from(max.saturating_sub(fired)).unwrap_or(n)
+    });
     let now = Utc::now();
     let after = record
         .start_at

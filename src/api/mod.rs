@@ -32,6 +32,7 @@ pub use crate::store::InvalidEntry;
 pub use error::{ApiError, ErrorCode, ServeError};
 pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
 pub use types::{
-    BackfillReply, BackfillRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView, TriggerReply,
-    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
+    BackfillReply, BackfillRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest,
+    ScheduleView, TriggerReply, UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest,
+    MAX_LIST_PAGE,
 };

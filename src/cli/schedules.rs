@@ -397,10 +397,16 @@ fn describe(view: &ScheduleView) -> String {
         format!("updated_at   {}", opt(r.updated_at)),
     ];
     if let Some(jitter) = r.jitter_secs {
-        lines.push(format!("jitter       {jitter} s (each fire a fixed offset below it after its instant)"));
+        lines.push(format!(
+            "jitter       {jitter} s (each fire a fixed offset below it after its instant)"
+        ));
     }
     if r.start_at.is_some() || r.end_at.is_some() {
-        lines.push(format!("runs from    {} to {}", opt(r.start_at), opt(r.end_at)));
+        lines.push(format!(
+            "runs from    {} to {}",
+            opt(r.start_at),
+            opt(r.end_at)
+        ));
     }
     if let Some(max) = r.max_runs {
         let fired = view.state.as_ref().map_or(0, |s| s.fires);

@@ -10,8 +10,8 @@ use crate::model::names::{
 use crate::model::ScheduleRecord;
 
 pub use crate::api::{
-    BackfillReply, BackfillRequest, DeleteReply, ErrorCode, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView,
-    TriggerReply, UpsertReply, UpsertRequest,
+    BackfillReply, BackfillRequest, DeleteReply, ErrorCode, KeyRequest, ListReply, ListRequest,
+    PauseRequest, ScheduleView, TriggerReply, UpsertReply, UpsertRequest,
 };
 
 /// Creates or updates the schedule of `workflow` + `key` and returns its schedule id.

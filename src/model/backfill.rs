@@ -52,7 +52,13 @@ pub fn backfill_done(
     written_at: DateTime<Utc>,
     next_after: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
 ) -> bool {
-    next_backfill(std::slice::from_ref(request), progress, written_at, next_after).is_none()
+    next_backfill(
+        std::slice::from_ref(request),
+        progress,
+        written_at,
+        next_after,
+    )
+    .is_none()
 }
 
 /// The number of instants in `[from, to]`, counted up to `limit + 1` (so a caller can tell
@@ -152,12 +158,7 @@ mod tests {
         );
         assert_eq!(next(p(2, Some("2026-05-01T03:00:00Z"))), None);
         assert_eq!(next(p(3, None)), None, "every lower seq is done");
-        assert!(backfill_done(
-            &requests[0],
-            p(2, None),
-            written,
-            hourly
-        ));
+        assert!(backfill_done(&requests[0], p(2, None), written, hourly));
         assert!(!backfill_done(&requests[1], p(2, None), written, hourly));
     }
 
@@ -169,7 +170,10 @@ mod tests {
             seq: 1,
             through: Some(at("2026-05-01T09:00:00Z")),
         });
-        assert_eq!(next_backfill(&[r.clone()], p, at("2030-01-01T00:00:00Z"), hourly), None);
+        assert_eq!(
+            next_backfill(&[r.clone()], p, at("2030-01-01T00:00:00Z"), hourly),
+            None
+        );
         r.requested_at = None;
         assert_eq!(
             next_backfill(&[r], p, at("2026-05-01T10:00:00Z"), hourly),
@@ -188,7 +192,11 @@ mod tests {
         );
         assert_eq!(
             (n, first, last),
-            (3, Some(at("2026-05-01T08:00:00Z")), Some(at("2026-05-01T10:00:00Z")))
+            (
+                3,
+                Some(at("2026-05-01T08:00:00Z")),
+                Some(at("2026-05-01T10:00:00Z"))
+            )
         );
         let (n, _, _) = count_instants(
             at("2000-01-01T00:00:00Z"),

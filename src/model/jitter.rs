@@ -100,7 +100,10 @@ mod tests {
         }
         // Each tenth of the window holds about 10,000 of the 100,000 schedules.
         for (i, n) in buckets.iter().enumerate() {
-            assert!((9_500..10_500).contains(n), "bucket {i}: {n} of {buckets:?}");
+            assert!(
+                (9_500..10_500).contains(n),
+                "bucket {i}: {n} of {buckets:?}"
+            );
         }
     }
 

@@ -31,6 +31,6 @@ pub use key::{
 };
 pub use payload::SchedulePayload;
 pub use records::{
-    Backfill, BackfillProgress, CatchupPolicy, Ended, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
-    ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
+    Backfill, BackfillProgress, CatchupPolicy, Ended, InlineSchedule, RecordError, RunRecord,
+    RunStatus, ScheduleRecord, ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
 };

@@ -458,7 +458,11 @@ mod tests {
     }
 
     /// A jitter of `secs` whose offset at `instant` is known, found by trying seeds.
-    fn jitter_with_offset_at(instant: DateTime<Utc>, secs: u64, want: impl Fn(u32) -> bool) -> Jitter {
+    fn jitter_with_offset_at(
+        instant: DateTime<Utc>,
+        secs: u64,
+        want: impl Fn(u32) -> bool,
+    ) -> Jitter {
         (0..)
             .map(|seed| Jitter { seed, secs })
             .find(|j| want(j.offset_ms(&hourly(), instant)))
@@ -494,19 +498,36 @@ mod tests {
             jitter: j,
             ..settings(CatchupPolicy::Latest)
         };
-        let step = continue_after(&hourly(), at(9, 0), at(10, 0) + chrono::Duration::seconds(20), s);
-        assert_eq!((step.fire, step.missed, step.next), (None, 0, Some(at(10, 0))));
+        let step = continue_after(
+            &hourly(),
+            at(9, 0),
+            at(10, 0) + chrono::Duration::seconds(20),
+            s,
+        );
+        assert_eq!(
+            (step.fire, step.missed, step.next),
+            (None, 0, Some(at(10, 0)))
+        );
     }
 
     #[test]
     fn jitter_offsets_are_stable_and_below_the_gap() {
-        let j = Jitter { seed: 42, secs: 7200 };
+        let j = Jitter {
+            seed: 42,
+            secs: 7200,
+        };
         for h in 0..24 {
             let t = at(h, 0);
             assert_eq!(j.offset_ms(&hourly(), t), j.offset_ms(&hourly(), t));
-            assert!(j.offset_ms(&hourly(), t) < 3_600_000, "below the hour to the next instant");
+            assert!(
+                j.offset_ms(&hourly(), t) < 3_600_000,
+                "below the hour to the next instant"
+            );
         }
-        assert_eq!(Jitter { seed: 42, secs: 0 }.offset_ms(&hourly(), at(1, 0)), 0);
+        assert_eq!(
+            Jitter { seed: 42, secs: 0 }.offset_ms(&hourly(), at(1, 0)),
+            0
+        );
     }
 
     #[test]

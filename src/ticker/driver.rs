@@ -661,8 +661,10 @@ impl Loop {
             return;
         };
         if p.backfill_queued
-            || next_backfill(&p.backfills, p.progress, e.written_at, |t| cron.next_after(t))
-                .is_none()
+            || next_backfill(&p.backfills, p.progress, e.written_at, |t| {
+                cron.next_after(t)
+            })
+            .is_none()
         {
             return;
         }
@@ -765,7 +767,14 @@ impl Loop {
                     let late = now - settings.jitter.due(cron, t)
                         > chrono::Duration::from_std(LATE_GRACE).unwrap_or_default();
                     Step {
-                        fire: Some((t, if late { Trigger::Catchup } else { Trigger::Schedule })),
+                        fire: Some((
+                            t,
+                            if late {
+                                Trigger::Catchup
+                            } else {
+                                Trigger::Schedule
+                            },
+                        )),
                         ..Step::default()
                     }
                 }
@@ -893,7 +902,11 @@ impl Loop {
     /// The schedule's back-filled fire is over (stored, or dropped): it may fire on time again.
     /// An on-time instant that came due meanwhile is decided as of the moment it did.
     fn release_backfill(&mut self, slot: usize) {
-        let Some(p) = self.index.get_mut(slot).and_then(|e| e.policy.as_deref_mut()) else {
+        let Some(p) = self
+            .index
+            .get_mut(slot)
+            .and_then(|e| e.policy.as_deref_mut())
+        else {
             return;
         };
         p.backfill_out = None;
@@ -1055,7 +1068,11 @@ impl Loop {
                 if backfill {
                     self.release_backfill(due.slot);
                 } else {
-                    if let Some(p) = self.index.get_mut(due.slot).and_then(|e| e.policy.as_deref_mut()) {
+                    if let Some(p) = self
+                        .index
+                        .get_mut(due.slot)
+                        .and_then(|e| e.policy.as_deref_mut())
+                    {
                         p.pending = None;
                     }
                     self.index.arm(due.slot, None);
@@ -1159,7 +1176,8 @@ impl Loop {
         if !Arc::ptr_eq(&e.kv_key, &due.kv_key) {
             return;
         }
-        self.metrics.fired(&e.workflow, due.trigger, late, duplicate);
+        self.metrics
+            .fired(&e.workflow, due.trigger, late, duplicate);
         debug!(
             workflow = %e.workflow,
             kv_key = %e.kv_key,

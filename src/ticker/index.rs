@@ -417,9 +417,16 @@ mod tests {
         );
         assert_eq!(index.due(t(9)), Vec::<usize>::new());
         index.arm_jittered(b, Some(t(10)), 200);
-        assert_eq!(index.earliest(), Some(t(10) + chrono::Duration::milliseconds(200)));
+        assert_eq!(
+            index.earliest(),
+            Some(t(10) + chrono::Duration::milliseconds(200))
+        );
         index.start_firing(b, t(10));
-        assert_eq!(index.earliest(), None, "the jittered slot was found and removed");
+        assert_eq!(
+            index.earliest(),
+            None,
+            "the jittered slot was found and removed"
+        );
         index.arm(b, Some(t(8)));
         index.disarm_all();
         assert_eq!(index.earliest(), None);

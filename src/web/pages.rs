@@ -297,7 +297,10 @@ pub fn schedule(view: &RowView, runs: &Result<RunPage, String>, now: DateTime<Ut
         policies.push(format!("{n} back-filled"));
     }
     if !record.backfills.is_empty() {
-        policies.push(format!("{} back-fill request(s) stored", record.backfills.len()));
+        policies.push(format!(
+            "{} back-fill request(s) stored",
+            record.backfills.len()
+        ));
     }
     if !policies.is_empty() {
         let _ = write!(b, r#"<p id="policies">{}</p>"#, esc(&policies.join(" · ")));

@@ -5,6 +5,7 @@ mod dev;
 mod faults;
 mod observe;
 mod permissions;
+mod schedule_policies;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;
