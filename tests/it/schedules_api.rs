@@ -817,6 +817,7 @@ async fn replicas_share_the_queue_group_and_the_service_is_discoverable() {
     assert_eq!(
         subjects,
         [
+            "polos.schedules.backfill",
             "polos.schedules.delete",
             "polos.schedules.get",
             "polos.schedules.list",
