@@ -270,8 +270,8 @@ mod hostile_tests {
 
     use super::*;
     use crate::api::{
-        CancelRequest, ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest,
-        WorkflowsRequest,
+        BackfillRequest, CancelRequest, ErrorCode, KeyRequest, ListRequest, PauseRequest,
+        UpsertRequest, WorkflowsRequest,
     };
 
     /// Longest message a refusal may carry: the request is at most 64 KiB, but the reply quotes
@@ -287,6 +287,7 @@ mod hostile_tests {
             decode::<ListRequest>(body, &Limits::default()).err(),
             decode::<WorkflowsRequest>(body, &Limits::default()).err(),
             decode::<CancelRequest>(body, &Limits::default()).err(),
+            decode::<BackfillRequest>(body, &Limits::default()).err(),
         ]
         .into_iter()
         .flatten()

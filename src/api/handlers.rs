@@ -8,16 +8,17 @@ use super::decode::decode;
 use super::error::{ApiError, ErrorCode};
 use super::registry::Registry;
 use super::types::{
-    CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply, ListRequest, PauseRequest,
-    RecentRun, ScheduleCounters, ScheduleView, TriggerReply, UpsertReply, UpsertRequest,
-    WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
+    BackfillReply, BackfillRequest, CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply,
+    ListRequest, PauseRequest, RecentRun, ScheduleCounters, ScheduleView, TriggerReply,
+    UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
-use crate::model::time::now_seconds;
+use crate::model::time::{format_instant, now_seconds, parse_instant};
 use crate::model::{
-    payload, run_id_for, schedule_kv_key, validate_key, validate_workflow, CancelRecord, Fire,
-    Limits, ScheduleRecord, ScheduleSource, ScheduleState, Trigger,
+    backfill_done, count_instants, payload, run_id_for, schedule_kv_key, validate_key,
+    validate_workflow, Backfill, CancelRecord, Fire, Limits, ScheduleRecord, ScheduleSource,
+    ScheduleState, Trigger, MAX_BACKFILL_INSTANTS, MAX_JITTER_SECS, MAX_PENDING_BACKFILLS,
 };
 use crate::store::{
     validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, RunStoreError,
@@ -119,6 +120,53 @@ fn recent_instants(
     }
 }
 
+/// An instant field: RFC 3339 with any offset, truncated to the second like every stored
+/// instant.
+fn instant_field(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
+    use chrono::SubsecRound;
+    parse_instant(text).map(|t| t.trunc_subsecs(0)).map_err(|e| {
+        ApiError::invalid_request(format!(
+            "field {field:?} is not an RFC 3339 instant ({e}): {:?}; write e.g. \"2026-05-01T08:00:00Z\"",
+            text.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+/// A bound of an upsert: absent keeps the stored one (`None`), `""` removes it (`Some(None)`).
+fn bound_field(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<Option<chrono::DateTime<Utc>>>, ApiError> {
+    match text {
+        None => Ok(None),
+        Some("") => Ok(Some(None)),
+        Some(text) => instant_field(field, text).map(|t| Some(Some(t))),
+    }
+}
+
+/// The next `n` instants the schedule fires at: after now and its `start_at`, up to its
+/// `end_at`, no more than its `max_runs` leaves (nominal instants: jitter publishes each a
+/// little later).
+fn upcoming(
+    record: &ScheduleRecord,
+    cron: &CronSchedule,
+    state: Option<&ScheduleState>,
+    n: usize,
+) -> Vec<chrono::DateTime<Utc>> {
+    let fired = state.map_or(0, |s| s.fires);
+    let left = record.max_runs.map_or(n, |max| {
+        usize::try_from(max.saturating_sub(fired)).unwrap_or(n)
+    });
+    let now = Utc::now();
+    let after = record
+        .start_at
+        .map_or(now, |start| now.max(start - chrono::Duration::seconds(1)));
+    cron.upcoming(after, n.min(left))
+        .into_iter()
+        .filter(|t| record.end_at.is_none_or(|end| *t <= end))
+        .collect()
+}
+
 fn not_found(workflow: &str, key: &str) -> ApiError {
     ApiError::not_found(format!(
         "no schedule for workflow {workflow:?} with key {key:?}; create it with polos.schedules.upsert, or list existing ones with `polos schedules list --workflow {workflow}`"
@@ -134,6 +182,22 @@ impl Handlers {
         self.limits.check_note(request.note.as_deref())?;
         self.limits.check_cron(&request.cron)?;
         let cron = CronSchedule::parse(&request.cron, &request.timezone)?;
+        if let Some(jitter) = request.jitter_secs.filter(|j| *j > MAX_JITTER_SECS) {
+            return Err(ApiError::invalid_request(format!(
+                "field \"jitter_secs\" is {jitter}, the limit is {MAX_JITTER_SECS} (a day); a fire is never delayed past the schedule's next instant anyway"
+            )));
+        }
+        let start_at = bound_field("start_at", request.start_at.as_deref())?;
+        let end_at = bound_field("end_at", request.end_at.as_deref())?;
+        if let (Some(Some(start)), Some(Some(end))) = (start_at, end_at) {
+            if end <= start {
+                return Err(ApiError::invalid_request(format!(
+                    "\"end_at\" ({}) must be after \"start_at\" ({}); the schedule would never fire",
+                    format_instant(end),
+                    format_instant(start)
+                )));
+            }
+        }
         // A workflow known to be schedulable needs no KV read; anything else is confirmed.
         let warning = if self.registry.is_schedulable(&request.workflow) {
             None
@@ -183,6 +247,16 @@ impl Handlers {
                 record.pause_on_failure = request
                     .pause_on_failure
                     .or(current.and_then(|c| c.pause_on_failure));
+                record.jitter_secs = request.jitter_secs.or(current.and_then(|c| c.jitter_secs));
+                record.start_at = start_at.unwrap_or(current.and_then(|c| c.start_at));
+                record.end_at = end_at.unwrap_or(current.and_then(|c| c.end_at));
+                record.max_runs = match request.max_runs {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => current.and_then(|c| c.max_runs),
+                };
+                // Back-fills are requested through their own endpoint; an upsert keeps them.
+                record.backfills = current.map(|c| c.backfills.clone()).unwrap_or_default();
                 record.created_at = current.and_then(|c| c.created_at).or(Some(now));
                 record.updated_at = Some(now);
                 record
@@ -191,12 +265,19 @@ impl Handlers {
         if let Some(reservation) = reservation.filter(|_| upserted.created) {
             reservation.stored();
         }
+        let mut warnings = crate::cron::schedule_notes(&cron, Utc::now());
+        if let Some(end) = upserted.record.end_at.filter(|end| *end < Utc::now()) {
+            warnings.push(format!(
+                "end_at {} is in the past: the schedule is stored but does not fire",
+                format_instant(end)
+            ));
+        }
         Ok(UpsertReply {
+            next: upcoming(&upserted.record, &cron, None, NEXT_COUNT),
             schedule_id: upserted.record.schedule_id,
             created: upserted.created,
-            next: cron.upcoming(Utc::now(), NEXT_COUNT),
             warning,
-            warnings: crate::cron::schedule_notes(&cron, Utc::now()),
+            warnings,
         })
     }
 
@@ -217,13 +298,14 @@ impl Handlers {
                 let recent = self
                     .recent_runs(&record, &cron, state.as_ref(), now)
                     .await?;
+                let next_fires = upcoming(&record, &cron, state.as_ref(), DESCRIBE_COUNT);
                 let mut view = ScheduleView::basic(
                     record,
                     state.clone(),
-                    cron.upcoming(now, NEXT_COUNT),
+                    next_fires.iter().copied().take(NEXT_COUNT).collect(),
                     None,
                 );
-                view.next_fires = cron.upcoming(now, DESCRIBE_COUNT);
+                view.next_fires = next_fires;
                 view.recent_runs = recent;
                 view
             }
@@ -374,7 +456,6 @@ impl Handlers {
         let workflow = request.workflow.as_deref();
         let listing = self.store.list(workflow).await?;
         let mut states = self.store.states(workflow).await?;
-        let now = Utc::now();
         // Valid and invalid entries share one KV key order, so pages never skip or repeat one.
         let mut entries: Vec<(String, Result<ScheduleView, InvalidEntry>)> = listing
             .invalid
@@ -384,12 +465,11 @@ impl Handlers {
         for record in listing.schedules {
             let kv_key = schedule_kv_key(&record.workflow, &record.key);
             let entry = match fireable(&self.limits, &record) {
-                Ok(cron) => Ok(ScheduleView::basic(
-                    record,
-                    states.remove(&kv_key),
-                    cron.next_after(now).into_iter().collect(),
-                    None,
-                )),
+                Ok(cron) => {
+                    let state = states.remove(&kv_key);
+                    let next = upcoming(&record, &cron, state.as_ref(), 1);
+                    Ok(ScheduleView::basic(record, state, next, None))
+                }
                 Err(error) => Err(InvalidEntry {
                     kv_key: kv_key.clone(),
                     error,
@@ -509,6 +589,106 @@ impl Handlers {
         );
         Ok(TriggerReply {
             run_id: fire.run_id,
+        })
+    }
+
+    /// `polos.schedules.backfill`: queues every instant of the cron in `[from, to]` for the
+    /// scheduler, which fires them behind on-time fires. Stored in the schedule record (its
+    /// `backfills`), so a scheduler failover continues the work.
+    pub async fn backfill(&self, body: &[u8]) -> Result<BackfillReply, ApiError> {
+        let request: BackfillRequest = decode(body, &self.limits)?;
+        validate_workflow(&request.workflow)?;
+        validate_key(&request.key)?;
+        let from = instant_field("from", &request.from)?;
+        let to = instant_field("to", &request.to)?;
+        if from >= to {
+            return Err(ApiError::invalid_request(format!(
+                "\"from\" ({}) must be before \"to\" ({})",
+                format_instant(from),
+                format_instant(to)
+            )));
+        }
+        let now = now_seconds();
+        if to > now {
+            return Err(ApiError::invalid_request(format!(
+                "\"to\" ({}) is in the future; a back-fill covers past instants only (the scheduler fires the rest): use a \"to\" up to now ({})",
+                format_instant(to),
+                format_instant(now)
+            )));
+        }
+        let record = self.existing(&request.workflow, &request.key).await?;
+        let cron = CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| {
+            ApiError::invalid_request(format!(
+                "the stored schedule cannot fire: {e}; fix it with an upsert"
+            ))
+        })?;
+        let next_after = |t| cron.next_after(t);
+        let (instants, first, last) = count_instants(from, to, MAX_BACKFILL_INSTANTS, next_after);
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(ApiError::invalid_request(format!(
+                "no instant of \"{}\" in {} falls between {} and {}; nothing to back-fill",
+                record.cron,
+                record.timezone,
+                format_instant(from),
+                format_instant(to)
+            )));
+        };
+        if instants > MAX_BACKFILL_INSTANTS {
+            return Err(ApiError::invalid_request(format!(
+                "{} to {} holds more than {MAX_BACKFILL_INSTANTS} instants of \"{}\"; split it into ranges of at most {MAX_BACKFILL_INSTANTS} instants",
+                format_instant(from),
+                format_instant(to),
+                record.cron
+            )));
+        }
+        let progress = self
+            .store
+            .state(&request.workflow, &request.key)
+            .await?
+            .and_then(|s| s.backfill);
+        let mut seq = 0;
+        let modified = self
+            .store
+            .modify(&request.workflow, &request.key, |r| {
+                // Requests the scheduler finished are dropped as new ones come in.
+                r.backfills
+                    .retain(|b| !backfill_done(b, progress, now, next_after));
+                seq = 0;
+                if r.backfills.len() >= MAX_PENDING_BACKFILLS {
+                    return;
+                }
+                // Above every request ever made, done ones included, so none is taken as done.
+                seq = r
+                    .backfills
+                    .iter()
+                    .map(|b| b.seq)
+                    .chain(progress.map(|p| p.seq))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                r.backfills.push(Backfill {
+                    seq,
+                    from,
+                    to,
+                    requested_at: Some(now),
+                });
+            })
+            .await?;
+        if modified.is_none() {
+            return Err(not_found(&request.workflow, &request.key));
+        }
+        if seq == 0 {
+            return Err(ApiError::invalid_request(format!(
+                "{MAX_PENDING_BACKFILLS} back-fills of this schedule are still being worked off; wait for them (`polos schedules get {} --key {}` shows the progress)",
+                request.workflow, request.key
+            )));
+        }
+        Ok(BackfillReply {
+            schedule_id: record.schedule_id,
+            seq,
+            instants,
+            first,
+            last,
         })
     }
 

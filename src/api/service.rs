@@ -61,6 +61,7 @@ enum Op {
     Pause,
     Resume,
     Trigger,
+    Backfill,
     WorkflowsList,
     RunCancel,
 }
@@ -76,6 +77,7 @@ impl Op {
             Op::Pause => "schedules.pause",
             Op::Resume => "schedules.resume",
             Op::Trigger => "schedules.trigger",
+            Op::Backfill => "schedules.backfill",
             Op::WorkflowsList => "workflows.list",
             Op::RunCancel => "run.cancel",
         }
@@ -84,7 +86,7 @@ impl Op {
     fn is_write(self) -> bool {
         matches!(
             self,
-            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger
+            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger | Op::Backfill
         )
     }
 }
@@ -161,7 +163,7 @@ pub async fn start_metered(
     let service = client
         .service_builder()
         .description(
-            "polos schedules API: upsert, get, list, delete, pause, resume, trigger; run cancel",
+            "polos schedules API: upsert, get, list, delete, pause, resume, trigger, backfill; run cancel",
         )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
@@ -178,6 +180,7 @@ pub async fn start_metered(
         (Op::Pause, &schedules, "pause"),
         (Op::Resume, &schedules, "resume"),
         (Op::Trigger, &schedules, "trigger"),
+        (Op::Backfill, &schedules, "backfill"),
         (Op::WorkflowsList, &workflows, "list"),
         (Op::RunCancel, &run, "cancel"),
     ] {
@@ -375,6 +378,7 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Pause => json(handlers.set_paused(body, true).await),
         Op::Resume => json(handlers.set_paused(body, false).await),
         Op::Trigger => json(handlers.trigger(body).await),
+        Op::Backfill => json(handlers.backfill(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
         Op::RunCancel => json(handlers.cancel(body).await),
     };

@@ -55,6 +55,20 @@ pub struct UpsertRequest {
     /// Pause the schedule when one of its runs fails after its last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_on_failure: Option<bool>,
+    /// Delay each fire by a deterministic offset in `[0, jitter_secs)` (at most 86,400); `0`
+    /// turns the scheduler's default jitter off for this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_secs: Option<u64>,
+    /// An RFC 3339 instant: no instant before it fires. `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// An RFC 3339 instant: no instant after it fires (the schedule then shows as ended).
+    /// `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<String>,
+    /// End the schedule after this many fires of its cron; `0` removes the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
 }
 
 impl UpsertRequest {
@@ -87,6 +101,10 @@ impl UpsertRequest {
             catchup_window_secs: None,
             overlap: None,
             pause_on_failure: None,
+            jitter_secs: None,
+            start_at: None,
+            end_at: None,
+            max_runs: None,
         }
     }
 }
@@ -104,6 +122,10 @@ impl ApiRequest for UpsertRequest {
         Field::optional("catchup_window_secs", Kind::Uint),
         Field::optional("overlap", Kind::OneOf(OverlapPolicy::NAMES)),
         Field::optional("pause_on_failure", Kind::Bool),
+        Field::optional("jitter_secs", Kind::Uint),
+        Field::optional("start_at", Kind::String),
+        Field::optional("end_at", Kind::String),
+        Field::optional("max_runs", Kind::Uint),
     ];
 }
 
@@ -146,6 +168,51 @@ impl ApiRequest for KeyRequest {
         Field::required("workflow", Kind::String),
         Field::optional("key", Kind::String),
     ];
+}
+
+/// `backfill`: fire every instant of a schedule's cron in `[from, to]` (both inclusive), with
+/// trigger `backfill` and the run ids of scheduled fires, so instants that already ran do not
+/// run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// The workflow.
+    pub workflow: String,
+    /// The schedule key; `global` by default.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// The first instant of the range, RFC 3339 (any offset).
+    pub from: String,
+    /// The last instant of the range, RFC 3339; not in the future.
+    pub to: String,
+}
+
+impl ApiRequest for BackfillRequest {
+    const EXAMPLE: &'static str = r#"{"workflow":"daily-report","key":"global","from":"2026-05-01T00:00:00Z","to":"2026-05-07T23:59:59Z"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("workflow", Kind::String),
+        Field::optional("key", Kind::String),
+        Field::required("from", Kind::String),
+        Field::required("to", Kind::String),
+    ];
+}
+
+/// The reply to `backfill`: what was queued. The scheduler works it off behind on-time fires
+/// (at `scheduler.backfill_rate`); `polos schedules get` shows its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillReply {
+    /// The schedule's id.
+    pub schedule_id: String,
+    /// The request's number among the schedule's back-fills (state `backfill.seq` reaches it).
+    pub seq: u64,
+    /// How many instants will fire.
+    pub instants: u64,
+    /// The first of them.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub first: DateTime<Utc>,
+    /// The last of them.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub last: DateTime<Utc>,
 }
 
 /// `pause` and `resume`: names one schedule, optionally with a note saying why.
@@ -443,6 +510,10 @@ mod tests {
                 catchup_window_secs: Some(1),
                 overlap: Some(OverlapPolicy::BufferOne),
                 pause_on_failure: Some(true),
+                jitter_secs: Some(30),
+                start_at: Some("2026-01-01T00:00:00Z".into()),
+                end_at: Some("2027-01-01T00:00:00Z".into()),
+                max_runs: Some(3),
                 ..UpsertRequest::new("wf", "* * * * *")
             },
             &[
@@ -456,7 +527,20 @@ mod tests {
                 "catchup_window_secs",
                 "overlap",
                 "pause_on_failure",
+                "jitter_secs",
+                "start_at",
+                "end_at",
+                "max_runs",
             ],
+        );
+        fields_match(
+            BackfillRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+                from: "2026-01-01T00:00:00Z".into(),
+                to: "2026-01-02T00:00:00Z".into(),
+            },
+            &["workflow", "key", "from", "to"],
         );
         fields_match(
             CancelRequest {

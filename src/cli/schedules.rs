@@ -1,4 +1,4 @@
-//! `polos schedules create|get|list|delete|pause|resume|trigger|next`: the schedules API from a
+//! `polos schedules create|get|list|delete|pause|resume|trigger|backfill|next`: the schedules API from a
 //! shell. Human output by default (instants shown in the schedule's zone), `--json` for scripts;
 //! exit codes 2 (invalid input), 3 (not found), 4 (NATS unreachable or server trouble).
 
@@ -85,6 +85,19 @@ pub enum SchedulesCommand {
         /// Do not pause it on failure (turns `--pause-on-failure` off again).
         #[arg(long)]
         no_pause_on_failure: bool,
+        /// Delay each fire by a deterministic offset of up to this many seconds (spreads
+        /// schedules due at the same instant); 0 turns the scheduler's default off.
+        #[arg(long, value_name = "SECS")]
+        jitter: Option<u64>,
+        /// No instant before this one fires (RFC 3339; "" removes it).
+        #[arg(long, value_name = "INSTANT")]
+        start_at: Option<String>,
+        /// No instant after this one fires; past it the schedule shows as ended ("" removes it).
+        #[arg(long, value_name = "INSTANT")]
+        end_at: Option<String>,
+        /// End the schedule after this many fires (0 removes the limit).
+        #[arg(long, value_name = "N")]
+        max_runs: Option<u64>,
     },
     /// Show one schedule: state, next 10 fires, last 10 runs, counters, the run executing.
     Get {
@@ -137,6 +150,22 @@ pub enum SchedulesCommand {
         /// Schedule key.
         #[arg(long, default_value = DEFAULT_KEY)]
         key: String,
+    },
+    /// Fire every instant of a schedule's cron in a past range (trigger `backfill`, same run ids
+    /// as scheduled fires: instants that already ran do not run again). The scheduler works it
+    /// off behind on-time fires; `get` shows the progress.
+    Backfill {
+        /// Workflow id.
+        workflow: String,
+        /// Schedule key.
+        #[arg(long, default_value = DEFAULT_KEY)]
+        key: String,
+        /// First instant of the range (RFC 3339, inclusive).
+        #[arg(long, value_name = "INSTANT")]
+        from: String,
+        /// Last instant of the range (RFC 3339, inclusive, not in the future).
+        #[arg(long, value_name = "INSTANT")]
+        to: String,
     },
     /// The next fire instants of a stored schedule.
     Next {
@@ -238,6 +267,10 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
             overlap,
             pause_on_failure,
             no_pause_on_failure,
+            jitter,
+            start_at,
+            end_at,
+            max_runs,
         } => {
             let request = UpsertRequest {
                 timezone: timezone.clone(),
@@ -252,6 +285,10 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
                 } else {
                     None
                 },
+                jitter_secs: *jitter,
+                start_at: start_at.clone(),
+                end_at: end_at.clone(),
+                max_runs: *max_runs,
                 ..UpsertRequest::new(workflow, cron)
             };
             let reply = schedules::upsert(&client, &request).await?;
@@ -323,6 +360,25 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
             Outcome::ok(
                 format!("Triggered run {run_id}"),
                 serde_json::json!({ "run_id": run_id }),
+            )
+        }
+        SchedulesCommand::Backfill {
+            workflow,
+            key,
+            from,
+            to,
+        } => {
+            let reply = schedules::backfill(&client, workflow, key, from, to).await?;
+            Outcome::ok(
+                format!(
+                    "Back-filling {} instant{} of {workflow} / {key} ({} to {}), request {}; `polos schedules get {workflow} --key {key}` shows the progress",
+                    reply.instants,
+                    if reply.instants == 1 { "" } else { "s" },
+                    format_instant(reply.first),
+                    format_instant(reply.last),
+                    reply.seq
+                ),
+                reply,
             )
         }
         SchedulesCommand::Next {
@@ -398,6 +454,22 @@ fn describe(view: &ScheduleView) -> String {
             }
         ),
     ];
+    if let Some(jitter) = r.jitter_secs {
+        lines.push(format!(
+            "jitter       {jitter} s (each fire a fixed offset below it after its instant)"
+        ));
+    }
+    if r.start_at.is_some() || r.end_at.is_some() {
+        lines.push(format!(
+            "runs from    {} to {}",
+            opt(r.start_at),
+            opt(r.end_at)
+        ));
+    }
+    if let Some(max) = r.max_runs {
+        let fired = view.state.as_ref().map_or(0, |s| s.fires);
+        lines.push(format!("max_runs     {max}  ({fired} fired)"));
+    }
     if let Some(state) = &view.state {
         lines.push(format!(
             "last fire    {}",
@@ -409,6 +481,15 @@ fn describe(view: &ScheduleView) -> String {
             "fires        {}  (missed {})",
             state.fires, state.missed
         ));
+        if let Some(ended) = state.ended {
+            lines.push(format!(
+                "ended        {}  (stored, no longer fires)",
+                match ended {
+                    crate::model::Ended::EndAt => "past end_at",
+                    crate::model::Ended::MaxRuns => "fired max_runs times",
+                }
+            ));
+        }
         if let Some(error) = &state.error {
             lines.push(format!("state error  {error}"));
         }
@@ -437,6 +518,24 @@ fn describe(view: &ScheduleView) -> String {
             "{label:<12} {}  ({})",
             waiting.run_id,
             in_zone(waiting.scheduled_for, cron.as_ref())
+        ));
+    }
+    let progress = view.state.as_ref().and_then(|s| s.backfill);
+    for (i, b) in r.backfills.iter().enumerate() {
+        let label = if i == 0 { "backfills" } else { "" };
+        let done = cron.as_ref().is_some_and(|c| {
+            crate::model::backfill_done(b, progress, Utc::now(), |t| c.next_after(t))
+        });
+        let status = match progress {
+            _ if done => "done".to_string(),
+            Some(p) if p.seq == b.seq => format!("through {}", opt(p.through)),
+            _ => "waiting".to_string(),
+        };
+        lines.push(format!(
+            "{label:<12} #{} {} to {}: {status}",
+            b.seq,
+            format_instant(b.from),
+            format_instant(b.to)
         ));
     }
     if let Some(error) = &view.error {
@@ -508,9 +607,13 @@ fn table(views: &[ScheduleView]) -> String {
             r.cron.clone(),
             r.timezone.clone(),
             if r.paused { "yes" } else { "no" }.to_string(),
-            view.next
-                .first()
-                .map_or_else(|| "-".to_string(), |t| in_zone(*t, cron.as_ref())),
+            match view.state.as_ref().and_then(|s| s.ended) {
+                Some(ended) => format!("- (ended: {})", ended.as_str()),
+                None => view
+                    .next
+                    .first()
+                    .map_or_else(|| "-".to_string(), |t| in_zone(*t, cron.as_ref())),
+            },
         ]);
     }
     let mut widths = [0usize; 6];

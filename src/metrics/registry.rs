@@ -79,6 +79,7 @@ enum TriggerLabel {
     schedule,
     catchup,
     manual,
+    backfill,
 }
 
 impl From<Trigger> for TriggerLabel {
@@ -87,6 +88,7 @@ impl From<Trigger> for TriggerLabel {
             Trigger::Schedule => TriggerLabel::schedule,
             Trigger::Catchup => TriggerLabel::catchup,
             Trigger::Manual => TriggerLabel::manual,
+            Trigger::Backfill => TriggerLabel::backfill,
         }
     }
 }
@@ -154,7 +156,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 #[derive(Clone)]
 struct FireHandles {
     /// `polos_fires_total`, indexed like [`TriggerLabel`].
-    fires: [Counter; 3],
+    fires: [Counter; 4],
     /// `polos_fire_duplicates_total`.
     duplicates: Counter,
 }
@@ -232,7 +234,7 @@ impl Metrics {
         let fires = Family::<FireLabels, Counter>::default();
         registry.register(
             "polos_fires",
-            "Fires published to POLOS_RUNS, by workflow and trigger (schedule, catchup, manual)",
+            "Fires published to POLOS_RUNS, by workflow and trigger (schedule, catchup, manual, backfill)",
             fires.clone(),
         );
         let lateness = HistogramFamily::<TriggerLabels>::new_with_constructor(
@@ -397,7 +399,8 @@ impl Metrics {
         match trigger {
             Trigger::Schedule => self.inner.late_schedule.observe(secs),
             Trigger::Catchup => self.inner.late_catchup.observe(secs),
-            Trigger::Manual => {}
+            // Manual and back-filled fires are not late: they have no on-time moment.
+            Trigger::Manual | Trigger::Backfill => {}
         }
     }
 
@@ -418,6 +421,7 @@ impl Metrics {
                 fire(TriggerLabel::schedule),
                 fire(TriggerLabel::catchup),
                 fire(TriggerLabel::manual),
+                fire(TriggerLabel::backfill),
             ],
             duplicates: self.inner.duplicates.get_or_create_owned(&WorkflowLabels {
                 workflow: workflow.to_string(),

@@ -47,6 +47,8 @@ pub const API_TRIGGER: &str = "polos.schedules.trigger";
 /// Not under `polos.runs.`: that is the fire stream's subject space (a request there would be
 /// stored as a fire of a workflow named `cancel`).
 pub const API_RUN_CANCEL: &str = "polos.run.cancel";
+/// `{"workflow","key"?,"from","to"}` → `{"schedule_id","seq","instants","first","last"}`.
+pub const API_BACKFILL: &str = "polos.schedules.backfill";
 /// `{}` → `{"workflows":[...]}`.
 pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 
@@ -54,5 +56,5 @@ pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Message header carrying the run id.
 pub const HEADER_RUN_ID: &str = "Polos-Run-Id";
-/// Message header carrying the trigger: `schedule`, `catchup` or `manual`.
+/// Message header carrying the trigger: `schedule`, `catchup`, `manual` or `backfill`.
 pub const HEADER_TRIGGER: &str = "Polos-Trigger";

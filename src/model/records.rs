@@ -123,6 +123,75 @@ pub struct ScheduleRecord {
     /// last attempt; `None` is `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_on_failure: Option<bool>,
+    /// Each fire is published this many seconds after its instant at most: a deterministic
+    /// offset in `[0, jitter_secs)` (see [`jitter_offset_ms`](super::jitter_offset_ms)); `None`
+    /// uses the scheduler's `jitter_secs`, `0` turns jitter off for this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_secs: Option<u64>,
+    /// No instant before this one fires (nor counts as missed).
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No instant after this one fires: past it the schedule stays stored and shows as ended.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+    /// The schedule ends once the scheduler has published this many fires of its cron (state
+    /// `fires`: triggers `schedule` and `catchup`; manual triggers and back-fills do not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
+    /// Back-fills requested through `polos.schedules.backfill` and not yet known to be done,
+    /// oldest first; the scheduler records its progress in the state record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<Backfill>,
+}
+
+/// One back-fill request: every instant of the schedule's cron in `[from, to]` fires once, with
+/// trigger `backfill` and the run id and `Nats-Msg-Id` a scheduled fire of that instant has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Numbers the schedule's requests in the order they were made (1, 2, …).
+    pub seq: u64,
+    /// The first instant of the range (inclusive).
+    #[serde(with = "rfc3339")]
+    pub from: DateTime<Utc>,
+    /// The last instant of the range (inclusive).
+    #[serde(with = "rfc3339")]
+    pub to: DateTime<Utc>,
+    /// When it was requested. Instants after it are never back-filled (they are the
+    /// scheduler's own); a hand-written request without it is cut at the record's write time.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+}
+
+/// How far the scheduler has worked off a schedule's back-fills (state `backfill`): every
+/// request with a lower `seq` is done, and request `seq` has fired every instant up to
+/// `through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BackfillProgress {
+    /// The request being worked off (or the last one finished).
+    pub seq: u64,
+    /// Its last back-filled instant; `null` before the first.
+    #[serde(default, with = "rfc3339_opt")]
+    pub through: Option<DateTime<Utc>>,
+}
+
+/// Why a schedule no longer fires although it is stored and not paused (state `ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Its next instant is after its `end_at`.
+    EndAt,
+    /// It has fired `max_runs` times.
+    MaxRuns,
+}
+
+impl Ended {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::EndAt => "end_at",
+            Ended::MaxRuns => "max_runs",
+        }
+    }
 }
 
 fn default_timezone() -> String {
@@ -185,6 +254,11 @@ impl ScheduleRecord {
             catchup_window_secs: None,
             overlap: None,
             pause_on_failure: None,
+            jitter_secs: None,
+            start_at: None,
+            end_at: None,
+            max_runs: None,
+            backfills: Vec::new(),
         }
     }
 
@@ -277,6 +351,26 @@ pub struct ScheduleState {
     /// change takes effect from the moment it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_revision: Option<u64>,
+    /// How many back-filled fires were published (instants that had already run are published
+    /// too; the worker answers them from the run record without running them again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backfilled: u64,
+    /// How far the record's `backfills` have been worked off; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillProgress>,
+    /// Set when the schedule stopped firing for good: past its `end_at`, or out of `max_runs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+    /// A fire of a schedule with `max_runs` that was decided and recorded here *before* it was
+    /// published, so that a scheduler taking over after a crash publishes it (again: the stream
+    /// or the run record absorbs a copy) instead of counting it as missed; `max_runs` stays
+    /// exact. Cleared once the fire is stored.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub pending: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A workflow's registration in `polos_workflows`, written by workers at start.
@@ -313,6 +407,8 @@ pub enum Trigger {
     Catchup,
     /// `polos.schedules.trigger` / `polos schedules trigger`.
     Manual,
+    /// An instant of the cron fired by `polos.schedules.backfill` / `polos schedules backfill`.
+    Backfill,
 }
 
 impl Trigger {
@@ -322,6 +418,7 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Catchup => "catchup",
             Trigger::Manual => "manual",
+            Trigger::Backfill => "backfill",
         }
     }
 
@@ -331,6 +428,7 @@ impl Trigger {
             "schedule" => Some(Trigger::Schedule),
             "catchup" => Some(Trigger::Catchup),
             "manual" => Some(Trigger::Manual),
+            "backfill" => Some(Trigger::Backfill),
             _ => None,
         }
     }

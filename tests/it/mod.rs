@@ -8,6 +8,7 @@ mod limits;
 mod observe;
 mod permissions;
 mod policies;
+mod schedule_policies;
 mod schedules_api;
 mod schedules_cli;
 mod schedules_py;

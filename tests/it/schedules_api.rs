@@ -978,6 +978,7 @@ async fn replicas_share_the_queue_group_and_the_service_is_discoverable() {
         subjects,
         [
             "polos.run.cancel",
+            "polos.schedules.backfill",
             "polos.schedules.delete",
             "polos.schedules.get",
             "polos.schedules.list",

@@ -22,6 +22,7 @@ const SUBJECTS: &[&str] = &[
     "polos.schedules.pause",
     "polos.schedules.resume",
     "polos.schedules.trigger",
+    "polos.schedules.backfill",
     "polos.workflows.list",
     "polos.run.cancel",
 ];
