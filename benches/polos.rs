@@ -128,17 +128,29 @@ async fn main() -> anyhow::Result<()> {
     if run("worker") {
         let b = Bench::start().await?;
         let n = 20_000;
-        worker::publish_fires(&b.js, "bench-raw-w", n).await?;
-        worker::publish_fires(&b.js, "bench-w", n).await?;
+        use worker::Fires;
+        worker::publish_fires(&b.js, "bench-raw-w", n, Fires::OneSchedule).await?;
+        worker::allow_all(&b.js, "bench-w").await?;
+        worker::publish_fires(&b.js, "bench-w", n, Fires::OneSchedule).await?;
+        worker::publish_fires(&b.js, "bench-skip-w", n, Fires::OnePerSchedule).await?;
         let raw = raw::worker_loop(&b.js, "bench-raw-w", n, 64).await?;
         let ours = worker::polos_worker(b.client.clone(), "bench-w", n, 64).await?;
         report(
-            "worker runs (3 KV writes + ack)",
+            "worker runs, overlap allow_all (3 KV writes + ack)",
             ours,
             raw,
             "runs/s",
             true,
             "≥ 0.8",
+        );
+        let skip = worker::polos_worker(b.client.clone(), "bench-skip-w", n, 64).await?;
+        report(
+            "worker runs, overlap skip (default; + 3 KV ops per run)",
+            skip,
+            raw,
+            "runs/s",
+            true,
+            "-",
         );
     }
     if run("cron") {

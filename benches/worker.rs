@@ -12,17 +12,35 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use polos::model::{payload, Fire, ScheduleRecord, Trigger};
 use polos::worker::{consumer_name, Worker, Workflow, WorkflowContext, WorkflowError};
 
+/// Whose fires a benchmark publishes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fires {
+    /// `n` instants of one schedule (`global`): with overlap policy `allow_all` they run side
+    /// by side, and the worker does no overlap work.
+    OneSchedule,
+    /// One instant of each of `n` schedules: under the default policy `skip` every run takes
+    /// and clears its schedule's overlap record (3 KV operations per run), uncontended.
+    OnePerSchedule,
+}
+
 /// Publishes `n` distinct scheduled fires of `workflow` (pipelined).
 pub async fn publish_fires(
     js: &jetstream::Context,
     workflow: &str,
     n: usize,
+    fires: Fires,
 ) -> anyhow::Result<()> {
-    let record = ScheduleRecord::new(workflow, "global", "* * * * *", "UTC");
+    let one = ScheduleRecord::new(workflow, "global", "* * * * *", "UTC");
     let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
     let mut pending = FuturesUnordered::new();
     for i in 0..n {
         let t = base + chrono::Duration::minutes(i as i64);
+        let record = match fires {
+            Fires::OneSchedule => one.clone(),
+            Fires::OnePerSchedule => {
+                ScheduleRecord::new(workflow, &format!("k{i}"), "* * * * *", "UTC")
+            }
+        };
         let fire = Fire::scheduled(workflow, Trigger::Schedule, payload(&record, t, None, t));
         let ack = js
             .publish_with_headers(fire.subject(), fire.headers(), fire.body())
@@ -37,6 +55,17 @@ pub async fn publish_fires(
     while let Some(r) = pending.next().await {
         r?;
     }
+    Ok(())
+}
+
+/// Stores the `global` schedule of `workflow` with overlap policy `allow_all`.
+pub async fn allow_all(js: &jetstream::Context, workflow: &str) -> anyhow::Result<()> {
+    let kv = js.get_key_value("polos_schedules").await?;
+    kv.put(
+        format!("{workflow}.global"),
+        r#"{"cron":"* * * * *","overlap":"allow_all"}"#.into(),
+    )
+    .await?;
     Ok(())
 }
 

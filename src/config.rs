@@ -31,6 +31,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The dashboard and `/metrics` of `polos scheduler` and `polos dev`.
     pub http: HttpConfig,
+    /// What the schedules API accepts and the scheduler fires: request, key, cron and note
+    /// sizes, schedules per workflow.
+    pub limits: crate::model::Limits,
 }
 
 /// `[nats]`: server addresses and credentials.
@@ -237,6 +240,11 @@ pub struct SchedulerConfig {
     pub catchup_window_secs: u64,
     /// Most fires one schedule gets from catch-up policy `all` at one takeover.
     pub catchup_max_fires: u32,
+    /// Default jitter for schedules that do not set `jitter_secs`: each fire goes out a
+    /// deterministic offset in `[0, jitter_secs)` after its instant (0: on the instant).
+    pub jitter_secs: u64,
+    /// Back-filled fires published per second at most, and only while no on-time fire waits.
+    pub backfill_rate: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -246,6 +254,8 @@ impl Default for SchedulerConfig {
             catchup_policy: CatchupPolicy::Latest,
             catchup_window_secs: 24 * 3600,
             catchup_max_fires: 100,
+            jitter_secs: 0,
+            backfill_rate: 100,
         }
     }
 }
@@ -257,6 +267,8 @@ pub const MAX_CATCHUP_WINDOW_SECS: u64 = 100 * 366 * 24 * 3600;
 pub const MAX_LEASE_TTL_SECS: u64 = 3600;
 /// Most fires policy `all` may replay per schedule at one takeover.
 pub const MAX_CATCHUP_FIRES: u32 = 10_000;
+/// Highest `scheduler.backfill_rate` (fires per second).
+pub const MAX_BACKFILL_RATE: u32 = 100_000;
 
 impl SchedulerConfig {
     /// The lease TTL as a duration.
@@ -293,6 +305,23 @@ impl SchedulerConfig {
                 format!("must be between 1 and {MAX_CATCHUP_FIRES} (use catchup_policy = \"skip\" to fire none)"),
             ));
         }
+        if self.jitter_secs > crate::model::MAX_JITTER_SECS {
+            return Err(setting(
+                "scheduler.jitter_secs",
+                self.jitter_secs,
+                format!(
+                    "must be at most {} seconds (a day)",
+                    crate::model::MAX_JITTER_SECS
+                ),
+            ));
+        }
+        if !(1..=MAX_BACKFILL_RATE).contains(&self.backfill_rate) {
+            return Err(setting(
+                "scheduler.backfill_rate",
+                u64::from(self.backfill_rate),
+                format!("must be between 1 and {MAX_BACKFILL_RATE} fires per second"),
+            ));
+        }
         Ok(())
     }
 }
@@ -304,6 +333,8 @@ fn env_var(key: &'static str) -> &'static str {
         "scheduler.lease_ttl_secs" => "POLOS_SCHEDULER__LEASE_TTL_SECS",
         "scheduler.catchup_window_secs" => "POLOS_SCHEDULER__CATCHUP_WINDOW_SECS",
         "scheduler.catchup_max_fires" => "POLOS_SCHEDULER__CATCHUP_MAX_FIRES",
+        "scheduler.jitter_secs" => "POLOS_SCHEDULER__JITTER_SECS",
+        "scheduler.backfill_rate" => "POLOS_SCHEDULER__BACKFILL_RATE",
         _ => "",
     }
 }
@@ -474,6 +505,12 @@ impl Config {
             }
         }
         config.scheduler.validate()?;
+        config.limits.validate().map_err(|e| ConfigError::Setting {
+            key: e.limit.setting(),
+            env: e.limit.env(),
+            value: e.value,
+            why: e.why,
+        })?;
         Ok(config)
     }
 
@@ -581,6 +618,46 @@ mod tests {
             jail.set_env("POLOS_SCHEDULER__CATCHUP_MAX_FIRES", "0");
             let e = Config::load(None, Figment::new()).unwrap_err().to_string();
             assert!(e.contains("catchup_max_fires") && e.contains("skip"), "{e}");
+            jail.set_env("POLOS_SCHEDULER__CATCHUP_MAX_FIRES", "5");
+            jail.set_env("POLOS_SCHEDULER__JITTER_SECS", "86401");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                e.contains("scheduler.jitter_secs") && e.contains("POLOS_SCHEDULER__JITTER_SECS"),
+                "{e}"
+            );
+            jail.set_env("POLOS_SCHEDULER__JITTER_SECS", "86400");
+            jail.set_env("POLOS_SCHEDULER__BACKFILL_RATE", "0");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("POLOS_SCHEDULER__BACKFILL_RATE"), "{e}");
+            jail.set_env("POLOS_SCHEDULER__BACKFILL_RATE", "7");
+            let c = Config::load(None, Figment::new()).unwrap();
+            assert_eq!(
+                (c.scheduler.jitter_secs, c.scheduler.backfill_rate),
+                (86400, 7)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_are_read_and_a_key_limit_above_the_contract_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("polos.toml", "[limits]\nmax_note_bytes = 100\n")?;
+            jail.set_env("POLOS_LIMITS__MAX_SCHEDULES_PER_WORKFLOW", "5");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.max_note_bytes, 100);
+            assert_eq!(c.limits.max_schedules_per_workflow, 5);
+            assert_eq!(
+                c.limits.max_key_bytes, 256,
+                "the contract's limit by default"
+            );
+            jail.set_env("POLOS_LIMITS__MAX_KEY_BYTES", "257");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                e.contains("limits.max_key_bytes = 257 (POLOS_LIMITS__MAX_KEY_BYTES)")
+                    && e.contains("may only be lower"),
+                "{e}"
+            );
             Ok(())
         });
     }

@@ -10,7 +10,7 @@
 //! | [`nats`] | connecting with auth (secrets masked), permission refusals as errors, least-privilege permissions per role, applying `streams/*.json`, running a local `nats-server` |
 //! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows`; the one owner of `polos_runs` and `polos_steps` |
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
-//! | [`client`] | the Rust client: [`PolosClient`] and [`schedules`] (`create`, `get`, `list`, …) over NATS requests |
+//! | [`client`] | the Rust client: [`PolosClient`], [`schedules`] (`create`, `get`, `list`, …) and [`runs`] (`cancel`) over NATS requests |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |
 //! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
 //! | [`metrics`] | Prometheus metrics of the scheduler, API and workers, and the `/metrics` HTTP endpoint |
@@ -40,7 +40,7 @@ pub mod ticker;
 pub mod web;
 pub mod worker;
 
-pub use client::{schedules, PolosClient};
+pub use client::{runs, schedules, PolosClient};
 
 // Lets the example files compiled into `dev` (see `src/dev/examples.rs`) say `polos::…`.
 extern crate self as polos;

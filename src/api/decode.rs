@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::service::MAX_REQUEST_BYTES;
+use crate::model::Limits;
 
 /// The JSON type a field must have.
 #[derive(Debug, Clone, Copy)]
@@ -83,12 +83,12 @@ pub(crate) trait ApiRequest: DeserializeOwned {
     const EMPTY_OK: bool = false;
 }
 
-/// Checks and decodes a request body. Every failure is `invalid_request`.
-pub(crate) fn decode<T: ApiRequest>(body: &[u8]) -> Result<T, ApiError> {
-    if body.len() > MAX_REQUEST_BYTES {
+/// Checks and decodes a request body of at most `limits.max_request_bytes`. Every failure is
+/// `invalid_request`.
+pub(crate) fn decode<T: ApiRequest>(body: &[u8], limits: &Limits) -> Result<T, ApiError> {
+    if let Err(e) = limits.check_request(body.len()) {
         return Err(ApiError::invalid_request(format!(
-            "request too large: {} bytes, the limit is {MAX_REQUEST_BYTES}; send only the documented fields, e.g. {}",
-            body.len(),
+            "request too large: {e}; a valid request looks like {}",
             T::EXAMPLE
         )));
     }
@@ -204,7 +204,7 @@ mod tests {
     use crate::api::{ErrorCode, ListRequest, UpsertRequest};
 
     fn upsert(body: &str) -> Result<UpsertRequest, ApiError> {
-        decode::<UpsertRequest>(body.as_bytes())
+        decode::<UpsertRequest>(body.as_bytes(), &Limits::default())
     }
 
     #[test]
@@ -242,14 +242,17 @@ mod tests {
         assert_eq!(r.timezone, "UTC");
         assert_eq!(r.key, "global");
         assert_eq!(r.note, None);
-        assert_eq!(decode::<ListRequest>(b"").unwrap(), ListRequest::default());
+        assert_eq!(
+            decode::<ListRequest>(b"", &Limits::default()).unwrap(),
+            ListRequest::default()
+        );
     }
 
     #[test]
     fn too_large() {
         let body = format!(
             r#"{{"workflow":"wf","cron":"* * * * *","note":"{}"}}"#,
-            "x".repeat(MAX_REQUEST_BYTES)
+            "x".repeat(64 * 1024)
         );
         let e = upsert(&body).unwrap_err();
         assert!(e.message.starts_with("request too large"), "{e}");
@@ -267,7 +270,8 @@ mod hostile_tests {
 
     use super::*;
     use crate::api::{
-        ErrorCode, KeyRequest, ListRequest, PauseRequest, UpsertRequest, WorkflowsRequest,
+        BackfillRequest, CancelRequest, ErrorCode, KeyRequest, ListRequest, PauseRequest,
+        UpsertRequest, WorkflowsRequest,
     };
 
     /// Longest message a refusal may carry: the request is at most 64 KiB, but the reply quotes
@@ -277,11 +281,13 @@ mod hostile_tests {
     /// Decodes `body` as every request type; returns each refusal.
     fn refusals(body: &[u8]) -> Vec<ApiError> {
         [
-            decode::<UpsertRequest>(body).err(),
-            decode::<KeyRequest>(body).err(),
-            decode::<PauseRequest>(body).err(),
-            decode::<ListRequest>(body).err(),
-            decode::<WorkflowsRequest>(body).err(),
+            decode::<UpsertRequest>(body, &Limits::default()).err(),
+            decode::<KeyRequest>(body, &Limits::default()).err(),
+            decode::<PauseRequest>(body, &Limits::default()).err(),
+            decode::<ListRequest>(body, &Limits::default()).err(),
+            decode::<WorkflowsRequest>(body, &Limits::default()).err(),
+            decode::<CancelRequest>(body, &Limits::default()).err(),
+            decode::<BackfillRequest>(body, &Limits::default()).err(),
         ]
         .into_iter()
         .flatten()
@@ -312,6 +318,10 @@ mod hostile_tests {
         "catchup_window_secs",
         "after",
         "limit",
+        "overlap",
+        "pause_on_failure",
+        "run_id",
+        "reason",
     ];
 
     fn leaf() -> impl Strategy<Value = Value> {
@@ -322,8 +332,16 @@ mod hostile_tests {
             any::<u64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             ".{0,30}".prop_map(Value::from),
-            prop::sample::select(vec!["wf", "* * * * *", "UTC", "latest", "all", "skip"])
-                .prop_map(Value::from),
+            prop::sample::select(vec![
+                "wf",
+                "* * * * *",
+                "UTC",
+                "latest",
+                "all",
+                "skip",
+                "buffer_one"
+            ])
+            .prop_map(Value::from),
         ]
     }
 
@@ -369,7 +387,7 @@ mod hostile_tests {
             at in any::<prop::sample::Index>(),
             junk in prop::collection::vec(any::<u8>(), 1..8),
         ) {
-            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE] {
+            for example in [UpsertRequest::EXAMPLE, KeyRequest::EXAMPLE, PauseRequest::EXAMPLE, ListRequest::EXAMPLE, CancelRequest::EXAMPLE] {
                 let mut body = example.as_bytes().to_vec();
                 let i = at.index(body.len() + 1);
                 body.splice(i..i, junk.iter().copied());
@@ -388,7 +406,7 @@ mod hostile_tests {
                 let errors = refusals(body.as_bytes());
                 assert_eq!(
                     errors.len(),
-                    5,
+                    6,
                     "depth {depth}: every request type refuses it"
                 );
                 assert_clear(&errors, &format!("depth {depth}"));
@@ -407,7 +425,7 @@ mod hostile_tests {
             r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
         ] {
             let errors = refusals(body.as_bytes());
-            assert_eq!(errors.len(), 5, "{body}: every request type refuses it");
+            assert_eq!(errors.len(), 6, "{body}: every request type refuses it");
             assert_clear(&errors, body);
         }
     }
@@ -421,7 +439,7 @@ mod hostile_tests {
             b"\xef\xbb\xbf{}",
         ] {
             let errors = refusals(body);
-            assert_eq!(errors.len(), 5, "{}", String::from_utf8_lossy(body));
+            assert_eq!(errors.len(), 6, "{}", String::from_utf8_lossy(body));
             assert_clear(&errors, &String::from_utf8_lossy(body));
         }
     }
@@ -434,10 +452,10 @@ mod hostile_tests {
         let pad = 64 * 1024 - prefix.len() - 2;
         let at_limit = format!(r#"{prefix}{}"}}"#, "x".repeat(pad));
         assert_eq!(at_limit.len(), 65_536);
-        assert!(decode::<UpsertRequest>(at_limit.as_bytes()).is_ok());
+        assert!(decode::<UpsertRequest>(at_limit.as_bytes(), &Limits::default()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
-        assert_eq!(errors.len(), 5);
+        assert_eq!(errors.len(), 6);
         assert_clear(&errors, "64 KiB + 1");
         let mib = vec![b'['; 1024 * 1024];
         assert_clear(&refusals(&mib), "1 MiB");

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cron::CronError;
-use crate::model::ValidationError;
+use crate::model::{Limit, LimitError, ValidationError};
 use crate::store::StoreError;
 
 /// The error codes of the contract (design §3), as they appear in `{"error":{"code"}}`.
@@ -141,9 +141,35 @@ impl From<CronError> for ApiError {
     }
 }
 
+/// A limit's refusal keeps the code the same input gets without a configured limit: a key too
+/// long is `invalid_key`, a cron too long `invalid_cron`, anything else `invalid_request`.
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        let code = match e.limit {
+            Limit::KeyBytes => ErrorCode::InvalidKey,
+            Limit::CronBytes => ErrorCode::InvalidCron,
+            Limit::RequestBytes | Limit::NoteBytes | Limit::SchedulesPerWorkflow => {
+                ErrorCode::InvalidRequest
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::internal(e.to_string())
+    }
+}
+
+impl From<crate::store::RunStoreError> for ApiError {
+    fn from(e: crate::store::RunStoreError) -> Self {
+        match e {
+            crate::store::RunStoreError::InvalidRunId { .. } => {
+                ApiError::invalid_request(e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
     }
 }
 
@@ -153,6 +179,9 @@ pub enum ServeError {
     /// The KV buckets could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The run, cancel or overlap buckets could not be opened.
+    #[error(transparent)]
+    RunStore(#[from] crate::store::RunStoreError),
     /// The micro service or one of its endpoints could not be registered.
     #[error("cannot start the NATS micro service polos: {0}")]
     Service(String),

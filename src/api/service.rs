@@ -20,21 +20,24 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use super::counts::Counts;
 use super::error::{ApiError, ErrorBody, ServeError};
 use super::handlers::Handlers;
 use super::registry::Registry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::names::SERVICE_NAME;
+use crate::model::names::{SCHEDULES_BUCKET, SERVICE_NAME};
 use crate::model::DEFAULT_KEY;
+use crate::nats::permissions::stream_info;
 use crate::nats::{Action, Denials, Refusals};
-use crate::store::ScheduleStore;
+use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore, StoreError};
 
-/// Largest request body accepted (64 KiB); larger ones are `invalid_request`. Every valid request
-/// is far smaller, and the cap bounds the work a single message can cause.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Largest `note`, in bytes.
-pub const MAX_NOTE_BYTES: usize = 4096;
+/// The default largest request body (64 KiB; `limits.max_request_bytes`); larger ones are
+/// `invalid_request`. Every valid request is far smaller, and the cap bounds the work a single
+/// message can cause.
+pub const MAX_REQUEST_BYTES: usize = crate::model::limits::DEFAULT_MAX_REQUEST_BYTES;
+/// The default largest `note`, in bytes (`limits.max_note_bytes`).
+pub const MAX_NOTE_BYTES: usize = crate::model::limits::DEFAULT_MAX_NOTE_BYTES;
 /// Number of sequential write workers.
 const SHARDS: usize = 128;
 /// Requests queued per write worker before the dispatcher waits (backpressure).
@@ -58,7 +61,9 @@ enum Op {
     Pause,
     Resume,
     Trigger,
+    Backfill,
     WorkflowsList,
+    RunCancel,
 }
 
 impl Op {
@@ -72,14 +77,16 @@ impl Op {
             Op::Pause => "schedules.pause",
             Op::Resume => "schedules.resume",
             Op::Trigger => "schedules.trigger",
+            Op::Backfill => "schedules.backfill",
             Op::WorkflowsList => "workflows.list",
+            Op::RunCancel => "run.cancel",
         }
     }
 
     fn is_write(self) -> bool {
         matches!(
             self,
-            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger
+            Op::Upsert | Op::Delete | Op::Pause | Op::Resume | Op::Trigger | Op::Backfill
         )
     }
 }
@@ -116,7 +123,7 @@ impl std::fmt::Debug for ApiServer {
 
 /// Opens the buckets and registers the micro service `polos` with every endpoint of design §3.
 ///
-/// `config` is accepted so the signature stays stable when the API grows settings.
+/// `config.limits` says what requests it accepts (sizes, schedules per workflow).
 pub async fn start(client: async_nats::Client, config: &Config) -> Result<ApiServer, ServeError> {
     start_metered(client, config, Metrics::new()).await
 }
@@ -125,20 +132,45 @@ pub async fn start(client: async_nats::Client, config: &Config) -> Result<ApiSer
 /// in `metrics`.
 pub async fn start_metered(
     client: async_nats::Client,
-    _config: &Config,
+    config: &Config,
     metrics: Metrics,
 ) -> Result<ApiServer, ServeError> {
     let js = async_nats::jetstream::new(client.clone());
     let store = ScheduleStore::open(&js).await?;
+    let limits = config.limits.clone();
+    // Counting costs a read of every key at start and 9-19 bytes per schedule: only with a cap.
+    let counts = if limits.max_schedules_per_workflow == 0 {
+        None
+    } else {
+        let stream = format!("KV_{SCHEDULES_BUCKET}");
+        let found = store
+            .denials()
+            .guard(&[&stream_info(&stream)], js.get_stream(&stream))
+            .await
+            .map_err(|denied| ServeError::Store(StoreError::Denied(denied)))?
+            .map_err(|e| {
+                ServeError::Store(StoreError::Open {
+                    bucket: SCHEDULES_BUCKET,
+                    source: e.into(),
+                })
+            })?;
+        Some(Counts::start(found, limits.clone()))
+    };
+    let runs = RunStore::open(&js).await?;
+    let cancels = CancelStore::open(&js).await?;
+    let overlap = OverlapStore::open(&js).await?;
     let mut refusals = Denials::of(&client).listen();
     let service = client
         .service_builder()
-        .description("polos schedules API: upsert, get, list, delete, pause, resume, trigger")
+        .description(
+            "polos schedules API: upsert, get, list, delete, pause, resume, trigger, backfill; run cancel",
+        )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| ServeError::Service(e.to_string()))?;
     let schedules = service.group("polos").group("schedules");
     let workflows = service.group("polos").group("workflows");
+    let run = service.group("polos").group("run");
     let mut streams: Vec<BoxStream<'static, (Op, Request)>> = Vec::new();
     for (op, group, name) in [
         (Op::Upsert, &schedules, "upsert"),
@@ -148,7 +180,9 @@ pub async fn start_metered(
         (Op::Pause, &schedules, "pause"),
         (Op::Resume, &schedules, "resume"),
         (Op::Trigger, &schedules, "trigger"),
+        (Op::Backfill, &schedules, "backfill"),
         (Op::WorkflowsList, &workflows, "list"),
+        (Op::RunCancel, &run, "cancel"),
     ] {
         let endpoint = group
             .endpoint(name)
@@ -178,6 +212,11 @@ pub async fn start_metered(
             store,
             js,
             metrics,
+            limits,
+            counts,
+            runs,
+            cancels,
+            overlap,
         }),
         client,
         refusals,
@@ -247,7 +286,7 @@ impl ApiServer {
                 },
             };
             if op.is_write() {
-                let shard = shard_of(&request.message.payload);
+                let shard = shard_of(&request.message.payload, handlers.limits.max_request_bytes);
                 if shards[shard].send((op, request)).await.is_err() {
                     tracing::error!("a write worker of the schedules API stopped; request dropped");
                 }
@@ -307,13 +346,13 @@ async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
 
 /// The write worker of a request: a hash of its workflow and key, so writes to one schedule stay
 /// in order. Bodies that are too big or not JSON go to worker 0, which refuses them.
-fn shard_of(body: &[u8]) -> usize {
+fn shard_of(body: &[u8], max_request_bytes: usize) -> usize {
     #[derive(serde::Deserialize)]
     struct Target {
         workflow: Option<String>,
         key: Option<String>,
     }
-    if body.len() > MAX_REQUEST_BYTES {
+    if body.len() > max_request_bytes {
         return 0;
     }
     let Ok(Target { workflow, key }) = serde_json::from_slice::<Target>(body) else {
@@ -339,7 +378,9 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Op::Pause => json(handlers.set_paused(body, true).await),
         Op::Resume => json(handlers.set_paused(body, false).await),
         Op::Trigger => json(handlers.trigger(body).await),
+        Op::Backfill => json(handlers.backfill(body).await),
         Op::WorkflowsList => json(handlers.workflows(body).await),
+        Op::RunCancel => json(handlers.cancel(body).await),
     };
     let code = result.as_ref().err().map(|e| e.code.as_str());
     handlers
@@ -416,14 +457,20 @@ mod tests {
 
     #[test]
     fn writes_of_one_schedule_share_a_worker() {
-        let a = shard_of(br#"{"workflow":"wf","cron":"0 8 * * *","key":"user_1"}"#);
-        let b = shard_of(br#"{"key":"user_1","workflow":"wf","note":"x"}"#);
+        let a = shard_of(
+            br#"{"workflow":"wf","cron":"0 8 * * *","key":"user_1"}"#,
+            MAX_REQUEST_BYTES,
+        );
+        let b = shard_of(
+            br#"{"key":"user_1","workflow":"wf","note":"x"}"#,
+            MAX_REQUEST_BYTES,
+        );
         assert_eq!(a, b);
         // No key means the default key.
         assert_eq!(
-            shard_of(br#"{"workflow":"wf"}"#),
-            shard_of(br#"{"workflow":"wf","key":"global"}"#)
+            shard_of(br#"{"workflow":"wf"}"#, MAX_REQUEST_BYTES),
+            shard_of(br#"{"workflow":"wf","key":"global"}"#, MAX_REQUEST_BYTES)
         );
-        assert!((0..SHARDS).contains(&shard_of(b"not json")));
+        assert!((0..SHARDS).contains(&shard_of(b"not json", MAX_REQUEST_BYTES)));
     }
 }

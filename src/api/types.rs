@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decode::{ApiRequest, Field, Kind};
-use crate::model::{CatchupPolicy, ScheduleRecord, ScheduleState, WorkflowRecord, DEFAULT_KEY};
+use crate::model::{
+    CatchupPolicy, OverlapPolicy, OverlapRun, RunStatus, ScheduleRecord, ScheduleState, Trigger,
+    WorkflowRecord, DEFAULT_KEY,
+};
 use crate::store::InvalidEntry;
 
 fn default_timezone() -> String {
@@ -18,9 +21,9 @@ fn default_key() -> String {
 
 /// `polos.schedules.upsert`: create or update the schedule of `workflow` + `key`.
 ///
-/// Optional fields left out (`paused`, `note`, `catchup`, `catchup_window_secs`) keep the
-/// existing record's value on an update, so re-running a program's `create` does not un-pause a
-/// schedule an operator paused.
+/// Optional fields left out (`paused`, `note`, `catchup`, `catchup_window_secs`, `overlap`,
+/// `pause_on_failure`) keep the existing record's value on an update, so re-running a program's
+/// `create` does not un-pause a schedule an operator paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
@@ -46,6 +49,26 @@ pub struct UpsertRequest {
     /// How far back catch-up looks, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_window_secs: Option<u64>,
+    /// What a fire does while an earlier run of the schedule still executes (default `skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapPolicy>,
+    /// Pause the schedule when one of its runs fails after its last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<bool>,
+    /// Delay each fire by a deterministic offset in `[0, jitter_secs)` (at most 86,400); `0`
+    /// turns the scheduler's default jitter off for this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_secs: Option<u64>,
+    /// An RFC 3339 instant: no instant before it fires. `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// An RFC 3339 instant: no instant after it fires (the schedule then shows as ended).
+    /// `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<String>,
+    /// End the schedule after this many fires of its cron; `0` removes the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
 }
 
 impl UpsertRequest {
@@ -57,7 +80,14 @@ impl UpsertRequest {
     ///     key: "user_123".into(),
     ///     ..polos::api::UpsertRequest::new("user-reminder", "0 8 * * *")
     /// };
-    /// assert_eq!(request.key, "user_123");
+    /// // On the wire: the contract's field names, the optional fields left out.
+    /// assert_eq!(
+    ///     serde_json::to_string(&request).unwrap(),
+    ///     r#"{"workflow":"user-reminder","cron":"0 8 * * *","timezone":"America/Los_Angeles","key":"user_123"}"#
+    /// );
+    /// // Left alone, the contract's defaults: UTC and the key `global`.
+    /// let plain = polos::api::UpsertRequest::new("daily-report", "0 9 * * *");
+    /// assert_eq!((plain.timezone.as_str(), plain.key.as_str()), ("UTC", "global"));
     /// ```
     pub fn new(workflow: &str, cron: &str) -> UpsertRequest {
         UpsertRequest {
@@ -69,6 +99,12 @@ impl UpsertRequest {
             note: None,
             catchup: None,
             catchup_window_secs: None,
+            overlap: None,
+            pause_on_failure: None,
+            jitter_secs: None,
+            start_at: None,
+            end_at: None,
+            max_runs: None,
         }
     }
 }
@@ -84,6 +120,12 @@ impl ApiRequest for UpsertRequest {
         Field::optional("note", Kind::String),
         Field::optional("catchup", Kind::OneOf(&["latest", "all", "skip"])),
         Field::optional("catchup_window_secs", Kind::Uint),
+        Field::optional("overlap", Kind::OneOf(OverlapPolicy::NAMES)),
+        Field::optional("pause_on_failure", Kind::Bool),
+        Field::optional("jitter_secs", Kind::Uint),
+        Field::optional("start_at", Kind::String),
+        Field::optional("end_at", Kind::String),
+        Field::optional("max_runs", Kind::Uint),
     ];
 }
 
@@ -126,6 +168,51 @@ impl ApiRequest for KeyRequest {
         Field::required("workflow", Kind::String),
         Field::optional("key", Kind::String),
     ];
+}
+
+/// `backfill`: fire every instant of a schedule's cron in `[from, to]` (both inclusive), with
+/// trigger `backfill` and the run ids of scheduled fires, so instants that already ran do not
+/// run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// The workflow.
+    pub workflow: String,
+    /// The schedule key; `global` by default.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// The first instant of the range, RFC 3339 (any offset).
+    pub from: String,
+    /// The last instant of the range, RFC 3339; not in the future.
+    pub to: String,
+}
+
+impl ApiRequest for BackfillRequest {
+    const EXAMPLE: &'static str = r#"{"workflow":"daily-report","key":"global","from":"2026-05-01T00:00:00Z","to":"2026-05-07T23:59:59Z"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("workflow", Kind::String),
+        Field::optional("key", Kind::String),
+        Field::required("from", Kind::String),
+        Field::required("to", Kind::String),
+    ];
+}
+
+/// The reply to `backfill`: what was queued. The scheduler works it off behind on-time fires
+/// (at `scheduler.backfill_rate`); `polos schedules get` shows its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillReply {
+    /// The schedule's id.
+    pub schedule_id: String,
+    /// The request's number among the schedule's back-fills (state `backfill.seq` reaches it).
+    pub seq: u64,
+    /// How many instants will fire.
+    pub instants: u64,
+    /// The first of them.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub first: DateTime<Utc>,
+    /// The last of them.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub last: DateTime<Utc>,
 }
 
 /// `pause` and `resume`: names one schedule, optionally with a note saying why.
@@ -196,8 +283,52 @@ impl ApiRequest for WorkflowsRequest {
     const EMPTY_OK: bool = true;
 }
 
+/// How often a schedule fired, missed, skipped and back-filled (in `get`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCounters {
+    /// Fires published (the state record's `fires`).
+    pub fired: u64,
+    /// Instants not fired (the state record's `missed`).
+    pub missed: u64,
+    /// Runs not started because another run of the schedule was executing (`polos_overlap`).
+    pub skipped: u64,
+    /// Fires published by a backfill (the state record's `backfilled`; `null` from a scheduler
+    /// that does not count them).
+    #[serde(default)]
+    pub backfilled: Option<u64>,
+}
+
+/// One recent run of a schedule (in `get`): a nominal instant of the cron and its run record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRun {
+    /// `<schedule_id>-<YYYYMMDDTHHMMSSZ>`.
+    pub run_id: String,
+    /// The nominal instant.
+    #[serde(with = "crate::model::time::rfc3339")]
+    pub scheduled_for: DateTime<Utc>,
+    /// The run's status; `null` when it has no record (not fired, still queued for a worker,
+    /// or older than the runs' 30 days).
+    pub status: Option<RunStatus>,
+    /// What fired it (`schedule`, `catchup`, …), when recorded.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// When its current (or last) attempt started: the actual start.
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    #[serde(default, with = "crate::model::time::rfc3339_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Attempts used.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    /// For a skipped run: the run it yielded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yielded_to: Option<String>,
+}
+
 /// One schedule as `get` and `list` show it: the stored record, the scheduler's state and the
-/// upcoming instants.
+/// upcoming instants; `get` adds the next 10 fires, recent runs, counters and what the overlap
+/// policy holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleView {
     /// The stored record (its fields appear at the top level of the JSON).
@@ -211,6 +342,81 @@ pub struct ScheduleView {
     /// Why the stored cron or zone cannot fire, when it cannot (only `get` shows such records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `get`: the next 10 instants of the cron (nominal; a paused schedule does not fire them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "rfc3339_vec")]
+    pub next_fires: Vec<DateTime<Utc>>,
+    /// `get`: the last 10 instants of the cron up to the last fire, newest first, each with its
+    /// run (manual runs are not included: `polos runs list` shows them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<RecentRun>,
+    /// `get`: fired, missed, skipped by the overlap policy, back-filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<ScheduleCounters>,
+    /// `get`: the run of this schedule executing now, as the overlap policy knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run: Option<OverlapRun>,
+    /// `get`: runs waiting for it to end (`buffer_one`, `buffer_all`, `cancel_other`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_runs: Vec<OverlapRun>,
+}
+
+impl ScheduleView {
+    /// A view with only what `list` shows: record, state, upcoming instants.
+    pub fn basic(
+        record: ScheduleRecord,
+        state: Option<ScheduleState>,
+        next: Vec<DateTime<Utc>>,
+        error: Option<String>,
+    ) -> ScheduleView {
+        ScheduleView {
+            record,
+            state,
+            next,
+            error,
+            next_fires: Vec::new(),
+            recent_runs: Vec::new(),
+            counters: None,
+            active_run: None,
+            waiting_runs: Vec::new(),
+        }
+    }
+}
+
+/// `polos.run.cancel`: stop a run at its next step boundary, or before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// The run (`sch_…-20261126T090000Z` or `sch_…-m<nuid>`).
+    pub run_id: String,
+    /// Its workflow: needed only for a run that has not started yet (no record names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Why; recorded in the run's `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ApiRequest for CancelRequest {
+    const EXAMPLE: &'static str =
+        r#"{"run_id":"sch_4xv32vp3oro5c6puhza43mst5t-20261126T090000Z","reason":"wrong data"}"#;
+    const FIELDS: &'static [Field] = &[
+        Field::required("run_id", Kind::String),
+        Field::optional("workflow", Kind::String),
+        Field::optional("reason", Kind::String),
+    ];
+}
+
+/// The reply to `polos.run.cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// The run.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// Its status now; `null` when it has not started (it is cancelled when it would start).
+    pub status: Option<RunStatus>,
+    /// Whether a cancel request for it is stored (`false` when it had already finished).
+    pub cancel_requested: bool,
 }
 
 /// The reply to `list`.
@@ -275,8 +481,9 @@ mod rfc3339_vec {
 mod tests {
     use super::*;
 
-    /// The decoding schema of each request must name exactly the struct's fields.
-    fn fields_match<T: ApiRequest + Serialize>(full: T) {
+    /// The decoding schema of each request must name exactly the struct's fields, and both
+    /// exactly the contract's request fields (README, "The contract"), written out here.
+    fn fields_match<T: ApiRequest + Serialize>(full: T, contract: &[&str]) {
         let value = serde_json::to_value(full).unwrap();
         let mut names: Vec<&str> = value
             .as_object()
@@ -285,49 +492,119 @@ mod tests {
             .map(String::as_str)
             .collect();
         let mut schema: Vec<&str> = T::FIELDS.iter().map(|f| f.name).collect();
+        let mut contract = contract.to_vec();
         names.sort_unstable();
         schema.sort_unstable();
+        contract.sort_unstable();
         assert_eq!(names, schema);
+        assert_eq!(names, contract);
     }
 
     #[test]
     fn schemas_match_structs() {
-        fields_match(UpsertRequest {
-            paused: Some(true),
-            note: Some("n".into()),
-            catchup: Some(CatchupPolicy::All),
-            catchup_window_secs: Some(1),
-            ..UpsertRequest::new("wf", "* * * * *")
-        });
-        fields_match(KeyRequest {
-            workflow: "wf".into(),
-            key: "k".into(),
-        });
-        fields_match(PauseRequest {
-            workflow: "wf".into(),
-            key: "k".into(),
-            note: Some("n".into()),
-        });
-        fields_match(ListRequest {
-            workflow: Some("wf".into()),
-            after: Some("wf.a".into()),
-            limit: Some(5),
-        });
-        fields_match(WorkflowsRequest {});
+        fields_match(
+            UpsertRequest {
+                paused: Some(true),
+                note: Some("n".into()),
+                catchup: Some(CatchupPolicy::All),
+                catchup_window_secs: Some(1),
+                overlap: Some(OverlapPolicy::BufferOne),
+                pause_on_failure: Some(true),
+                jitter_secs: Some(30),
+                start_at: Some("2026-01-01T00:00:00Z".into()),
+                end_at: Some("2027-01-01T00:00:00Z".into()),
+                max_runs: Some(3),
+                ..UpsertRequest::new("wf", "* * * * *")
+            },
+            &[
+                "workflow",
+                "cron",
+                "timezone",
+                "key",
+                "paused",
+                "note",
+                "catchup",
+                "catchup_window_secs",
+                "overlap",
+                "pause_on_failure",
+                "jitter_secs",
+                "start_at",
+                "end_at",
+                "max_runs",
+            ],
+        );
+        fields_match(
+            BackfillRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+                from: "2026-01-01T00:00:00Z".into(),
+                to: "2026-01-02T00:00:00Z".into(),
+            },
+            &["workflow", "key", "from", "to"],
+        );
+        fields_match(
+            CancelRequest {
+                run_id: "r".into(),
+                workflow: Some("wf".into()),
+                reason: Some("x".into()),
+            },
+            &["run_id", "workflow", "reason"],
+        );
+        fields_match(
+            KeyRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+            },
+            &["workflow", "key"],
+        );
+        fields_match(
+            PauseRequest {
+                workflow: "wf".into(),
+                key: "k".into(),
+                note: Some("n".into()),
+            },
+            &["workflow", "key", "note"],
+        );
+        fields_match(
+            ListRequest {
+                workflow: Some("wf".into()),
+                after: Some("wf.a".into()),
+                limit: Some(5),
+            },
+            &["workflow", "after", "limit"],
+        );
+        fields_match(WorkflowsRequest {}, &[]);
     }
 
     #[test]
     fn view_flattens_the_record() {
-        let view = ScheduleView {
-            record: ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC"),
-            state: None,
-            next: vec![crate::model::time::parse_instant("2026-11-26T09:00:00Z").unwrap()],
-            error: None,
-        };
+        let view = ScheduleView::basic(
+            ScheduleRecord::new("wf", "global", "0 9 * * *", "UTC"),
+            None,
+            vec![crate::model::time::parse_instant("2026-11-26T09:00:00Z").unwrap()],
+            None,
+        );
         let v = serde_json::to_value(&view).unwrap();
-        assert_eq!(v["cron"], "0 9 * * *");
-        assert_eq!(v["state"], serde_json::Value::Null);
-        assert_eq!(v["next"][0], "2026-11-26T09:00:00Z");
+        // What `get` and `list` clients read: the record's contract fields at the top level
+        // (the optional catch-up and overlap fields left out when unset), then `state` and `next`;
+        // `list` leaves out what only `get` describes (next_fires, recent_runs, counters, …).
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "schedule_id": "sch_75kzkam7helbf5gveseghys5y5",
+                "workflow": "wf",
+                "key": "global",
+                "cron": "0 9 * * *",
+                "timezone": "UTC",
+                "paused": false,
+                "note": null,
+                "source": "api",
+                "created_at": null,
+                "updated_at": null,
+                "state": null,
+                "next": ["2026-11-26T09:00:00Z"]
+            })
+        );
         let back: ScheduleView = serde_json::from_value(v).unwrap();
         assert_eq!(back, view);
     }

@@ -1,4 +1,5 @@
-//! `polos runs list` and `polos runs get`: what ran, how it went, and each step.
+//! `polos runs list` and `polos runs get`: what ran, how it went, and each step;
+//! `polos runs cancel`: stop a run (through the API, like every write).
 //!
 //! Everything is read through [`RunStore`] and [`StepStore`], the owners of `polos_runs` and
 //! `polos_steps` (one pass over the matching keys; deleted entries read as absent), so `get
@@ -40,6 +41,21 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a run: a running one stops at its next step boundary (recorded `cancelled`, not
+    /// retried), one not started yet is cancelled when it would start. Works wherever it runs.
+    Cancel {
+        /// The run id (`sch_…-20261126T090000Z`).
+        run_id: String,
+        /// Its workflow: needed only for a run that has not started yet.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Why (recorded in the run's error).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the API's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A run status on the command line.
@@ -51,6 +67,10 @@ pub enum StatusArg {
     Completed,
     /// Retries exhausted or a terminal error.
     Failed,
+    /// Cancelled on request (`polos runs cancel`) or by the overlap policy `cancel_other`.
+    Cancelled,
+    /// Not run: another run of its schedule was executing (overlap policy).
+    Skipped,
 }
 
 impl StatusArg {
@@ -60,6 +80,8 @@ impl StatusArg {
             (StatusArg::Running, RunStatus::Running)
                 | (StatusArg::Completed, RunStatus::Completed)
                 | (StatusArg::Failed, RunStatus::Failed)
+                | (StatusArg::Cancelled, RunStatus::Cancelled)
+                | (StatusArg::Skipped, RunStatus::Skipped)
         )
     }
 }
@@ -71,6 +93,15 @@ struct StepRow {
 }
 
 pub(super) async fn run(cli: &Cli, cmd: &RunsCommand) -> ExitCode {
+    if let RunsCommand::Cancel {
+        run_id,
+        workflow,
+        reason,
+        json,
+    } = cmd
+    {
+        return cancel(cli, run_id, workflow.as_deref(), reason.as_deref(), *json).await;
+    }
     let (_, client) = match super::connect(cli).await {
         Ok(connected) => connected,
         Err(code) => return code,
@@ -100,11 +131,68 @@ async fn read(client: async_nats::Client, cmd: &RunsCommand) -> ExitCode {
             json,
         } => list(&runs, workflow.as_deref(), *status, *limit, *json).await,
         RunsCommand::Get { run_id, json } => get(&runs, &steps, run_id, *json).await,
+        RunsCommand::Cancel { .. } => return ExitCode::SUCCESS,
     };
     result.unwrap_or_else(|(code, message)| fail(code, message))
 }
 
 type CmdResult = Result<ExitCode, (u8, String)>;
+
+/// `polos runs cancel`: one request to `polos.run.cancel`.
+async fn cancel(
+    cli: &Cli,
+    run_id: &str,
+    workflow: Option<&str>,
+    reason: Option<&str>,
+    as_json: bool,
+) -> ExitCode {
+    use crate::client::{ClientError, PolosClient};
+    let failed = |e: ClientError| {
+        let code = match &e {
+            ClientError::Api { code, .. } if *code == crate::api::ErrorCode::NotFound => {
+                EXIT_NOT_FOUND
+            }
+            ClientError::Api { code, .. } if code.is_invalid_input() => EXIT_INVALID,
+            ClientError::Config(_) => EXIT_INVALID,
+            _ => EXIT_UNAVAILABLE,
+        };
+        if as_json {
+            if let ClientError::Api { code, message } = &e {
+                println!("{}", json!({"error": {"code": code, "message": message}}));
+            }
+        }
+        fail(code, e)
+    };
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(e) => return failed(e.into()),
+    };
+    let client = match PolosClient::connect(&config).await {
+        Ok(client) => client,
+        Err(e) => return failed(e),
+    };
+    let reply = match crate::runs::cancel(&client, run_id, workflow, reason).await {
+        Ok(reply) => reply,
+        Err(e) => return failed(e),
+    };
+    if as_json {
+        println!("{}", json!(reply));
+    } else if !reply.cancel_requested {
+        let status = reply.status.map_or("finished", RunStatus::as_str);
+        println!("Run {run_id} already {status}; nothing to cancel");
+    } else if reply.status.is_none() {
+        println!(
+            "Cancel requested for run {run_id} ({}): it has not started, and is cancelled when it would",
+            reply.workflow
+        );
+    } else {
+        println!(
+            "Cancel requested for run {run_id} ({}): it stops at its next step; `polos runs get {run_id}` shows it cancelled",
+            reply.workflow
+        );
+    }
+    ExitCode::SUCCESS
+}
 
 /// The exit code for a store error: bad input is the user's to fix, the rest is NATS.
 fn store_failure(e: RunStoreError) -> (u8, String) {
@@ -231,6 +319,9 @@ async fn get(runs: &RunStore, steps: &StepStore, run_id: &str, as_json: bool) ->
     if let Some(error) = &record.error {
         println!("error:         {error}");
     }
+    if let Some(other) = &record.yielded_to {
+        println!("yielded to:    {other} (it was executing; overlap policy)");
+    }
     if rows.is_empty() {
         println!("steps:         none");
     } else {
@@ -254,11 +345,7 @@ async fn get(runs: &RunStore, steps: &StepStore, run_id: &str, as_json: bool) ->
 }
 
 fn status_text(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-    }
+    status.as_str()
 }
 
 fn duration_text(r: &RunRecord) -> String {

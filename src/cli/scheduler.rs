@@ -46,7 +46,7 @@ pub(super) async fn run(cli: &Cli, args: &SchedulerArgs) -> ExitCode {
         }
     }
     let metrics = Metrics::new();
-    let stop = stop_signal().boxed().shared();
+    let stop = stop_signal().shared();
     let addr = args
         .http
         .clone()
@@ -144,18 +144,29 @@ pub async fn serve(
     ticker.and(api)
 }
 
-/// Ctrl-C, or SIGTERM on Unix (how process supervisors stop services).
-pub(super) async fn stop_signal() {
+/// Ctrl-C, or SIGTERM on Unix (how process supervisors stop services). The handlers are
+/// installed when this is called, not when the future is first polled: a signal that arrives
+/// while the services are still starting stops them cleanly instead of killing the process
+/// (with a lease held and state unwritten).
+pub(super) fn stop_signal() -> futures::future::BoxFuture<'static, ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        if let (Ok(mut term), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            return;
+            .boxed();
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    .boxed()
 }

@@ -1,11 +1,11 @@
-//! `polos schedules create|get|list|delete|pause|resume|trigger|next`: the schedules API from a
+//! `polos schedules create|get|list|delete|pause|resume|trigger|backfill|next`: the schedules API from a
 //! shell. Human output by default (instants shown in the schedule's zone), `--json` for scripts;
 //! exit codes 2 (invalid input), 3 (not found), 4 (NATS unreachable or server trouble).
 
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::{Cli, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
@@ -13,7 +13,35 @@ use crate::api::{ApiError, ErrorCode, ScheduleView, UpsertRequest};
 use crate::client::{schedules, ClientError, PolosClient};
 use crate::cron::CronSchedule;
 use crate::model::time::format_instant;
-use crate::model::DEFAULT_KEY;
+use crate::model::{OverlapPolicy, DEFAULT_KEY};
+
+/// An overlap policy on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum OverlapArg {
+    /// Do not start a run while the previous one executes; record it `skipped` (default).
+    Skip,
+    /// Let one run wait for the executing one; skip any further.
+    BufferOne,
+    /// Let every run wait its turn, in order.
+    BufferAll,
+    /// Start every run at once.
+    AllowAll,
+    /// Cancel the executing run, then start the new one.
+    CancelOther,
+}
+
+impl From<OverlapArg> for OverlapPolicy {
+    fn from(arg: OverlapArg) -> OverlapPolicy {
+        match arg {
+            OverlapArg::Skip => OverlapPolicy::Skip,
+            OverlapArg::BufferOne => OverlapPolicy::BufferOne,
+            OverlapArg::BufferAll => OverlapPolicy::BufferAll,
+            OverlapArg::AllowAll => OverlapPolicy::AllowAll,
+            OverlapArg::CancelOther => OverlapPolicy::CancelOther,
+        }
+    }
+}
 
 /// `polos schedules …`
 #[derive(Debug, Args)]
@@ -47,8 +75,31 @@ pub enum SchedulesCommand {
         /// A note for operators.
         #[arg(long)]
         note: Option<String>,
+        /// What a fire does while an earlier run still executes (kept when left out; a new
+        /// schedule gets `skip`).
+        #[arg(long, value_enum)]
+        overlap: Option<OverlapArg>,
+        /// Pause the schedule when one of its runs fails after its last attempt.
+        #[arg(long, conflicts_with = "no_pause_on_failure")]
+        pause_on_failure: bool,
+        /// Do not pause it on failure (turns `--pause-on-failure` off again).
+        #[arg(long)]
+        no_pause_on_failure: bool,
+        /// Delay each fire by a deterministic offset of up to this many seconds (spreads
+        /// schedules due at the same instant); 0 turns the scheduler's default off.
+        #[arg(long, value_name = "SECS")]
+        jitter: Option<u64>,
+        /// No instant before this one fires (RFC 3339; "" removes it).
+        #[arg(long, value_name = "INSTANT")]
+        start_at: Option<String>,
+        /// No instant after this one fires; past it the schedule shows as ended ("" removes it).
+        #[arg(long, value_name = "INSTANT")]
+        end_at: Option<String>,
+        /// End the schedule after this many fires (0 removes the limit).
+        #[arg(long, value_name = "N")]
+        max_runs: Option<u64>,
     },
-    /// Show one schedule with its state and next fires.
+    /// Show one schedule: state, next 10 fires, last 10 runs, counters, the run executing.
     Get {
         /// Workflow id.
         workflow: String,
@@ -99,6 +150,22 @@ pub enum SchedulesCommand {
         /// Schedule key.
         #[arg(long, default_value = DEFAULT_KEY)]
         key: String,
+    },
+    /// Fire every instant of a schedule's cron in a past range (trigger `backfill`, same run ids
+    /// as scheduled fires: instants that already ran do not run again). The scheduler works it
+    /// off behind on-time fires; `get` shows the progress.
+    Backfill {
+        /// Workflow id.
+        workflow: String,
+        /// Schedule key.
+        #[arg(long, default_value = DEFAULT_KEY)]
+        key: String,
+        /// First instant of the range (RFC 3339, inclusive).
+        #[arg(long, value_name = "INSTANT")]
+        from: String,
+        /// Last instant of the range (RFC 3339, inclusive, not in the future).
+        #[arg(long, value_name = "INSTANT")]
+        to: String,
     },
     /// The next fire instants of a stored schedule.
     Next {
@@ -197,12 +264,31 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
             key,
             paused,
             note,
+            overlap,
+            pause_on_failure,
+            no_pause_on_failure,
+            jitter,
+            start_at,
+            end_at,
+            max_runs,
         } => {
             let request = UpsertRequest {
                 timezone: timezone.clone(),
                 key: key.clone(),
                 paused: paused.then_some(true),
                 note: note.clone(),
+                overlap: overlap.map(OverlapPolicy::from),
+                pause_on_failure: if *pause_on_failure {
+                    Some(true)
+                } else if *no_pause_on_failure {
+                    Some(false)
+                } else {
+                    None
+                },
+                jitter_secs: *jitter,
+                start_at: start_at.clone(),
+                end_at: end_at.clone(),
+                max_runs: *max_runs,
                 ..UpsertRequest::new(workflow, cron)
             };
             let reply = schedules::upsert(&client, &request).await?;
@@ -276,6 +362,25 @@ async fn execute(cli: &Cli, command: &SchedulesCommand) -> Result<Outcome, Failu
                 serde_json::json!({ "run_id": run_id }),
             )
         }
+        SchedulesCommand::Backfill {
+            workflow,
+            key,
+            from,
+            to,
+        } => {
+            let reply = schedules::backfill(&client, workflow, key, from, to).await?;
+            Outcome::ok(
+                format!(
+                    "Back-filling {} instant{} of {workflow} / {key} ({} to {}), request {}; `polos schedules get {workflow} --key {key}` shows the progress",
+                    reply.instants,
+                    if reply.instants == 1 { "" } else { "s" },
+                    format_instant(reply.first),
+                    format_instant(reply.last),
+                    reply.seq
+                ),
+                reply,
+            )
+        }
         SchedulesCommand::Next {
             workflow,
             key,
@@ -339,7 +444,32 @@ fn describe(view: &ScheduleView) -> String {
         ),
         format!("created_at   {}", opt(r.created_at)),
         format!("updated_at   {}", opt(r.updated_at)),
+        format!("overlap      {}", r.overlap.unwrap_or_default().as_str()),
+        format!(
+            "on failure   {}",
+            if r.pause_on_failure == Some(true) {
+                "pause the schedule"
+            } else {
+                "keep firing"
+            }
+        ),
     ];
+    if let Some(jitter) = r.jitter_secs {
+        lines.push(format!(
+            "jitter       {jitter} s (each fire a fixed offset below it after its instant)"
+        ));
+    }
+    if r.start_at.is_some() || r.end_at.is_some() {
+        lines.push(format!(
+            "runs from    {} to {}",
+            opt(r.start_at),
+            opt(r.end_at)
+        ));
+    }
+    if let Some(max) = r.max_runs {
+        let fired = view.state.as_ref().map_or(0, |s| s.fires);
+        lines.push(format!("max_runs     {max}  ({fired} fired)"));
+    }
     if let Some(state) = &view.state {
         lines.push(format!(
             "last fire    {}",
@@ -351,16 +481,95 @@ fn describe(view: &ScheduleView) -> String {
             "fires        {}  (missed {})",
             state.fires, state.missed
         ));
+        if let Some(ended) = state.ended {
+            lines.push(format!(
+                "ended        {}  (stored, no longer fires)",
+                match ended {
+                    crate::model::Ended::EndAt => "past end_at",
+                    crate::model::Ended::MaxRuns => "fired max_runs times",
+                }
+            ));
+        }
         if let Some(error) = &state.error {
             lines.push(format!("state error  {error}"));
         }
     }
+    if let Some(counters) = &view.counters {
+        lines.push(format!(
+            "counters     fired {}  missed {}  skipped {}  backfilled {}",
+            counters.fired,
+            counters.missed,
+            counters.skipped,
+            counters
+                .backfilled
+                .map_or_else(|| "-".to_string(), |n| n.to_string())
+        ));
+    }
+    if let Some(active) = &view.active_run {
+        lines.push(format!(
+            "executing    {}  (since {})",
+            active.run_id,
+            opt(active.since)
+        ));
+    }
+    for (i, waiting) in view.waiting_runs.iter().enumerate() {
+        let label = if i == 0 { "waiting" } else { "" };
+        lines.push(format!(
+            "{label:<12} {}  ({})",
+            waiting.run_id,
+            in_zone(waiting.scheduled_for, cron.as_ref())
+        ));
+    }
+    let progress = view.state.as_ref().and_then(|s| s.backfill);
+    for (i, b) in r.backfills.iter().enumerate() {
+        let label = if i == 0 { "backfills" } else { "" };
+        let done = cron.as_ref().is_some_and(|c| {
+            crate::model::backfill_done(b, progress, Utc::now(), |t| c.next_after(t))
+        });
+        let status = match progress {
+            _ if done => "done".to_string(),
+            Some(p) if p.seq == b.seq => format!("through {}", opt(p.through)),
+            _ => "waiting".to_string(),
+        };
+        lines.push(format!(
+            "{label:<12} #{} {} to {}: {status}",
+            b.seq,
+            format_instant(b.from),
+            format_instant(b.to)
+        ));
+    }
     if let Some(error) = &view.error {
         lines.push(format!("error        {error}"));
     }
-    for (i, t) in view.next.iter().enumerate() {
+    let next = if view.next_fires.is_empty() {
+        &view.next
+    } else {
+        &view.next_fires
+    };
+    for (i, t) in next.iter().enumerate() {
         let label = if i == 0 { "next" } else { "" };
         lines.push(format!("{label:<12} {}", in_zone(*t, cron.as_ref())));
+    }
+    if !view.recent_runs.is_empty() {
+        lines.push(format!(
+            "{:<12} {:<22} {:<20} {:>7}  {}",
+            "last runs", "SCHEDULED FOR", "STARTED", "ATTEMPT", "STATUS"
+        ));
+        for run in &view.recent_runs {
+            let status = match (run.status, &run.yielded_to) {
+                (Some(s), Some(other)) => format!("{} (yielded to {other})", s.as_str()),
+                (Some(s), None) => s.as_str().to_string(),
+                (None, _) => "no record".to_string(),
+            };
+            lines.push(format!(
+                "{:<12} {:<22} {:<20} {:>7}  {status}",
+                "",
+                in_zone(run.scheduled_for, cron.as_ref()),
+                opt(run.started_at),
+                run.attempt
+                    .map_or_else(|| "-".to_string(), |a| a.to_string())
+            ));
+        }
     }
     let notes = cron
         .as_ref()
@@ -398,9 +607,13 @@ fn table(views: &[ScheduleView]) -> String {
             r.cron.clone(),
             r.timezone.clone(),
             if r.paused { "yes" } else { "no" }.to_string(),
-            view.next
-                .first()
-                .map_or_else(|| "-".to_string(), |t| in_zone(*t, cron.as_ref())),
+            match view.state.as_ref().and_then(|s| s.ended) {
+                Some(ended) => format!("- (ended: {})", ended.as_str()),
+                None => view
+                    .next
+                    .first()
+                    .map_or_else(|| "-".to_string(), |t| in_zone(*t, cron.as_ref())),
+            },
         ]);
     }
     let mut widths = [0usize; 6];

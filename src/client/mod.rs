@@ -24,6 +24,7 @@ mod env;
 mod error;
 mod main_error;
 mod polos_client;
+pub mod runs;
 pub mod schedules;
 
 pub use env::connect_from_env;

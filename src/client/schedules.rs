@@ -5,13 +5,13 @@
 
 use super::{ClientError, PolosClient};
 use crate::model::names::{
-    API_DELETE, API_GET, API_LIST, API_PAUSE, API_RESUME, API_TRIGGER, API_UPSERT,
+    API_BACKFILL, API_DELETE, API_GET, API_LIST, API_PAUSE, API_RESUME, API_TRIGGER, API_UPSERT,
 };
 use crate::model::ScheduleRecord;
 
 pub use crate::api::{
-    DeleteReply, ErrorCode, KeyRequest, ListReply, ListRequest, PauseRequest, ScheduleView,
-    TriggerReply, UpsertReply, UpsertRequest,
+    BackfillReply, BackfillRequest, DeleteReply, ErrorCode, KeyRequest, ListReply, ListRequest,
+    PauseRequest, ScheduleView, TriggerReply, UpsertReply, UpsertRequest,
 };
 
 /// Creates or updates the schedule of `workflow` + `key` and returns its schedule id.
@@ -47,8 +47,23 @@ pub async fn create(
     Ok(upsert(client, &request).await?.schedule_id)
 }
 
-/// Creates or updates a schedule with every option (paused, note, catch-up) and returns the
-/// full reply: id, whether it was created, the next 5 instants and any warning.
+/// Creates or updates a schedule with every option (paused, note, catch-up, jitter, start and
+/// end, max runs) and returns the full reply: id, whether it was created, the next 5 instants
+/// and any warning.
+///
+/// ```no_run
+/// # async fn f(client: polos::PolosClient) -> Result<(), polos::client::ClientError> {
+/// use polos::schedules::UpsertRequest;
+/// // Every user's 08:00 spread over 10 minutes; a trial that ends after 14 reminders.
+/// let request = UpsertRequest {
+///     key: "user_123".into(),
+///     jitter_secs: Some(600),
+///     max_runs: Some(14),
+///     ..UpsertRequest::new("user-reminder", "0 8 * * *")
+/// };
+/// polos::schedules::upsert(&client, &request).await?;
+/// # Ok(()) }
+/// ```
 pub async fn upsert(
     client: &PolosClient,
     request: &UpsertRequest,
@@ -137,6 +152,41 @@ pub async fn trigger(
         .request(API_TRIGGER, &key_request(workflow, key))
         .await?;
     Ok(reply.run_id)
+}
+
+/// Back-fills a schedule: every instant of its cron from `from` to `to` (RFC 3339, both
+/// inclusive, `to` not in the future) fires once, with trigger `backfill` and the run id a
+/// scheduled fire of that instant has, so instants that already ran are not run again. The
+/// scheduler works the request off behind on-time fires, also across a failover; the reply says
+/// how many instants it covers. At most 10,000 instants per request.
+///
+/// ```no_run
+/// # async fn f(client: polos::PolosClient) -> Result<(), polos::client::ClientError> {
+/// let reply = polos::schedules::backfill(
+///     &client,
+///     "daily-report",
+///     "global",
+///     "2026-05-01T00:00:00Z",
+///     "2026-05-07T23:59:59Z",
+/// )
+/// .await?;
+/// println!("{} instants, {} to {}", reply.instants, reply.first, reply.last);
+/// # Ok(()) }
+/// ```
+pub async fn backfill(
+    client: &PolosClient,
+    workflow: &str,
+    key: &str,
+    from: &str,
+    to: &str,
+) -> Result<BackfillReply, ClientError> {
+    let request = BackfillRequest {
+        workflow: workflow.to_string(),
+        key: key.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    };
+    client.request(API_BACKFILL, &request).await
 }
 
 fn key_request(workflow: &str, key: &str) -> KeyRequest {

@@ -151,12 +151,53 @@ impl Fields {
 mod tests {
     use super::*;
 
+    /// Each field's star lands where the two rules of design §4 read it: a star in the minute or
+    /// the hour makes an interval schedule, a star in either day field turns the day rule from
+    /// "either matches" into "both match", and a star in the month changes neither. (Two fields
+    /// sharing a bit, or a bit read under the wrong field, fails one of these.)
     #[test]
-    fn star_bits_follow_field_order() {
-        assert_eq!(Field::Minute.star_bit(), STAR_MINUTE);
-        assert_eq!(Field::Hour.star_bit(), STAR_HOUR);
-        assert_eq!(Field::DayOfMonth.star_bit(), STAR_DOM);
-        assert_eq!(Field::DayOfWeek.star_bit(), STAR_DOW);
+    fn each_fields_star_drives_its_own_rule() {
+        let cases = [
+            (Field::Minute, true, true),
+            (Field::Hour, true, true),
+            (Field::DayOfMonth, false, false),
+            (Field::Month, false, true),
+            (Field::DayOfWeek, false, false),
+        ];
+        for (field, interval, days_or) in cases {
+            let mut f = Fields::empty();
+            f.mark_star(field);
+            assert_eq!(f.is_interval(), interval, "star in {}", field.name());
+            assert_eq!(f.days_or(), days_or, "star in {}", field.name());
+            for other in Field::ALL {
+                assert_eq!(
+                    f.starts_with_star(other),
+                    other == field,
+                    "{}",
+                    other.name()
+                );
+            }
+        }
+        let none = Fields::empty();
+        assert!(!none.is_interval() && none.days_or());
+    }
+
+    /// The same rules from written expressions, through the parser.
+    #[test]
+    fn parsed_expressions_mark_the_fields_that_start_with_a_star() {
+        for (expr, interval, days_or) in [
+            ("*/15 9 1 * 1", true, true),
+            ("0 * 1 * 1", true, true),
+            ("30 2 * * *", false, false),
+            ("30 2 1 * *", false, false),
+            ("30 2 * * 1-5", false, false),
+            ("30 2 1 */2 1", false, true),
+            ("30 2 1,15 * MON", false, true),
+        ] {
+            let f = crate::cron::parse::parse(expr).unwrap();
+            assert_eq!(f.is_interval(), interval, "{expr}");
+            assert_eq!(f.days_or(), days_or, "{expr}");
+        }
     }
 
     #[test]

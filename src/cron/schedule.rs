@@ -313,17 +313,41 @@ mod tests {
     fn extreme_instants_terminate() {
         let s = CronSchedule::parse("* * * * *", "America/New_York").unwrap();
         assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
-        // Far before any tz data; it only has to terminate with a later instant.
+        // Far before any tz data: it terminates with a later instant, still a whole minute of
+        // the zone's earliest offset (New York's local mean time, UTC-4:56:02, so second :02 in
+        // UTC), and the series goes on a minute at a time from there.
         let first = s.next_after(DateTime::<Utc>::MIN_UTC).unwrap();
         assert!(first > DateTime::<Utc>::MIN_UTC);
+        assert_eq!(first.timestamp().rem_euclid(60), 2, "{first}");
+        assert_eq!(
+            s.next_after(first),
+            Some(first + chrono::Duration::minutes(1))
+        );
     }
 
     #[test]
     fn accessors_and_size() {
         let s = CronSchedule::parse("@daily", "Europe/London").unwrap();
-        assert_eq!(s.expr(), "@daily");
         assert_eq!(s.timezone(), Tz::Europe__London);
         assert!(!s.is_interval());
+        // Midnight on London's wall clock: 23:00 UTC in summer (BST), 00:00 UTC in winter.
+        assert_eq!(
+            s.next_after(at(2026, 6, 1, 12, 0)),
+            Some(at(2026, 6, 1, 23, 0))
+        );
+        assert_eq!(
+            s.next_after(at(2026, 12, 1, 12, 0)),
+            Some(at(2026, 12, 2, 0, 0))
+        );
+        // `expr` is the text as the user wrote it, not the normalised dialect the engine runs
+        // (where Sunday is 1, not 7), since `get` and `list` show it back.
+        let sunday = CronSchedule::parse("0 9 * * 7", "UTC").unwrap();
+        assert_eq!(sunday.expr(), "0 9 * * 7");
+        assert_eq!(
+            sunday.next_after(at(2026, 11, 30, 0, 0)),
+            Some(at(2026, 12, 6, 9, 0)),
+            "2026-12-06 is a Sunday"
+        );
         println!(
             "size_of::<CronSchedule>() = {}",
             std::mem::size_of::<CronSchedule>()

@@ -34,7 +34,13 @@ impl RunPrinter {
                 Some(v) => format!("  output {v}"),
                 None => String::new(),
             },
-            RunStatus::Failed => format!("  error {}", record.error.as_deref().unwrap_or("?")),
+            RunStatus::Failed | RunStatus::Cancelled => {
+                format!("  error {}", record.error.as_deref().unwrap_or("?"))
+            }
+            RunStatus::Skipped => format!(
+                "  yielded to {}",
+                record.yielded_to.as_deref().unwrap_or("?")
+            ),
         };
         let retry = match (record.status, &record.error) {
             (RunStatus::Running, Some(e)) if record.attempt > 1 => format!("  (last error: {e})"),
@@ -53,11 +59,7 @@ impl RunPrinter {
 }
 
 fn status_text(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-    }
+    status.as_str()
 }
 
 /// Prints a line for every run status change from now on, until the watch ends.
@@ -108,6 +110,7 @@ mod tests {
             output: (status == RunStatus::Completed).then(|| serde_json::json!({"status": "sent"})),
             error: (attempt > 1).then(|| "boom".to_string()),
             fire_seq: None,
+            yielded_to: None,
         }
     }
 

@@ -39,6 +39,8 @@ enum RunStatusLabel {
     failed,
     retried,
     released,
+    cancelled,
+    skipped,
 }
 
 /// How one attempt of a run ended.
@@ -52,6 +54,10 @@ pub enum RunOutcome {
     Retried,
     /// The worker stopped before the attempt finished and gave the run back.
     Released,
+    /// The run was cancelled (`polos.run.cancel`, or the overlap policy `cancel_other`).
+    Cancelled,
+    /// The run never started: another run of its schedule was executing (overlap policy).
+    Skipped,
 }
 
 impl RunOutcome {
@@ -61,6 +67,8 @@ impl RunOutcome {
             RunOutcome::Failed => RunStatusLabel::failed,
             RunOutcome::Retried => RunStatusLabel::retried,
             RunOutcome::Released => RunStatusLabel::released,
+            RunOutcome::Cancelled => RunStatusLabel::cancelled,
+            RunOutcome::Skipped => RunStatusLabel::skipped,
         }
     }
 }
@@ -71,6 +79,7 @@ enum TriggerLabel {
     schedule,
     catchup,
     manual,
+    backfill,
 }
 
 impl From<Trigger> for TriggerLabel {
@@ -79,6 +88,7 @@ impl From<Trigger> for TriggerLabel {
             Trigger::Schedule => TriggerLabel::schedule,
             Trigger::Catchup => TriggerLabel::catchup,
             Trigger::Manual => TriggerLabel::manual,
+            Trigger::Backfill => TriggerLabel::backfill,
         }
     }
 }
@@ -146,7 +156,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 #[derive(Clone)]
 struct FireHandles {
     /// `polos_fires_total`, indexed like [`TriggerLabel`].
-    fires: [Counter; 3],
+    fires: [Counter; 4],
     /// `polos_fire_duplicates_total`.
     duplicates: Counter,
 }
@@ -224,7 +234,7 @@ impl Metrics {
         let fires = Family::<FireLabels, Counter>::default();
         registry.register(
             "polos_fires",
-            "Fires published to POLOS_RUNS, by workflow and trigger (schedule, catchup, manual)",
+            "Fires published to POLOS_RUNS, by workflow and trigger (schedule, catchup, manual, backfill)",
             fires.clone(),
         );
         let lateness = HistogramFamily::<TriggerLabels>::new_with_constructor(
@@ -389,7 +399,8 @@ impl Metrics {
         match trigger {
             Trigger::Schedule => self.inner.late_schedule.observe(secs),
             Trigger::Catchup => self.inner.late_catchup.observe(secs),
-            Trigger::Manual => {}
+            // Manual and back-filled fires are not late: they have no on-time moment.
+            Trigger::Manual | Trigger::Backfill => {}
         }
     }
 
@@ -410,6 +421,7 @@ impl Metrics {
                 fire(TriggerLabel::schedule),
                 fire(TriggerLabel::catchup),
                 fire(TriggerLabel::manual),
+                fire(TriggerLabel::backfill),
             ],
             duplicates: self.inner.duplicates.get_or_create_owned(&WorkflowLabels {
                 workflow: workflow.to_string(),

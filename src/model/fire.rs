@@ -57,8 +57,9 @@ pub enum FireError {
 }
 
 impl Fire {
-    /// A fire for scheduled instant `payload.timestamp` (trigger `schedule` or `catchup`); the run
-    /// id is derived from the instant so duplicates of the same fire share it.
+    /// A fire for scheduled instant `payload.timestamp` (trigger `schedule`, `catchup` or
+    /// `backfill`); the run id is derived from the instant so duplicates of the same fire share
+    /// it.
     pub fn scheduled(workflow: &str, trigger: Trigger, payload: SchedulePayload) -> Fire {
         Fire {
             workflow: workflow.to_string(),
@@ -83,13 +84,14 @@ impl Fire {
         runs_subject(&self.workflow)
     }
 
-    /// The de-duplication id: `<schedule_id>@<timestamp>` for scheduled and catch-up fires (so a
-    /// second publisher of the same instant is absorbed), the run id for manual fires (each
-    /// trigger is its own run).
+    /// The de-duplication id: `<schedule_id>@<timestamp>` for scheduled, catch-up and back-filled
+    /// fires (so a second publisher of the same instant is absorbed, and back-filling an instant
+    /// that just fired publishes nothing new), the run id for manual fires (each trigger is its
+    /// own run).
     pub fn msg_id(&self) -> String {
         match self.trigger {
             Trigger::Manual => self.run_id.clone(),
-            Trigger::Schedule | Trigger::Catchup => format!(
+            Trigger::Schedule | Trigger::Catchup | Trigger::Backfill => format!(
                 "{}@{}",
                 self.payload.schedule_id,
                 format_instant(self.payload.timestamp)
@@ -349,6 +351,20 @@ mod tests {
         assert_eq!(h.get("Polos-Trigger").unwrap().as_str(), "schedule");
         let back = Fire::from_message(&fire.subject(), Some(&h), &fire.body()).unwrap();
         assert_eq!(back, fire);
+    }
+
+    #[test]
+    fn a_backfilled_instant_is_the_scheduled_fire_with_another_trigger() {
+        let record = ScheduleRecord::new("wf", "u1", "0 9 * * *", "UTC");
+        let t = parse_instant("2026-11-26T09:00:00Z").unwrap();
+        let on_time = Fire::scheduled("wf", Trigger::Schedule, payload(&record, t, None, t));
+        let backfill = Fire::scheduled("wf", Trigger::Backfill, payload(&record, t, None, t));
+        assert_eq!(backfill.run_id, on_time.run_id);
+        assert_eq!(backfill.msg_id(), on_time.msg_id());
+        let h = backfill.headers();
+        assert_eq!(h.get("Polos-Trigger").unwrap().as_str(), "backfill");
+        let back = Fire::from_message(&backfill.subject(), Some(&h), &backfill.body()).unwrap();
+        assert_eq!(back.trigger, Trigger::Backfill);
     }
 
     #[test]

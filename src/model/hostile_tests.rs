@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::{
-    decode_key, split_schedule_kv_key, Fire, RunRecord, ScheduleRecord, ScheduleState, StepRecord,
-    WorkflowRecord,
+    decode_key, split_schedule_kv_key, CancelRecord, Fire, OverlapRecord, RunRecord,
+    ScheduleRecord, ScheduleState, StepRecord, WorkflowRecord,
 };
 use crate::ticker::LeaseValue;
 
@@ -45,6 +45,12 @@ const DECODERS: &[Decoder] = &[
     ("LeaseValue", |b| {
         message(serde_json::from_slice::<LeaseValue>(b))
     }),
+    ("OverlapRecord", |b| {
+        message(serde_json::from_slice::<OverlapRecord>(b))
+    }),
+    ("CancelRecord", |b| {
+        message(serde_json::from_slice::<CancelRecord>(b))
+    }),
     ("Fire", |b| {
         let mut headers = HeaderMap::new();
         headers.insert("Polos-Trigger", "schedule");
@@ -69,6 +75,8 @@ fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
         message(serde_json::from_slice::<RunRecord>(bytes)),
         message(serde_json::from_slice::<StepRecord>(bytes)),
         message(serde_json::from_slice::<LeaseValue>(bytes)),
+        message(serde_json::from_slice::<OverlapRecord>(bytes)),
+        message(serde_json::from_slice::<CancelRecord>(bytes)),
         message(Fire::from_message("polos.runs.wf", Some(&headers), bytes)),
         message(Fire::from_message("polos.runs.wf", None, bytes)),
     ]
@@ -120,6 +128,16 @@ const FIELDS: &[&str] = &[
     "finished_at",
     "output",
     "completed_at",
+    "overlap",
+    "pause_on_failure",
+    "yielded_to",
+    "active",
+    "waiting",
+    "skipped",
+    "fire_seq",
+    "since",
+    "requested_at",
+    "reason",
     "holder",
     "ttl_secs",
     "renewed_at",
@@ -248,6 +266,8 @@ const VALID: &[&str] = &[
     r#"{"run_id":"r","workflow":"wf","schedule_id":"s","key":"k","trigger":"schedule","scheduled_for":"2026-01-01T00:00:00Z","status":"completed","attempt":1,"started_at":"2026-01-01T00:00:00Z","finished_at":null,"output":{"a":[1]},"error":null}"#,
     r#"{"output":[1,2,{"x":null}],"completed_at":"2026-01-01T00:00:00Z"}"#,
     r#"{"holder":"1-abc","ttl_secs":5,"renewed_at":"2026-01-01T00:00:00Z"}"#,
+    r#"{"active":{"run_id":"r","scheduled_for":"2026-01-01T00:00:00Z","fire_seq":7,"since":"2026-01-01T00:00:01Z"},"waiting":[{"run_id":"q","scheduled_for":"2026-01-01T00:01:00Z","fire_seq":8}],"skipped":2,"updated_at":"2026-01-01T00:00:01Z"}"#,
+    r#"{"run_id":"r","workflow":"wf","requested_at":"2026-01-01T00:00:00Z","reason":"stop"}"#,
     r#"{"timestamp":"2026-01-01T00:00:00Z","last_timestamp":null,"timezone":"UTC","schedule_id":"s","key":"k","upcoming":"2026-01-01T00:01:00Z"}"#,
 ];
 

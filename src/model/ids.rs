@@ -68,9 +68,17 @@ pub fn validate_key(key: &str) -> Result<(), ValidationError> {
 /// record written straight into KV has an id too.
 ///
 /// ```
-/// let a = polos::model::schedule_id("user-reminder", "user_123");
-/// assert_eq!(a, polos::model::schedule_id("user-reminder", "user_123"));
-/// assert!(a.starts_with("sch_") && a.len() == 30);
+/// // Computed independently, with Python's standard library:
+/// // "sch_" + base64.b32encode(hashlib.sha256(b"user-reminder\0user_123").digest())[:26].lower()
+/// assert_eq!(
+///     polos::model::schedule_id("user-reminder", "user_123"),
+///     "sch_b6hmtckcfbl7uxw26s5ku4fmfq"
+/// );
+/// // The key is part of the hash: the workflow's `global` schedule has its own id.
+/// assert_eq!(
+///     polos::model::schedule_id("user-reminder", "global"),
+///     "sch_z55vhhqnd2wdnqjke62xlhrf6x"
+/// );
 /// ```
 pub fn schedule_id(workflow: &str, key: &str) -> String {
     let mut id = String::with_capacity(30);

@@ -2,17 +2,24 @@
 //! `SchedulePayload` delivered to workflows. Every name and field here is part of what users,
 //! other-language clients and the `nats` CLI depend on (design §3); change nothing casually.
 
+mod backfill;
 mod error;
 mod fire;
 #[cfg(test)]
 mod hostile_tests;
 mod ids;
+mod jitter;
 mod key;
+pub mod limits;
 pub mod names;
 mod payload;
 mod records;
 pub mod time;
 
+pub use backfill::{
+    backfill_done, backfill_until, count_instants, next_backfill, previous_instant,
+    MAX_BACKFILL_INSTANTS, MAX_PENDING_BACKFILLS,
+};
 pub use error::ValidationError;
 pub use fire::{payload, Fire, FireEncoder, FireError, PayloadRef};
 pub(crate) use ids::push_schedule_id;
@@ -21,11 +28,14 @@ pub use ids::{
     MAX_KEY_BYTES, MAX_WORKFLOW_LEN,
 };
 pub(crate) use key::decode_key_cow;
+pub use jitter::{jitter_offset_ms, jitter_seed, jitter_window_ms, MAX_JITTER_SECS};
 pub use key::{
     decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,
 };
+pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
 pub use records::{
-    CatchupPolicy, InlineSchedule, RecordError, RunRecord, RunStatus, ScheduleRecord,
-    ScheduleSource, ScheduleState, StepRecord, Trigger, WorkflowRecord,
+    Backfill, BackfillProgress, CancelRecord, CatchupPolicy, Ended, InlineSchedule, OverlapPolicy,
+    OverlapRecord, OverlapRun, RecordError, RunRecord, RunStatus, ScheduleRecord, ScheduleSource,
+    ScheduleState, StepRecord, Trigger, WorkflowRecord,
 };

@@ -10,6 +10,12 @@ pub const WORKFLOWS_BUCKET: &str = "polos_workflows";
 pub const RUNS_BUCKET: &str = "polos_runs";
 /// KV bucket of durable step results, keyed `<run_id>.<encoded step>`.
 pub const STEPS_BUCKET: &str = "polos_steps";
+/// KV bucket of per-schedule overlap records (the run executing, runs waiting, skips), keyed
+/// like [`SCHEDULES_BUCKET`]; written by workers.
+pub const OVERLAP_BUCKET: &str = "polos_overlap";
+/// KV bucket of run cancel requests, keyed `<workflow>.<run_id>`; written by the API and by
+/// workers (`cancel_other`), followed by workers.
+pub const CANCELS_BUCKET: &str = "polos_cancels";
 /// Work-queue stream holding fires, subjects `polos.runs.<workflow>`.
 pub const RUNS_STREAM: &str = "POLOS_RUNS";
 /// Prefix of the runs stream subjects.
@@ -36,6 +42,13 @@ pub const API_PAUSE: &str = "polos.schedules.pause";
 pub const API_RESUME: &str = "polos.schedules.resume";
 /// `{"workflow","key"?}` → `{"run_id"}`.
 pub const API_TRIGGER: &str = "polos.schedules.trigger";
+/// `{"run_id","workflow"?,"reason"?}` → `{"run_id","workflow","status","cancel_requested"}`.
+///
+/// Not under `polos.runs.`: that is the fire stream's subject space (a request there would be
+/// stored as a fire of a workflow named `cancel`).
+pub const API_RUN_CANCEL: &str = "polos.run.cancel";
+/// `{"workflow","key"?,"from","to"}` → `{"schedule_id","seq","instants","first","last"}`.
+pub const API_BACKFILL: &str = "polos.schedules.backfill";
 /// `{}` → `{"workflows":[...]}`.
 pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 
@@ -43,5 +56,5 @@ pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Message header carrying the run id.
 pub const HEADER_RUN_ID: &str = "Polos-Run-Id";
-/// Message header carrying the trigger: `schedule`, `catchup` or `manual`.
+/// Message header carrying the trigger: `schedule`, `catchup`, `manual` or `backfill`.
 pub const HEADER_TRIGGER: &str = "Polos-Trigger";

@@ -32,6 +32,47 @@ pub enum CatchupPolicy {
     Skip,
 }
 
+/// What a fire does when an earlier run of its schedule is still executing (Temporal's overlap
+/// policies). Enforced by workers where a run starts, so it holds with many workers and across
+/// scheduler failover; see `worker/overlap.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// The new run does not start: it is recorded `skipped`, naming the run it yielded to.
+    #[default]
+    Skip,
+    /// The new run waits until the running one ends; at most one waits (a later one is skipped).
+    BufferOne,
+    /// Every new run waits its turn, oldest scheduled instant first (at most 1,000 waiting).
+    BufferAll,
+    /// Runs start at once, overlapping freely.
+    AllowAll,
+    /// The running run is cancelled; the new one starts once it has stopped.
+    CancelOther,
+}
+
+impl OverlapPolicy {
+    /// The JSON / command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::BufferOne => "buffer_one",
+            OverlapPolicy::BufferAll => "buffer_all",
+            OverlapPolicy::AllowAll => "allow_all",
+            OverlapPolicy::CancelOther => "cancel_other",
+        }
+    }
+
+    /// Every policy's spelling, for error messages and request schemas.
+    pub const NAMES: &'static [&'static str] = &[
+        "skip",
+        "buffer_one",
+        "buffer_all",
+        "allow_all",
+        "cancel_other",
+    ];
+}
+
 /// A schedule definition in `polos_schedules` at `<workflow>.<encoded key>`.
 ///
 /// Only `cron` is required in a stored value: a value written by hand with just
@@ -74,6 +115,83 @@ pub struct ScheduleRecord {
     /// Per-schedule catch-up window in seconds; `None` uses the scheduler's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_window_secs: Option<u64>,
+    /// What a fire does while an earlier run of this schedule still executes; `None` is
+    /// [`OverlapPolicy::Skip`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapPolicy>,
+    /// Pause the schedule (with a note naming the run) when one of its runs fails after its
+    /// last attempt; `None` is `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<bool>,
+    /// Each fire is published this many seconds after its instant at most: a deterministic
+    /// offset in `[0, jitter_secs)` (see [`jitter_offset_ms`](super::jitter_offset_ms)); `None`
+    /// uses the scheduler's `jitter_secs`, `0` turns jitter off for this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_secs: Option<u64>,
+    /// No instant before this one fires (nor counts as missed).
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No instant after this one fires: past it the schedule stays stored and shows as ended.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+    /// The schedule ends once the scheduler has published this many fires of its cron (state
+    /// `fires`: triggers `schedule` and `catchup`; manual triggers and back-fills do not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<u64>,
+    /// Back-fills requested through `polos.schedules.backfill` and not yet known to be done,
+    /// oldest first; the scheduler records its progress in the state record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<Backfill>,
+}
+
+/// One back-fill request: every instant of the schedule's cron in `[from, to]` fires once, with
+/// trigger `backfill` and the run id and `Nats-Msg-Id` a scheduled fire of that instant has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Numbers the schedule's requests in the order they were made (1, 2, …).
+    pub seq: u64,
+    /// The first instant of the range (inclusive).
+    #[serde(with = "rfc3339")]
+    pub from: DateTime<Utc>,
+    /// The last instant of the range (inclusive).
+    #[serde(with = "rfc3339")]
+    pub to: DateTime<Utc>,
+    /// When it was requested. Instants after it are never back-filled (they are the
+    /// scheduler's own); a hand-written request without it is cut at the record's write time.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+}
+
+/// How far the scheduler has worked off a schedule's back-fills (state `backfill`): every
+/// request with a lower `seq` is done, and request `seq` has fired every instant up to
+/// `through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BackfillProgress {
+    /// The request being worked off (or the last one finished).
+    pub seq: u64,
+    /// Its last back-filled instant; `null` before the first.
+    #[serde(default, with = "rfc3339_opt")]
+    pub through: Option<DateTime<Utc>>,
+}
+
+/// Why a schedule no longer fires although it is stored and not paused (state `ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Its next instant is after its `end_at`.
+    EndAt,
+    /// It has fired `max_runs` times.
+    MaxRuns,
+}
+
+impl Ended {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::EndAt => "end_at",
+            Ended::MaxRuns => "max_runs",
+        }
+    }
 }
 
 fn default_timezone() -> String {
@@ -134,6 +252,13 @@ impl ScheduleRecord {
             updated_at: None,
             catchup: None,
             catchup_window_secs: None,
+            overlap: None,
+            pause_on_failure: None,
+            jitter_secs: None,
+            start_at: None,
+            end_at: None,
+            max_runs: None,
+            backfills: Vec::new(),
         }
     }
 
@@ -226,6 +351,26 @@ pub struct ScheduleState {
     /// change takes effect from the moment it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_revision: Option<u64>,
+    /// How many back-filled fires were published (instants that had already run are published
+    /// too; the worker answers them from the run record without running them again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backfilled: u64,
+    /// How far the record's `backfills` have been worked off; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillProgress>,
+    /// Set when the schedule stopped firing for good: past its `end_at`, or out of `max_runs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+    /// A fire of a schedule with `max_runs` that was decided and recorded here *before* it was
+    /// published, so that a scheduler taking over after a crash publishes it (again: the stream
+    /// or the run record absorbs a copy) instead of counting it as missed; `max_runs` stays
+    /// exact. Cleared once the fire is stored.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub pending: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A workflow's registration in `polos_workflows`, written by workers at start.
@@ -262,6 +407,8 @@ pub enum Trigger {
     Catchup,
     /// `polos.schedules.trigger` / `polos schedules trigger`.
     Manual,
+    /// An instant of the cron fired by `polos.schedules.backfill` / `polos schedules backfill`.
+    Backfill,
 }
 
 impl Trigger {
@@ -271,6 +418,7 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Catchup => "catchup",
             Trigger::Manual => "manual",
+            Trigger::Backfill => "backfill",
         }
     }
 
@@ -280,6 +428,7 @@ impl Trigger {
             "schedule" => Some(Trigger::Schedule),
             "catchup" => Some(Trigger::Catchup),
             "manual" => Some(Trigger::Manual),
+            "backfill" => Some(Trigger::Backfill),
             _ => None,
         }
     }
@@ -295,6 +444,43 @@ pub enum RunStatus {
     Completed,
     /// Retries are exhausted or the error was terminal; `error` says why.
     Failed,
+    /// Stopped by `polos.run.cancel` (or an overlap policy `cancel_other`) at a step boundary,
+    /// or before it started; never retried.
+    Cancelled,
+    /// Never started: an earlier run of its schedule was still executing and the overlap policy
+    /// said skip; `yielded_to` names that run.
+    Skipped,
+}
+
+impl RunStatus {
+    /// The JSON / command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the JSON spelling.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::Skipped,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the run has its final status: its record is never written again.
+    pub fn is_finished(self) -> bool {
+        self != RunStatus::Running
+    }
 }
 
 /// A run in `polos_runs` at `<workflow>.<run_id>`.
@@ -335,6 +521,63 @@ pub struct RunRecord {
     /// Absent in records written before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fire_seq: Option<u64>,
+    /// For a `skipped` run: the run of the same schedule that was executing and made it skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yielded_to: Option<String>,
+}
+
+/// One run named by an overlap record: the one executing, or one waiting its turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlapRun {
+    /// The run id.
+    pub run_id: String,
+    /// Its nominal instant (`SchedulePayload.timestamp`): buffered runs start in this order.
+    #[serde(with = "rfc3339")]
+    pub scheduled_for: DateTime<Utc>,
+    /// The `POLOS_RUNS` stream sequence of its fire. While that message is in the stream the run
+    /// can still execute (it is running, waiting for a retry, or will be redelivered after its
+    /// worker died); once it is gone, the entry is stale and is dropped by the next fire.
+    pub fire_seq: u64,
+    /// When it became the active run (absent for a waiting one).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// What the overlap policy knows about one schedule, in `polos_overlap` at the schedule's key
+/// (`<workflow>.<encoded key>`). Written by workers with compare-and-swap; only schedules whose
+/// policy is not `allow_all` have one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlapRecord {
+    /// The run executing now, `null` when the schedule is idle.
+    #[serde(default)]
+    pub active: Option<OverlapRun>,
+    /// Runs waiting for the active one to end (`buffer_one`, `buffer_all`, `cancel_other`),
+    /// in the order they will start.
+    #[serde(default)]
+    pub waiting: Vec<OverlapRun>,
+    /// How many runs of this schedule were skipped because another one was executing.
+    #[serde(default)]
+    pub skipped: u64,
+    /// When a worker last changed the record.
+    #[serde(default, with = "rfc3339_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A request to cancel a run, in `polos_cancels` at `<workflow>.<run_id>` (kept 30 days, like
+/// the run). Written by the API (`polos.run.cancel`) or by a worker applying `cancel_other`;
+/// every worker of the workflow follows these keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRecord {
+    /// The run to cancel.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// When cancelling was asked for.
+    #[serde(with = "rfc3339")]
+    pub requested_at: DateTime<Utc>,
+    /// Why, as the requester said (recorded in the run's `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A durable step result in `polos_steps` at `<run_id>.<encoded step>`.

@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::model::names::{
-    RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
-    WORKFLOWS_BUCKET,
+    API_RUN_CANCEL, CANCELS_BUCKET, OVERLAP_BUCKET, RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET,
+    SCHEDULE_STATE_BUCKET, STEPS_BUCKET, WORKFLOWS_BUCKET,
 };
 use crate::model::{validate_workflow, ValidationError, DEFAULT_KEY};
 use crate::ticker::LEASES_BUCKET;
@@ -129,24 +129,28 @@ pub struct Permissions {
 }
 
 /// Every JetStream stream polos defines.
-const STREAMS: [&str; 7] = [
+const STREAMS: [&str; 9] = [
     "KV_polos_schedules",
     "KV_polos_schedule_state",
     "KV_polos_workflows",
     "KV_polos_runs",
     "KV_polos_steps",
     "KV_polos_leases",
+    "KV_polos_overlap",
+    "KV_polos_cancels",
     RUNS_STREAM,
 ];
 
 /// Every KV bucket polos defines.
-const BUCKETS: [&str; 6] = [
+const BUCKETS: [&str; 8] = [
     SCHEDULES_BUCKET,
     SCHEDULE_STATE_BUCKET,
     WORKFLOWS_BUCKET,
     RUNS_BUCKET,
     STEPS_BUCKET,
     LEASES_BUCKET,
+    OVERLAP_BUCKET,
+    CANCELS_BUCKET,
 ];
 
 /// Where a user's replies come back: `_INBOX.<user>.>` for a user that logs in by name (polos
@@ -182,6 +186,16 @@ pub(crate) fn direct_get(bucket: &str, keys: &str) -> String {
 /// A KV write (put, create, compare-and-swap update, delete, purge) of one key or a wildcard.
 pub(crate) fn kv_write(bucket: &str, keys: &str) -> String {
     format!("$KV.{bucket}.{keys}")
+}
+
+/// Following the keys `<keys>` of a bucket with a named ordered consumer (a worker's view of
+/// its workflows' schedules and cancel requests): the filter is part of the request subject,
+/// so the permission confines it to those keys.
+fn bucket_follow(bucket: &str, keys: &str, out: &mut Vec<String>) {
+    out.push(format!(
+        "$JS.API.CONSUMER.CREATE.KV_{bucket}.*.$KV.{bucket}.{keys}"
+    ));
+    out.push(format!("$JS.FC.KV_{bucket}.>"));
 }
 
 /// Reading a whole bucket: an ordered consumer (watch, listing, the scheduler's loader). The
@@ -231,6 +245,14 @@ impl Role {
                 for bucket in [SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, LEASES_BUCKET] {
                     publish.push(kv_write(bucket, ">"));
                 }
+                // `schedules.get` reads a schedule's recent runs and overlap record;
+                // `run.cancel` finds a run's workflow (a listing of `*.<run_id>`) and stores
+                // the request.
+                publish.push(direct_get(RUNS_BUCKET, ">"));
+                bucket_consumers(RUNS_BUCKET, &mut publish);
+                publish.push(direct_get(OVERLAP_BUCKET, ">"));
+                publish.push(direct_get(CANCELS_BUCKET, ">"));
+                publish.push(kv_write(CANCELS_BUCKET, ">"));
                 // Fires, and manual triggers through the API.
                 publish.push("polos.runs.>".to_string());
                 // The API confirms its subscriptions with an echo through its own inbox.
@@ -239,6 +261,7 @@ impl Role {
                     [
                         "polos.schedules.*",
                         "polos.workflows.list",
+                        API_RUN_CANCEL,
                         // NATS micro discovery: `nats micro ls|info|stats`.
                         "$SRV.*",
                         "$SRV.*.polos",
@@ -255,10 +278,15 @@ impl Role {
                     "KV_polos_schedule_state",
                     "KV_polos_runs",
                     "KV_polos_steps",
+                    "KV_polos_overlap",
+                    "KV_polos_cancels",
                     RUNS_STREAM,
                 ] {
                     publish.push(stream_info(stream));
                 }
+                // Whether a run's fire is still queued (a second fire of a run, the overlap
+                // policy's active and waiting runs): a read of one stream message.
+                publish.push(format!("$JS.API.STREAM.MSG.GET.{RUNS_STREAM}"));
                 for w in scope.tokens() {
                     let consumer = if w == "*" {
                         "*".to_string()
@@ -275,21 +303,34 @@ impl Role {
                     // subject `$JS.ACK.<stream>.<consumer>.…`.
                     publish.push(format!("$JS.ACK.{RUNS_STREAM}.{consumer}.>"));
                     publish.push(kv_write(WORKFLOWS_BUCKET, &w));
-                    // The inline schedule is the workflow's `global` schedule; its state is
-                    // purged when the code stops declaring one.
+                    let all = format!("{w}.>");
+                    // The workflow's schedules: followed for their overlap policy, written to
+                    // sync the inline (`global`) one and to pause one whose run failed
+                    // (`pause_on_failure`). The inline schedule's state is purged when the
+                    // code stops declaring one.
+                    bucket_follow(SCHEDULES_BUCKET, &all, &mut publish);
+                    publish.push(direct_get(SCHEDULES_BUCKET, &all));
+                    publish.push(kv_write(SCHEDULES_BUCKET, &all));
                     let global = format!("{w}.{DEFAULT_KEY}");
-                    publish.push(direct_get(SCHEDULES_BUCKET, &global));
-                    publish.push(kv_write(SCHEDULES_BUCKET, &global));
                     publish.push(kv_write(SCHEDULE_STATE_BUCKET, &global));
-                    publish.push(direct_get(RUNS_BUCKET, &format!("{w}.>")));
-                    publish.push(kv_write(RUNS_BUCKET, &format!("{w}.>")));
+                    publish.push(direct_get(RUNS_BUCKET, &all));
+                    publish.push(kv_write(RUNS_BUCKET, &all));
+                    // Overlap records of the workflow's schedules; cancel requests of its runs
+                    // (followed, and written by `cancel_other`).
+                    publish.push(direct_get(OVERLAP_BUCKET, &all));
+                    publish.push(kv_write(OVERLAP_BUCKET, &all));
+                    bucket_follow(CANCELS_BUCKET, &all, &mut publish);
+                    publish.push(direct_get(CANCELS_BUCKET, &all));
+                    publish.push(kv_write(CANCELS_BUCKET, &all));
                 }
                 // Step keys start with the run id, not the workflow: no narrower pattern exists.
                 publish.push(direct_get(STEPS_BUCKET, ">"));
                 publish.push(kv_write(STEPS_BUCKET, ">"));
             }
             Role::Client => {
-                publish.extend(["polos.schedules.*", "polos.workflows.list"].map(String::from));
+                publish.extend(
+                    ["polos.schedules.*", "polos.workflows.list", API_RUN_CANCEL].map(String::from),
+                );
             }
             Role::Operator => {
                 publish.extend(
@@ -554,9 +595,13 @@ mod tests {
             "$JS.API.CONSUMER.CREATE.POLOS_RUNS.polos_daily-report.polos.runs.daily-report",
             "$JS.API.CONSUMER.MSG.NEXT.POLOS_RUNS.polos_daily-report",
             "$JS.ACK.POLOS_RUNS.polos_daily-report.>",
-            "$KV.polos_schedules.daily-report.global",
+            "$KV.polos_schedules.daily-report.>",
             "$KV.polos_runs.daily-report.>",
             "$KV.polos_workflows.daily-report",
+            "$KV.polos_overlap.daily-report.>",
+            "$KV.polos_cancels.daily-report.>",
+            "$JS.API.CONSUMER.CREATE.KV_polos_schedules.*.$KV.polos_schedules.daily-report.>",
+            "$JS.API.CONSUMER.CREATE.KV_polos_cancels.*.$KV.polos_cancels.daily-report.>",
         ] {
             assert!(p.publish.iter().any(|x| x == s), "missing {s}");
         }
@@ -566,7 +611,11 @@ mod tests {
             .any(|s| s.starts_with("$JS.API.STREAM.DELETE")
                 || s.starts_with("$JS.API.CONSUMER.DELETE")
                 || s == "$JS.API.>"
-                || s.contains("polos_schedules.*")));
+                || s.contains("$KV.polos_schedules.*")
+                || s.contains("$KV.polos_cancels.*")
+                || s.contains("$KV.polos_overlap.*")
+                || s == "$JS.API.CONSUMER.CREATE.KV_polos_schedules"
+                || s == "$JS.API.CONSUMER.CREATE.KV_polos_cancels"));
         assert_eq!(p.subscribe, ["_INBOX.w1.>"], "only its own replies");
     }
 

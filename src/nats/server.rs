@@ -526,7 +526,26 @@ impl NatsCluster {
     ///
     /// Returns once every server listens; JetStream's meta leader may still be electing, so
     /// callers wait for a successful JetStream request (see `tests/` helpers) before use.
+    ///
+    /// Route ports are picked free before the servers start, so another process (a parallel
+    /// test) may take one in between: a cluster whose member cannot start is started again on
+    /// new ports, a few times.
     pub fn start(size: usize) -> Result<Self, ServerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(size) {
+                Err(ServerError::Start { reason, .. })
+                    if attempt < 5 && reason.contains("address already in use") =>
+                {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(size: usize) -> Result<Self, ServerError> {
         let route_ports = (0..size)
             .map(|_| free_port())
             .collect::<Result<Vec<_>, _>>()?;

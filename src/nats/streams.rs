@@ -38,6 +38,14 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
         include_str!("../../streams/kv_polos_leases.json"),
     ),
     (
+        "kv_polos_overlap.json",
+        include_str!("../../streams/kv_polos_overlap.json"),
+    ),
+    (
+        "kv_polos_cancels.json",
+        include_str!("../../streams/kv_polos_cancels.json"),
+    ),
+    (
         "polos_runs.json",
         include_str!("../../streams/polos_runs.json"),
     ),

@@ -253,6 +253,57 @@ impl ScheduleStore {
         .await
     }
 
+    /// Pauses the schedule after run `run_id` failed for good — only when its stored record asks
+    /// for it (`pause_on_failure: true`) and it is not paused already. The note names the run.
+    /// Returns whether this call paused it. Read and written by compare-and-swap like every
+    /// other change of a schedule, so it cannot undo a concurrent upsert (an upsert that turned
+    /// `pause_on_failure` off in between wins).
+    pub async fn pause_after_failure(
+        &self,
+        workflow: &str,
+        key: &str,
+        note: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let kv_key = schedule_kv_key(workflow, key);
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let Some(entry) = self
+                .entry(&kv_key)
+                .await?
+                .filter(|e| e.operation == Operation::Put)
+            else {
+                return Ok(false);
+            };
+            let Ok(mut record) = ScheduleRecord::from_kv(&kv_key, &entry.value) else {
+                return Ok(false);
+            };
+            if record.pause_on_failure != Some(true) || record.paused {
+                return Ok(false);
+            }
+            record.paused = true;
+            record.note = Some(note.to_string());
+            record.updated_at = Some(now);
+            match self.cas(&kv_key, &record, entry.revision).await? {
+                Some(_) => return Ok(true),
+                None => backoff(attempt).await,
+            }
+        }
+        Err(self.contended(kv_key))
+    }
+
+    /// Follows the schedules of `workflow` (see `store/follow.rs`) until following fails;
+    /// returns why.
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> String {
+        super::follow::follow(
+            &self.client,
+            &self.schedules_stream,
+            SCHEDULES_BUCKET,
+            &format!("{workflow}.>"),
+            sink,
+        )
+        .await
+    }
+
     /// Deletes a schedule (a KV tombstone, so watchers see the delete) and purges its state.
     /// Returns whether a live value existed.
     pub async fn delete(&self, workflow: &str, key: &str) -> Result<bool, StoreError> {

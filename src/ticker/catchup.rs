@@ -15,6 +15,13 @@
 //! per-minute cron after weeks of downtime) gets its count saturated there, and the planner jumps
 //! straight to the instants that can still fire, so `latest` still fires the latest one and a
 //! takeover with a million schedules stays fast.
+//!
+//! Two per-schedule settings shape every plan:
+//! - **jitter**: an instant is *due* at its jittered time (instant + its deterministic offset,
+//!   see [`Jitter`]); "missed", "on time" and the grace are all measured from that time, so a
+//!   successor judges each instant exactly as its predecessor would have;
+//! - **bounds**: instants before `start` are neither fired nor missed; the scan stops at `end`
+//!   (the plan then says [`CatchupPlan::ended`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::cron::CronSchedule;
-use crate::model::{CatchupPolicy, Trigger};
+use crate::model::{jitter_offset_ms, jitter_window_ms, CatchupPolicy, Trigger};
 
 /// Most missed instants examined one by one for one schedule in one plan.
 pub const MAX_SCAN: u64 = 10_000;
@@ -42,6 +49,39 @@ pub struct CatchupSettings {
     pub window: chrono::Duration,
     /// Cap for policy `all`.
     pub max_fires: u32,
+    /// When each instant is due.
+    pub jitter: Jitter,
+    /// Instants before this are outside the schedule (`start_at`).
+    pub start: Option<DateTime<Utc>>,
+    /// Instants after this are outside the schedule (`end_at`).
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A schedule's jitter: its seed ([`jitter_seed`](crate::model::jitter_seed) of its id) and
+/// `jitter_secs`. The default is no jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Jitter {
+    /// The per-schedule half of the offset.
+    pub seed: u64,
+    /// The window, seconds; 0 is no jitter.
+    pub secs: u64,
+}
+
+impl Jitter {
+    /// The offset of `instant`, in milliseconds (below the gap to the cron's next instant).
+    pub fn offset_ms(&self, cron: &CronSchedule, instant: DateTime<Utc>) -> u32 {
+        if self.secs == 0 {
+            return 0;
+        }
+        let window = jitter_window_ms(self.secs, instant, cron.next_after(instant));
+        // Below MAX_JITTER_SECS × 1000, which fits.
+        u32::try_from(jitter_offset_ms(self.seed, instant, window)).unwrap_or(u32::MAX)
+    }
+
+    /// When `instant` is due: the instant plus its offset.
+    pub fn due(&self, cron: &CronSchedule, instant: DateTime<Utc>) -> DateTime<Utc> {
+        instant + chrono::Duration::milliseconds(i64::from(self.offset_ms(cron, instant)))
+    }
 }
 
 /// What to do for one schedule.
@@ -51,12 +91,15 @@ pub struct CatchupPlan {
     pub fire: Vec<DateTime<Utc>>,
     /// Missed instants that will not be fired (saturated past [`MAX_SCAN`]).
     pub missed: u64,
-    /// The first instant strictly after `now`: where the timer continues. `None` when the
-    /// cron has no further instant.
+    /// The first instant not yet due at `now`: where the timer continues. `None` when the
+    /// cron has no further instant, or the next one is past the schedule's end.
     pub next: Option<DateTime<Utc>>,
+    /// The scan reached the schedule's end: nothing after it will ever fire.
+    pub ended: bool,
 }
 
-/// Plans catch-up for instants of `cron` in `(after, now]`.
+/// Plans catch-up for the instants of `cron` after `after` that are due by `now` (and inside
+/// the schedule's bounds).
 pub fn plan(
     cron: &CronSchedule,
     after: DateTime<Utc>,
@@ -75,11 +118,20 @@ pub fn plan(
     };
     // No allocation until an instant is actually kept (the common takeover keeps none).
     let mut kept: VecDeque<DateTime<Utc>> = VecDeque::new();
-    let mut t = after;
+    let mut t = match settings.start {
+        Some(start) => after.max(start - chrono::Duration::seconds(1)),
+        None => after,
+    };
     let mut scanned = 0u64;
     let mut jumped = false;
     while let Some(instant) = cron.next_after(t) {
-        if instant > now {
+        if settings.end.is_some_and(|end| instant > end) {
+            out.ended = true;
+            break;
+        }
+        // Offsets stay below the gap to the next instant, so due times rise with instants and
+        // the instants due by `now` are a prefix.
+        if instant > now || settings.jitter.due(cron, instant) > now {
             out.next = Some(instant);
             break;
         }
@@ -154,6 +206,8 @@ pub struct Step {
     pub missed: u64,
     /// Where the timer continues when nothing fires now.
     pub next: Option<DateTime<Utc>>,
+    /// Nothing fires now and nothing will: the schedule is past its `end_at`.
+    pub ended: bool,
 }
 
 /// Continues a schedule whose last handled instant is `after`, at `now`: instants older than
@@ -173,28 +227,31 @@ pub fn continue_after(
             fire: Some((*first, Trigger::Catchup)),
             missed: p.missed,
             next: None,
+            ended: false,
         },
         None => Step {
             fire: None,
             missed: p.missed,
             next: p.next,
+            ended: p.ended,
         },
     }
 }
 
-/// A schedule armed at `armed` is found due at `now`: on time within the grace, otherwise its
-/// catch-up policy decides (from the instant just before `armed`).
+/// A schedule armed at `armed` is found due at `now`: on time within the grace of its jittered
+/// time, otherwise its catch-up policy decides (from the instant just before `armed`).
 pub fn resolve_due(
     cron: &CronSchedule,
     armed: DateTime<Utc>,
     now: DateTime<Utc>,
     settings: CatchupSettings,
 ) -> Step {
-    if now - armed <= grace() {
+    if now - settings.jitter.due(cron, armed) <= grace() {
         return Step {
             fire: Some((armed, Trigger::Schedule)),
             missed: 0,
             next: None,
+            ended: false,
         };
     }
     continue_after(cron, armed - chrono::Duration::seconds(1), now, settings)
@@ -218,6 +275,9 @@ mod tests {
             policy,
             window: chrono::Duration::hours(24),
             max_fires: 3,
+            jitter: Jitter::default(),
+            start: None,
+            end: None,
         }
     }
 
@@ -238,7 +298,8 @@ mod tests {
             CatchupPlan {
                 fire: vec![],
                 missed: 0,
-                next: Some(at(10, 0))
+                next: Some(at(10, 0)),
+                ended: false,
             }
         );
     }
@@ -394,5 +455,96 @@ mod tests {
         assert!(p.missed >= MAX_SCAN, "{}", p.missed);
         assert_eq!(p.next, Some(at(12, 1)));
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// A jitter of `secs` whose offset at `instant` is known, found by trying seeds.
+    fn jitter_with_offset_at(
+        instant: DateTime<Utc>,
+        secs: u64,
+        want: impl Fn(u32) -> bool,
+    ) -> Jitter {
+        (0..)
+            .map(|seed| Jitter { seed, secs })
+            .find(|j| want(j.offset_ms(&hourly(), instant)))
+            .unwrap()
+    }
+
+    #[test]
+    fn lateness_is_measured_from_the_jittered_time() {
+        // 10:00 jittered by 56-59 s is due at 10:00:5x: found at 10:01:00 it is on time, found
+        // at 10:01:10 it is late (more than the 5 s grace after its jittered time).
+        let due = at(10, 0);
+        let j = jitter_with_offset_at(due, 60, |ms| (56_000..59_000).contains(&ms));
+        let s = CatchupSettings {
+            jitter: j,
+            ..settings(CatchupPolicy::Skip)
+        };
+        let step = resolve_due(&hourly(), due, at(10, 1), s);
+        assert_eq!(step.fire, Some((due, Trigger::Schedule)));
+        let step = resolve_due(&hourly(), due, at(10, 1) + chrono::Duration::seconds(10), s);
+        assert_eq!(step.fire, None);
+        assert_eq!(step.missed, 1);
+        // Without jitter the same moments are a minute late.
+        let step = resolve_due(&hourly(), due, at(10, 1), settings(CatchupPolicy::Skip));
+        assert_eq!(step.fire, None);
+    }
+
+    #[test]
+    fn an_instant_not_yet_due_after_its_jitter_is_armed_not_missed() {
+        // The previous leader fired 09:00; at 10:00:20 the jittered 10:00 (offset > 30 s) is not
+        // due yet: it is armed, not caught up.
+        let j = jitter_with_offset_at(at(10, 0), 60, |ms| ms > 30_000);
+        let s = CatchupSettings {
+            jitter: j,
+            ..settings(CatchupPolicy::Latest)
+        };
+        let step = continue_after(
+            &hourly(),
+            at(9, 0),
+            at(10, 0) + chrono::Duration::seconds(20),
+            s,
+        );
+        assert_eq!(
+            (step.fire, step.missed, step.next),
+            (None, 0, Some(at(10, 0)))
+        );
+    }
+
+    #[test]
+    fn jitter_offsets_are_stable_and_below_the_gap() {
+        let j = Jitter {
+            seed: 42,
+            secs: 7200,
+        };
+        for h in 0..24 {
+            let t = at(h, 0);
+            assert_eq!(j.offset_ms(&hourly(), t), j.offset_ms(&hourly(), t));
+            assert!(
+                j.offset_ms(&hourly(), t) < 3_600_000,
+                "below the hour to the next instant"
+            );
+        }
+        assert_eq!(
+            Jitter { seed: 42, secs: 0 }.offset_ms(&hourly(), at(1, 0)),
+            0
+        );
+    }
+
+    #[test]
+    fn bounds_cut_the_plan() {
+        let s = CatchupSettings {
+            start: Some(at(11, 0)),
+            end: Some(at(12, 0)),
+            ..settings(CatchupPolicy::All)
+        };
+        // Missed 10:00 is before the start (neither fired nor missed); 13:00 is after the end.
+        let p = plan(&hourly(), at(9, 0), at(13, 30), s);
+        assert_eq!(p.fire, vec![at(11, 0), at(12, 0)]);
+        assert_eq!((p.missed, p.next, p.ended), (0, None, true));
+        // Before the end the plan continues as usual.
+        let p = plan(&hourly(), at(9, 0), at(11, 30), s);
+        assert_eq!((p.next, p.ended), (Some(at(12, 0)), false));
+        let step = continue_after(&hourly(), at(12, 0), at(15, 0), s);
+        assert_eq!((step.fire, step.next, step.ended), (None, None, true));
     }
 }

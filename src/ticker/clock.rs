@@ -196,9 +196,32 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), clock.sleep_until(due))
             .await
             .unwrap();
-        assert!(clock.now() >= due);
-        clock.set(t0() + chrono::Duration::days(1));
-        assert!(clock.now() >= t0() + chrono::Duration::days(1));
+        // Flowing at real speed: past the instant, but nowhere near a minute later (a clock
+        // that ran fast, or jumped, would be).
+        let now = clock.now();
+        assert!(
+            now >= due && now < t0() + chrono::Duration::minutes(1),
+            "{now}"
+        );
+        // `set` replaces the shown instant (forwards and backwards) and time flows on from it.
+        let day = t0() + chrono::Duration::days(1);
+        clock.set(day);
+        let now = clock.now();
+        assert!(
+            now >= day && now < day + chrono::Duration::minutes(1),
+            "{now}"
+        );
+        clock.set(t0());
+        let now = clock.now();
+        assert!(
+            now >= t0() && now < t0() + chrono::Duration::minutes(1),
+            "{now}"
+        );
+        let later = t0() + chrono::Duration::milliseconds(20);
+        tokio::time::timeout(Duration::from_secs(5), clock.sleep_until(later))
+            .await
+            .unwrap();
+        assert!(clock.now() >= later);
     }
 
     #[tokio::test]

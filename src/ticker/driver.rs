@@ -13,6 +13,19 @@
 //! so an outage costs a probe per backoff, not a publish per fire), for as long as this replica
 //! leads. When leadership ends everything not yet stored is dropped; the successor fires it
 //! through catch-up.
+//!
+//! Per-schedule policies ride on that life:
+//! - **jitter**: the timeline holds each schedule at its jittered time (instant + offset); the
+//!   fire still carries the nominal instant, and "late" is measured from the jittered time.
+//! - **bounds**: arming never goes before `start_at` nor past `end_at`, and a schedule that has
+//!   fired `max_runs` times is armed at nothing; either way it shows as `ended`. A `max_runs`
+//!   fire is recorded ahead (state `pending`, confirmed by the state writer) before it joins the
+//!   queue, so its count survives a crash exactly (see `state`).
+//! - **back-fill**: instants requested by `polos.schedules.backfill` wait in a second queue,
+//!   drained at `backfill_rate` and only while the on-time queue is empty. A back-filled fire is
+//!   its schedule's one fire out; an on-time instant that comes due meanwhile is decided as of
+//!   that moment once the back-fill is stored. Progress goes to the state record, so a successor
+//!   continues where this replica stopped.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,22 +40,24 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::catchup::{continue_after, resolve_due, CatchupSettings, Step};
+use super::catchup::{continue_after, resolve_due, CatchupSettings, Jitter, Step, LATE_GRACE};
 use super::clock::Clock;
 use super::error::TickerError;
 use super::fence::Leadership;
-use super::index::{Entry, Index};
+use super::index::{due_at, Entry, Index, DEFAULT_WINDOW};
 use super::loader::{self, Backoff, Change};
 use super::phase::{Action, Event, Phase};
 use super::publisher::{Batch, Outgoing, Published, Publisher};
+use super::rate::Rate;
 use super::state::StateWriter;
 use super::status::TickerStatus;
 use crate::config::SchedulerConfig;
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::{
-    names::runs_subject, push_schedule_id, split_schedule_kv_key, FireEncoder, PayloadRef,
-    ScheduleRecord, ScheduleState, Trigger,
+    jitter_seed, names::runs_subject, next_backfill, previous_instant, push_schedule_id,
+    split_schedule_kv_key, BackfillProgress, Ended, FireEncoder, PayloadRef, ScheduleRecord,
+    ScheduleState, Trigger,
 };
 
 /// Most fires handed to the publisher and not yet answered. Bounds what a round of a million
@@ -82,6 +97,11 @@ pub(super) struct Due {
     /// The record revision it was planned from: a different one when it is stored means the
     /// schedule changed while the fire was out.
     revision: u64,
+    /// Its jitter offset: lateness is measured from `instant` + this.
+    offset_ms: u32,
+    /// A `max_runs` fire a predecessor recorded as `pending`: it goes out even if the schedule
+    /// was paused since (the predecessor may have published it; its count must stay exact).
+    committed: bool,
 }
 
 /// A fire handed to the publisher, with what building it computed.
@@ -134,6 +154,7 @@ struct Round {
     fired: u64,
     duplicates: u64,
     catchup: u64,
+    backfilled: u64,
     first: Option<DateTime<Utc>>,
     last: Option<DateTime<Utc>>,
     worst_late_ms: i64,
@@ -166,8 +187,9 @@ pub(super) struct Loop {
     clock: Arc<dyn Clock>,
     /// `polos_schedule_state`, read on takeover.
     states: Store,
-    /// Background writer of `polos_schedule_state`.
-    writer: StateWriter,
+    /// Background writer of `polos_schedule_state`; hands back `max_runs` fires once their
+    /// `pending` state landed.
+    writer: StateWriter<Due>,
     /// Global catch-up defaults.
     defaults: SchedulerConfig,
     /// Where the ticker is: loading, standby, taking over, leading.
@@ -189,6 +211,13 @@ pub(super) struct Loop {
     warned_at: Option<Instant>,
     /// Fires handed to the publisher and not yet answered.
     in_flight: usize,
+    /// Schedules with back-fill work, each once (`Policy::backfill_queued`), served in turn
+    /// while no on-time fire waits.
+    backfills: VecDeque<(usize, Arc<str>)>,
+    /// How fast back-filled fires may go out (`scheduler.backfill_rate`).
+    backfill_rate: Rate,
+    /// Back-filling waits until then for the rate (no back-fill dispatch before).
+    backfill_wake: Option<Instant>,
     /// The publishing task.
     publisher: Publisher<Sent>,
     /// Writes fire bodies and headers into reused buffers.
@@ -214,6 +243,9 @@ impl Loop {
             clock: w.clock,
             writer: StateWriter::spawn(w.states.clone(), w.leadership.clone()),
             states: w.states,
+            backfills: VecDeque::new(),
+            backfill_rate: Rate::new(w.defaults.backfill_rate),
+            backfill_wake: None,
             defaults: w.defaults,
             phase: Phase::Loading,
             leadership: w.leadership,
@@ -236,7 +268,7 @@ impl Loop {
 
     /// Stops firing for good and hands back what outlives the loop: the state writer (to flush)
     /// and the status channel. Fires still in flight have had their chance to be recorded.
-    pub(super) fn finish(self) -> (StateWriter, watch::Sender<TickerStatus>) {
+    pub(super) fn finish(self) -> (StateWriter<Due>, watch::Sender<TickerStatus>) {
         self.status.send_modify(|s| {
             s.active = false;
             s.next_fire = None;
@@ -273,10 +305,12 @@ impl Loop {
                 None => Box::pin(std::future::pending()),
             };
             let resume_at = self.paused_until.filter(|_| self.phase.firing());
+            let backfill_at = self.backfill_wake.filter(|_| self.phase.firing());
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
                 Some(results) = self.publisher.results.recv() => self.published(results),
+                Some(due) = self.writer.confirmed.recv() => self.recorded_ahead(due),
                 changed = self.leadership.changed() => {
                     if changed.is_err() {
                         return Err(TickerError::Task {
@@ -308,6 +342,7 @@ impl Loop {
                     }
                 }
                 _ = sleep_until_opt(resume_at) => self.paused_until = None,
+                _ = sleep_until_opt(backfill_at) => self.backfill_wake = None,
                 _ = timer => {}
             }
         }
@@ -370,6 +405,8 @@ impl Loop {
         }
         self.index.disarm_all();
         self.queue.clear();
+        self.backfills.clear();
+        self.backfill_wake = None;
         self.paused_until = None;
         self.failed_rounds = 0;
         self.end_round();
@@ -438,13 +475,94 @@ impl Loop {
     }
 
     fn settings(&self, e: &Entry) -> CatchupSettings {
+        let policy = e.policy.as_deref();
         CatchupSettings {
             policy: e.catchup_policy.unwrap_or(self.defaults.catchup_policy),
-            window: secs(
-                e.catchup_window_secs
-                    .map_or(self.defaults.catchup_window_secs, u64::from),
-            ),
+            window: secs(match e.catchup_window_secs {
+                DEFAULT_WINDOW => self.defaults.catchup_window_secs,
+                own => u64::from(own),
+            }),
             max_fires: self.defaults.catchup_max_fires,
+            jitter: self.jitter(e),
+            start: policy.and_then(|p| p.start_at),
+            end: policy.and_then(|p| p.end_at),
+        }
+    }
+
+    /// The schedule's jitter (its own `jitter_secs`, else the default). The seed needs the
+    /// schedule id, a SHA-256: only computed when there is jitter at all.
+    fn jitter(&self, e: &Entry) -> Jitter {
+        let secs = e
+            .policy
+            .as_deref()
+            .and_then(|p| p.jitter_secs)
+            .map_or(self.defaults.jitter_secs, u64::from);
+        if secs == 0 {
+            return Jitter::default();
+        }
+        Jitter {
+            seed: jitter_seed(&e.schedule_id()),
+            secs,
+        }
+    }
+
+    /// Arms `slot` at the nominal instant `next` (`None` disarms it) at its jittered time, and
+    /// records why it ended (`ended`), or that it did not. Returns whether `ended` changed, so
+    /// the caller writes the state.
+    fn set_next(&mut self, slot: usize, next: Option<DateTime<Utc>>, ended: Option<Ended>) -> bool {
+        let Some(e) = self.index.get(slot) else {
+            return false;
+        };
+        let (next, ended) = match next {
+            Some(_) if e.out_of_runs() => (None, Some(Ended::MaxRuns)),
+            other => (other, ended),
+        };
+        let offset = match (next, &e.cron) {
+            (Some(t), Some(cron)) => self.jitter(e).offset_ms(cron, t),
+            _ => 0,
+        };
+        self.index.arm_jittered(slot, next, offset);
+        self.set_ended(slot, ended)
+    }
+
+    /// Records `ended` in the schedule's policy; whether it changed.
+    fn set_ended(&mut self, slot: usize, ended: Option<Ended>) -> bool {
+        let Some(e) = self.index.get_mut(slot) else {
+            return false;
+        };
+        match (e.policy.as_deref_mut(), ended) {
+            (Some(p), ended) if p.ended != ended => {
+                p.ended = ended;
+                true
+            }
+            (None, Some(ended)) => {
+                e.policy_mut().ended = Some(ended);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The first instant of `e` after `base` inside its bounds, and why there is none when it
+    /// ended (an ended schedule shows as ended also while paused; an invalid one has no next).
+    fn next_from(&self, e: &Entry, base: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<Ended>) {
+        let Some(cron) = &e.cron else {
+            return (None, None);
+        };
+        if e.out_of_runs() {
+            return (None, Some(Ended::MaxRuns));
+        }
+        let policy = e.policy.as_deref();
+        let base = match policy.and_then(|p| p.start_at) {
+            Some(start) => base.max(start - chrono::Duration::seconds(1)),
+            None => base,
+        };
+        match cron.next_after(base) {
+            Some(t) if policy.and_then(|p| p.end_at).is_some_and(|end| t > end) => {
+                (None, Some(Ended::EndAt))
+            }
+            _ if e.paused => (None, None),
+            next => (next, None),
         }
     }
 
@@ -531,19 +649,25 @@ impl Loop {
                 e.revision = revision;
                 e.written_at = written_at;
                 e.error = None;
+                apply_policy(e, &record);
                 self.index.release_cron(old.as_ref());
                 slot
             }
-            None => self.index.insert(Entry {
-                cron: Some(cron),
-                paused: record.paused,
-                catchup_policy: record.catchup,
-                catchup_window_secs: window_secs(record.catchup_window_secs),
-                ..new_entry(kv_key, workflow, timezone, revision, written_at)
-            }),
+            None => {
+                let mut e = Entry {
+                    cron: Some(cron),
+                    paused: record.paused,
+                    catchup_policy: record.catchup,
+                    catchup_window_secs: window_secs(record.catchup_window_secs),
+                    ..new_entry(kv_key, workflow, timezone, revision, written_at)
+                };
+                apply_policy(&mut e, &record);
+                self.index.insert(e)
+            }
         };
         if self.phase.firing() {
             self.rearm_live(slot);
+            self.queue_backfill(slot);
         }
     }
 
@@ -557,17 +681,46 @@ impl Loop {
             return;
         };
         if !e.firing {
-            let next = match (&e.cron, e.paused) {
-                (Some(cron), false) => match e.next {
-                    // Already due and about to fire: the change came after its instant.
-                    Some(armed) if armed <= now && armed <= e.written_at => Some(armed),
-                    _ => cron.next_after(e.last.map_or(e.written_at, |l| l.max(e.written_at))),
-                },
-                _ => None,
+            let (next, ended) = match (&e.cron, e.paused, e.next) {
+                // Already due and about to fire: the change came after its (jittered) instant.
+                (Some(_), false, Some(armed))
+                    if due_at(armed, e.offset_ms) <= now
+                        && due_at(armed, e.offset_ms) <= e.written_at
+                        && !e.out_of_runs() =>
+                {
+                    (Some(armed), None)
+                }
+                _ => self.next_from(e, e.last.map_or(e.written_at, |l| l.max(e.written_at))),
             };
-            self.index.arm(slot, next);
+            self.set_next(slot, next, ended);
         }
         self.write_state(slot);
+    }
+
+    /// Puts `slot` in the back-fill queue if it has back-fill work and is not there yet.
+    fn queue_backfill(&mut self, slot: usize) {
+        if !self.phase.firing() {
+            return;
+        }
+        let Some(e) = self.index.get(slot) else {
+            return;
+        };
+        let (Some(p), Some(cron)) = (e.policy.as_deref(), &e.cron) else {
+            return;
+        };
+        if p.backfill_queued
+            || next_backfill(&p.backfills, p.progress, e.written_at, |t| {
+                cron.next_after(t)
+            })
+            .is_none()
+        {
+            return;
+        }
+        let key = e.kv_key.clone();
+        if let Some(e) = self.index.get_mut(slot) {
+            e.policy_mut().backfill_queued = true;
+        }
+        self.backfills.push_back((slot, key));
     }
 
     /// Records a value that cannot be scheduled: skip it, warn once, report it in its state.
@@ -630,9 +783,14 @@ impl Loop {
     fn take_over(&mut self, term: u64, raw: HashMap<Arc<str>, Bytes>) {
         let now = self.clock.now();
         let (mut catchup_fires, mut missed_total) = (0usize, 0u64);
-        // `next_after(t) == next` for every `t` in `[from, next)` of this cron, with `next` past
-        // the catch-up cutoff: the plan of any base in that range is "nothing missed, arm at
-        // `next`". A million schedules sharing a cron then cost one plan, not a million.
+        // The plan of the last schedule continued, kept when it was "nothing missed, arm at
+        // `next`" for a schedule without bounds or jitter: `(cron, from, next)`. For another
+        // such schedule of the same cron whose base is in `[from, next)`, `next_after(base)` is
+        // `next` too (no instant lies in `(from, next)`), and `next` was not due at `now`, so
+        // its plan is the same whatever its catch-up policy and window (they only judge due
+        // instants). Only schedules without a policy (no start_at/end_at/max_runs/jitter/
+        // back-fill, no pending fire) and no default jitter share it; a million such schedules
+        // of one cron then cost one plan, not a million.
         let mut known: Option<(Arc<CronSchedule>, DateTime<Utc>, DateTime<Utc>)> = None;
         for slot in self.index.slots() {
             let Some(e) = self.index.get(slot) else {
@@ -651,23 +809,54 @@ impl Loop {
                 e.last = e.last.max(st.last_timestamp);
                 e.fires = e.fires.max(st.fires);
                 e.missed = e.missed.max(st.missed);
+                if st.backfilled > 0 || st.backfill.is_some() {
+                    let p = e.policy_mut();
+                    p.backfilled = p.backfilled.max(st.backfilled);
+                    p.progress = p.progress.max(st.backfill);
+                }
             }
-            let step = match (&e.cron, e.paused) {
-                (Some(cron), false) => {
+            // A `max_runs` fire the previous leader recorded ahead and may have published: it
+            // fires again whatever the policy (a copy is absorbed), so `fires` stays exact.
+            let pending = stored
+                .as_ref()
+                .and_then(|st| st.pending)
+                .filter(|t| Some(*t) > e.last);
+            if pending.is_some() || e.policy.as_ref().is_some_and(|p| p.pending.is_some()) {
+                e.policy_mut().pending = pending;
+            }
+            let step = match (&e.cron, e.paused, pending) {
+                (Some(cron), _, Some(t)) => {
+                    let late = now - settings.jitter.due(cron, t)
+                        > chrono::Duration::from_std(LATE_GRACE).unwrap_or_default();
+                    Step {
+                        fire: Some((
+                            t,
+                            if late {
+                                Trigger::Catchup
+                            } else {
+                                Trigger::Schedule
+                            },
+                        )),
+                        ..Step::default()
+                    }
+                }
+                (Some(cron), false, None) => {
                     let base = takeover_base(e, stored.as_ref());
+                    let plain = e.policy.is_none() && settings.jitter == Jitter::default();
                     match &known {
                         Some((c, from, next))
-                            if Arc::ptr_eq(c, cron) && *from <= base && base < *next =>
+                            if plain && Arc::ptr_eq(c, cron) && *from <= base && base < *next =>
                         {
                             Step {
-                                fire: None,
-                                missed: 0,
                                 next: Some(*next),
+                                ..Step::default()
                             }
                         }
                         _ => {
                             let step = continue_after(cron, base, now, settings);
-                            if let (None, 0, Some(next)) = (&step.fire, step.missed, step.next) {
+                            if let (true, None, 0, Some(next), false) =
+                                (plain, &step.fire, step.missed, step.next, step.ended)
+                            {
                                 known = Some((cron.clone(), base, next));
                             }
                             step
@@ -680,6 +869,7 @@ impl Loop {
             missed_total += step.missed;
             self.index.arm(slot, None);
             self.apply_step(slot, step, term);
+            self.queue_backfill(slot);
             if let Some(e) = self.index.get(slot) {
                 let state = e.state();
                 // A schedule that has no record yet and nothing to report gets one at its first
@@ -689,7 +879,8 @@ impl Loop {
                     && state.last_timestamp.is_none()
                     && state.fires == 0
                     && state.missed == 0
-                    && state.error.is_none();
+                    && state.error.is_none()
+                    && state.ended.is_none();
                 if state != before && !nothing_to_report {
                     self.writer.put(e.kv_key.clone(), state);
                 }
@@ -721,24 +912,165 @@ impl Loop {
         }
         match step.fire {
             Some((instant, trigger)) => {
+                let Some(e) = self.index.get(slot) else {
+                    return;
+                };
+                let committed = e
+                    .policy
+                    .as_deref()
+                    .is_some_and(|p| p.pending == Some(instant));
+                if e.out_of_runs() && !committed {
+                    self.set_next(slot, None, Some(Ended::MaxRuns));
+                    self.write_state(slot);
+                    return;
+                }
+                // The offset the timeline used when it fired on time; computed for catch-up.
+                let offset_ms = match (&e.cron, e.next) {
+                    (_, Some(armed)) if armed == instant && !e.firing => e.offset_ms,
+                    (Some(cron), _) => self.jitter(e).offset_ms(cron, instant),
+                    (None, _) => 0,
+                };
+                let due = Due {
+                    slot,
+                    kv_key: e.kv_key.clone(),
+                    instant,
+                    trigger,
+                    term,
+                    revision: e.revision,
+                    offset_ms,
+                    committed,
+                };
+                let ahead = e.max_runs().is_some() && !committed;
                 self.index.start_firing(slot, instant);
-                if let Some(e) = self.index.get(slot) {
-                    self.queue.push_back(Due {
-                        slot,
-                        kv_key: e.kv_key.clone(),
-                        instant,
-                        trigger,
-                        term,
-                        revision: e.revision,
-                    });
+                let ended_changed = self.set_ended(slot, None);
+                if !ahead {
+                    self.queue.push_back(due);
+                    if ended_changed {
+                        self.write_state(slot);
+                    }
+                    return;
+                }
+                // Recorded before it is published: see `state` (why `max_runs` stays exact).
+                if let Some(e) = self.index.get_mut(slot) {
+                    e.policy_mut().pending = Some(instant);
+                    let state = e.state();
+                    self.writer.put_then(e.kv_key.clone(), state, due);
                 }
             }
             None => {
-                self.index.arm(slot, step.next);
-                if step.missed > 0 {
+                let ended = step.ended.then_some(Ended::EndAt);
+                let ended_changed = self.set_next(slot, step.next, ended);
+                if step.missed > 0 || ended_changed {
                     self.write_state(slot);
                 }
             }
+        }
+    }
+
+    /// A `max_runs` fire's `pending` state landed: it may be published now.
+    fn recorded_ahead(&mut self, due: Due) {
+        if self.phase != Phase::Leading(due.term) {
+            return;
+        }
+        let still = self
+            .entry_of(&due)
+            .is_some_and(|e| e.firing && e.next == Some(due.instant));
+        if still {
+            self.queue.push_back(due);
+        }
+    }
+
+    /// The schedule's back-filled fire is over (stored, or dropped): it may fire on time again.
+    /// An on-time instant that came due meanwhile is decided as of the moment it did.
+    fn release_backfill(&mut self, slot: usize) {
+        let Some(p) = self
+            .index
+            .get_mut(slot)
+            .and_then(|e| e.policy.as_deref_mut())
+        else {
+            return;
+        };
+        p.backfill_out = None;
+        let Some(found) = p.held_due.take() else {
+            return;
+        };
+        let (Some(term), Some(e)) = (self.phase.term(), self.index.get(slot)) else {
+            return;
+        };
+        match (e.cron.clone(), e.next, e.paused) {
+            (Some(cron), Some(armed), false) => {
+                let step = resolve_due(&cron, armed, found, self.settings(e));
+                self.apply_step(slot, step, term);
+            }
+            _ => self.index.arm(slot, None),
+        }
+    }
+
+    /// Hands back-filled fires to the publisher: only while no on-time fire waits, at most
+    /// `backfill_rate` a second, one per schedule at a time, schedules in turn.
+    fn dispatch_backfills(&mut self, term: u64) {
+        if !self.queue.is_empty() || self.backfills.is_empty() {
+            return;
+        }
+        if self.backfill_wake.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        let now = Instant::now();
+        let mut fires = Vec::new();
+        while fires.len() < BATCH && self.in_flight + fires.len() < MAX_IN_FLIGHT {
+            let Some((slot, key)) = self.backfills.pop_front() else {
+                break;
+            };
+            let Some(e) = self
+                .index
+                .get_mut(slot)
+                .filter(|e| Arc::ptr_eq(&e.kv_key, &key))
+            else {
+                continue;
+            };
+            let (firing, revision, written_at, cron) =
+                (e.firing, e.revision, e.written_at, e.cron.clone());
+            let Some(p) = e.policy.as_deref_mut() else {
+                continue;
+            };
+            p.backfill_queued = false;
+            // Its one fire is out: it comes back here once that fire is stored.
+            if firing || p.backfill_out.is_some() {
+                continue;
+            }
+            let Some(cron) = cron else {
+                continue;
+            };
+            let Some((seq, instant)) =
+                next_backfill(&p.backfills, p.progress, written_at, |t| cron.next_after(t))
+            else {
+                continue;
+            };
+            if let Err(wake) = self.backfill_rate.take(now) {
+                p.backfill_queued = true;
+                self.backfills.push_front((slot, key));
+                self.backfill_wake = Some(wake);
+                break;
+            }
+            p.backfill_out = Some((seq, instant));
+            let due = Due {
+                slot,
+                kv_key: key,
+                instant,
+                trigger: Trigger::Backfill,
+                term,
+                revision,
+                offset_ms: 0,
+                committed: false,
+            };
+            if let Some((next, fire)) = self.build(&due) {
+                let id = IdText::new(&self.id);
+                fires.push((Sent { due, next, id }, fire));
+            }
+        }
+        if !fires.is_empty() {
+            self.in_flight += fires.len();
+            self.publisher.send(Batch { term, fires });
         }
     }
 
@@ -756,6 +1088,14 @@ impl Loop {
                 self.index.arm(slot, None);
                 continue;
             };
+            if e.policy.as_ref().is_some_and(|p| p.backfill_out.is_some()) {
+                // Its one fire out is a back-fill: decided as of now once that is stored.
+                self.index.start_firing(slot, armed);
+                if let Some(e) = self.index.get_mut(slot) {
+                    e.policy_mut().held_due = Some(now);
+                }
+                continue;
+            }
             let step = resolve_due(&cron, armed, now, self.settings(e));
             self.apply_step(slot, step, term);
         }
@@ -788,20 +1128,54 @@ impl Loop {
             self.in_flight += fires.len();
             self.publisher.send(Batch { term, fires });
         }
+        if self.in_flight < MAX_IN_FLIGHT {
+            self.dispatch_backfills(term);
+        }
     }
 
-    /// Builds the message for `due` (and returns its schedule's next instant after it), or
-    /// `None` when its schedule was deleted or paused since (delete and pause stop fires at
-    /// once).
+    /// The schedule a fire belongs to, if it is still the same schedule.
+    fn entry_of(&self, due: &Due) -> Option<&Entry> {
+        self.index
+            .get(due.slot)
+            .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))
+    }
+
+    /// Builds the message for `due` into reused buffers (its schedule id stays in `self.id`)
+    /// and returns its schedule's next instant after it, or `None` when its schedule was
+    /// deleted or paused since (delete and pause stop fires at once; back-fills go on while
+    /// paused, as requested).
     fn build(&mut self, due: &Due) -> Option<(Option<DateTime<Utc>>, Outgoing)> {
+        // Not `entry_of`: the entry is borrowed from `index` alone, so the buffers of `self`
+        // can be written while it is.
         let e = self
             .index
             .get(due.slot)
             .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))?;
-        let (Some(cron), false) = (&e.cron, e.paused) else {
-            self.index.arm(due.slot, None);
-            self.write_state(due.slot);
-            return None;
+        let backfill = due.trigger == Trigger::Backfill;
+        let cron = match (&e.cron, e.paused && !backfill && !due.committed) {
+            (Some(cron), false) => cron.clone(),
+            _ => {
+                if backfill {
+                    self.release_backfill(due.slot);
+                } else {
+                    if let Some(p) = self
+                        .index
+                        .get_mut(due.slot)
+                        .and_then(|e| e.policy.as_deref_mut())
+                    {
+                        p.pending = None;
+                    }
+                    self.index.arm(due.slot, None);
+                }
+                self.write_state(due.slot);
+                return None;
+            }
+        };
+        let last_timestamp = if backfill {
+            // What it would have been had this instant fired on time.
+            previous_instant(due.instant, |t| cron.next_after(t))
+        } else {
+            e.last
         };
         let next = cron.next_after(due.instant);
         let key = e.key_cow();
@@ -809,7 +1183,7 @@ impl Loop {
         push_schedule_id(&mut self.id, &e.workflow, &key);
         let body = self.encoder.body(PayloadRef {
             timestamp: due.instant,
-            last_timestamp: e.last,
+            last_timestamp,
             timezone: &e.timezone,
             schedule_id: &self.id,
             key: &key,
@@ -840,7 +1214,7 @@ impl Loop {
     fn published(&mut self, results: Vec<(Sent, Published)>) {
         self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
-        let fired_before = self.round.fired;
+        let (fired_before, backfilled_before) = (self.round.fired, self.round.backfilled);
         let mut again = Vec::new();
         let (mut stored, mut failed, mut first_error) = (false, false, None);
         for (Sent { due, next, id }, outcome) in results {
@@ -865,8 +1239,10 @@ impl Loop {
             self.failed_rounds = 0;
             // One status update per chunk of results, not per fire: watchers wake once.
             let (fired, last) = (self.round.fired - fired_before, self.round.last);
+            let backfilled = self.round.backfilled - backfilled_before;
             self.status.send_modify(|s| {
                 s.fires += fired;
+                s.backfilled += backfilled;
                 s.last_fire = s.last_fire.max(last);
             });
         }
@@ -900,8 +1276,8 @@ impl Loop {
         }
     }
 
-    /// The stream stored a fire; `next` is what its schedule's cron gives after it, `id` its
-    /// schedule id.
+    /// The stream stored a fire; `next` is what its schedule's cron gives after it (computed
+    /// when it was built), `id` its schedule id.
     fn stored(
         &mut self,
         due: &Due,
@@ -911,7 +1287,9 @@ impl Loop {
         current: bool,
         now: DateTime<Utc>,
     ) {
-        let late_ms = (now - due.instant).num_milliseconds();
+        // Lateness counts from the jittered time: the offset is a choice, not a delay.
+        let late = now - due_at(due.instant, due.offset_ms);
+        let late_ms = late.num_milliseconds();
         let Some(e) = self.index.get(due.slot) else {
             return;
         };
@@ -919,7 +1297,7 @@ impl Loop {
             return;
         }
         self.metrics
-            .fired(&e.workflow, due.trigger, now - due.instant, duplicate);
+            .fired(&e.workflow, due.trigger, late, duplicate);
         debug!(
             workflow = %e.workflow,
             kv_key = %e.kv_key,
@@ -929,20 +1307,32 @@ impl Loop {
             duplicate,
             "fired"
         );
-        let next = match (&e.cron, e.paused) {
-            // The version it was built from: its next instant is known.
-            (Some(_), false) if e.revision == due.revision => next,
+        if due.trigger == Trigger::Backfill {
+            self.backfill_stored(due, duplicate, current);
+            return;
+        }
+        let same = e.revision == due.revision;
+        let base = if same {
+            due.instant
+        } else {
             // A change made while this fire was out takes effect after the moment it was
             // written.
-            (Some(cron), false) => cron.next_after(due.instant.max(e.written_at)),
-            _ => None,
+            due.instant.max(e.written_at)
         };
+        // The version it was built from, with no bounds to check: `next_from` would give
+        // `cron.next_after(due.instant)`, which building the fire computed.
+        let known_next = (same && e.policy.is_none()).then_some(next);
         let Some(e) = self.index.get_mut(due.slot) else {
             return;
         };
         e.last = e.last.max(Some(due.instant));
         e.fires += 1;
         e.error = None;
+        if let Some(p) = e.policy.as_deref_mut() {
+            if p.pending == Some(due.instant) {
+                p.pending = None;
+            }
+        }
         // Counted here, published to the status once per chunk of results (see `published`).
         let r = &mut self.round;
         r.fired += 1;
@@ -952,18 +1342,49 @@ impl Loop {
         r.last = r.last.max(Some(due.instant));
         r.worst_late_ms = r.worst_late_ms.max(late_ms);
         if current {
-            self.index.arm(due.slot, next);
+            let (next, ended) = match (self.index.get(due.slot), known_next) {
+                (Some(e), Some(next)) if e.cron.is_some() && !e.paused => (next, None),
+                (Some(e), _) => self.next_from(e, base),
+                (None, _) => (None, None),
+            };
+            self.set_next(due.slot, next, ended);
             if let Some(e) = self.index.get(due.slot) {
                 self.writer
                     .put(e.kv_key.clone(), e.state_with_id(id.as_str()));
             }
+            self.queue_backfill(due.slot);
+        }
+    }
+
+    /// The stream stored a back-filled fire: record the progress, let the schedule fire on time
+    /// again, and queue its next back-filled instant.
+    fn backfill_stored(&mut self, due: &Due, duplicate: bool, current: bool) {
+        let Some(e) = self.index.get_mut(due.slot) else {
+            return;
+        };
+        let p = e.policy_mut();
+        if let Some((seq, instant)) = p.backfill_out.filter(|(_, i)| *i == due.instant) {
+            let done = BackfillProgress {
+                seq,
+                through: Some(instant),
+            };
+            p.progress = p.progress.max(Some(done));
+        }
+        p.backfilled += 1;
+        let r = &mut self.round;
+        r.backfilled += 1;
+        r.duplicates += u64::from(duplicate);
+        if current {
+            self.release_backfill(due.slot);
+            self.queue_backfill(due.slot);
+            self.write_state(due.slot);
         }
     }
 
     /// Logs the summary line of the round that just finished, if it fired anything.
     fn end_round(&mut self) {
         let r = std::mem::take(&mut self.round);
-        if r.fired == 0 {
+        if r.fired == 0 && r.backfilled == 0 {
             return;
         }
         let fmt = |t: Option<DateTime<Utc>>| {
@@ -973,6 +1394,7 @@ impl Loop {
         info!(
             fires = r.fired,
             catchup = r.catchup,
+            backfilled = r.backfilled,
             duplicates = r.duplicates,
             first = %fmt(r.first),
             last = %fmt(r.last),
@@ -1068,7 +1490,9 @@ fn new_entry(
         paused: false,
         firing: false,
         catchup_policy: None,
-        catchup_window_secs: None,
+        catchup_window_secs: DEFAULT_WINDOW,
+        offset_ms: 0,
+        policy: None,
         revision,
         written_at,
         last: None,
@@ -1080,8 +1504,36 @@ fn new_entry(
 }
 
 /// A per-schedule window in the compact form the table keeps (over 136 years saturates).
-fn window_secs(secs: Option<u64>) -> Option<u32> {
-    secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX))
+fn window_secs(secs: Option<u64>) -> u32 {
+    secs.map_or(DEFAULT_WINDOW, |s| {
+        u32::try_from(s).unwrap_or(u32::MAX).min(DEFAULT_WINDOW - 1)
+    })
+}
+
+/// Takes a record's bounds, jitter and back-fill requests into the entry's policy, keeping what
+/// the scheduler knows of them (progress, counts); the box goes when nothing is left in it.
+fn apply_policy(e: &mut Entry, record: &ScheduleRecord) {
+    let wanted = record.jitter_secs.is_some()
+        || record.start_at.is_some()
+        || record.end_at.is_some()
+        || record.max_runs.is_some_and(|m| m > 0)
+        || !record.backfills.is_empty();
+    if !wanted && e.policy.is_none() {
+        return;
+    }
+    let p = e.policy_mut();
+    p.jitter_secs = record
+        .jitter_secs
+        .map(|s| u32::try_from(s.min(crate::model::MAX_JITTER_SECS)).unwrap_or(u32::MAX));
+    p.start_at = record.start_at;
+    p.end_at = record.end_at;
+    // 0 is "no limit", as the API's way to remove one.
+    p.max_runs = record.max_runs.filter(|m| *m > 0);
+    p.backfills = record.backfills.clone();
+    p.backfills.sort_by_key(|b| b.seq);
+    if p.is_empty() {
+        e.policy = None;
+    }
 }
 
 #[cfg(test)]

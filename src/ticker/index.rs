@@ -13,7 +13,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cron::{CronError, CronSchedule};
-use crate::model::{decode_key_cow, run_id_for, schedule_id, CatchupPolicy, ScheduleState};
+use crate::model::{
+    decode_key_cow, run_id_for, schedule_id, Backfill, BackfillProgress, CatchupPolicy, Ended,
+    ScheduleState,
+};
+
+/// `Entry::catchup_window_secs` when the schedule sets no window (the scheduler's default).
+pub(crate) const DEFAULT_WINDOW: u32 = u32::MAX;
 
 /// One schedule as the ticker knows it: the parts of its record the ticker needs plus what it
 /// has fired.
@@ -35,8 +41,16 @@ pub(crate) struct Entry {
     pub firing: bool,
     /// Per-schedule catch-up policy override.
     pub catchup_policy: Option<CatchupPolicy>,
-    /// Per-schedule catch-up window override, seconds.
-    pub catchup_window_secs: Option<u32>,
+    /// Per-schedule catch-up window override, seconds; [`DEFAULT_WINDOW`] when not set (a
+    /// sentinel rather than an `Option`, which would cost 4 more bytes per schedule).
+    pub catchup_window_secs: u32,
+    /// The jitter offset of the armed instant, in milliseconds: the timeline holds
+    /// `next + offset` (kept, not recomputed, so a change of settings can never strand a
+    /// timeline slot).
+    pub offset_ms: u32,
+    /// Bounds, a jitter override, back-fills and what the scheduler knows of them: boxed and
+    /// absent for the many schedules that use none of it.
+    pub policy: Option<Box<Policy>>,
     /// KV revision of the record version this entry reflects; older deliveries are ignored.
     pub revision: u64,
     /// When that version was written, on the ticker's clock: the base for "created/resumed/updated
@@ -53,6 +67,45 @@ pub(crate) struct Entry {
     pub missed: u64,
     /// Why the schedule cannot fire (bad value) or why its last fire failed.
     pub error: Option<Box<str>>,
+}
+
+/// The parts of a schedule that most schedules do not use (see [`Entry::policy`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// Per-schedule jitter override, seconds.
+    pub jitter_secs: Option<u32>,
+    /// No instant before this fires.
+    pub start_at: Option<DateTime<Utc>>,
+    /// No instant after this fires.
+    pub end_at: Option<DateTime<Utc>>,
+    /// The schedule ends after this many fires (`fires`).
+    pub max_runs: Option<u64>,
+    /// The record's back-fill requests, by `seq`.
+    pub backfills: Vec<Backfill>,
+    /// How far they have been worked off (carried over from the state record).
+    pub progress: Option<BackfillProgress>,
+    /// Back-filled fires published (carried over from the state record).
+    pub backfilled: u64,
+    /// A `max_runs` fire recorded ahead of its publishing and not yet stored.
+    pub pending: Option<DateTime<Utc>>,
+    /// Why the schedule no longer fires, if it ended.
+    pub ended: Option<Ended>,
+    /// The back-filled instant being published (its request's `seq` and the instant): the
+    /// schedule's one fire out.
+    pub backfill_out: Option<(u64, DateTime<Utc>)>,
+    /// When the schedule's on-time instant came due while a back-fill of it was out: it is
+    /// decided as of that moment once the back-fill is stored, so the wait is never counted
+    /// as lateness.
+    pub held_due: Option<DateTime<Utc>>,
+    /// In the driver's back-fill queue.
+    pub backfill_queued: bool,
+}
+
+impl Policy {
+    /// Whether nothing here differs from a schedule without a policy (the box can go).
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
 }
 
 impl Entry {
@@ -105,8 +158,32 @@ impl Entry {
             last_run_id: self.last.map(|t| run_id_for(&schedule_id(), t)),
             error: self.error.as_deref().map(str::to_string),
             schedule_revision: Some(self.revision),
+            backfilled: self.policy.as_ref().map_or(0, |p| p.backfilled),
+            backfill: self.policy.as_ref().and_then(|p| p.progress),
+            ended: self.policy.as_ref().and_then(|p| p.ended),
+            pending: self.policy.as_ref().and_then(|p| p.pending),
         }
     }
+
+    /// The policy, created when the schedule has none yet.
+    pub fn policy_mut(&mut self) -> &mut Policy {
+        self.policy.get_or_insert_with(Box::default)
+    }
+
+    /// The schedule's `max_runs`, if any.
+    pub fn max_runs(&self) -> Option<u64> {
+        self.policy.as_ref().and_then(|p| p.max_runs)
+    }
+
+    /// Whether the schedule has fired `max_runs` times.
+    pub fn out_of_runs(&self) -> bool {
+        self.max_runs().is_some_and(|m| self.fires >= m)
+    }
+}
+
+/// When a schedule armed at `instant` with `offset_ms` of jitter is due.
+pub(crate) fn due_at(instant: DateTime<Utc>, offset_ms: u32) -> DateTime<Utc> {
+    instant + chrono::Duration::milliseconds(i64::from(offset_ms))
 }
 
 /// The table, the timeline and the cron interner.
@@ -242,18 +319,26 @@ impl Index {
         }
     }
 
-    /// Sets the instant `slot` fires at (`None` disarms it); it is no longer firing.
+    /// Sets the instant `slot` fires at (`None` disarms it), with no jitter; it is no longer
+    /// firing.
     pub fn arm(&mut self, slot: usize, next: Option<DateTime<Utc>>) {
+        self.arm_jittered(slot, next, 0);
+    }
+
+    /// Sets the instant `slot` fires at (`None` disarms it), due `offset_ms` after it; it is no
+    /// longer firing.
+    pub fn arm_jittered(&mut self, slot: usize, next: Option<DateTime<Utc>>, offset_ms: u32) {
         let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         if let (Some(old), false) = (entry.next, entry.firing) {
-            self.timeline.remove(&(old, slot));
+            self.timeline.remove(&(due_at(old, entry.offset_ms), slot));
         }
         entry.firing = false;
         entry.next = next;
+        entry.offset_ms = if next.is_some() { offset_ms } else { 0 };
         if let Some(new) = next {
-            self.timeline.insert((new, slot));
+            self.timeline.insert((due_at(new, offset_ms), slot));
         }
     }
 
@@ -263,18 +348,19 @@ impl Index {
             return;
         };
         if let (Some(old), false) = (entry.next, entry.firing) {
-            self.timeline.remove(&(old, slot));
+            self.timeline.remove(&(due_at(old, entry.offset_ms), slot));
         }
         entry.firing = true;
         entry.next = Some(instant);
     }
 
-    /// The earliest armed instant.
+    /// The earliest time a schedule is due (its armed instant plus its jitter).
     pub fn earliest(&self) -> Option<DateTime<Utc>> {
         self.timeline.first().map(|(t, _)| *t)
     }
 
-    /// Slots due at or before `now`, earliest first. They stay armed: the caller re-arms each.
+    /// Slots due (armed instant plus jitter) at or before `now`, earliest first. They stay
+    /// armed: the caller re-arms each.
     pub fn due(&self, now: DateTime<Utc>) -> Vec<usize> {
         self.timeline
             .iter()
@@ -290,6 +376,12 @@ impl Index {
         for entry in self.slots.iter_mut().flatten() {
             entry.next = None;
             entry.firing = false;
+            entry.offset_ms = 0;
+            if let Some(p) = entry.policy.as_mut() {
+                p.backfill_out = None;
+                p.held_due = None;
+                p.backfill_queued = false;
+            }
         }
     }
 
@@ -322,7 +414,9 @@ mod tests {
             paused: false,
             firing: false,
             catchup_policy: None,
-            catchup_window_secs: None,
+            catchup_window_secs: DEFAULT_WINDOW,
+            offset_ms: 0,
+            policy: None,
             revision: 1,
             written_at: Utc::now(),
             last: None,
@@ -363,6 +457,25 @@ mod tests {
         index.arm(b, Some(t(8)));
         assert!(!index.get(b).unwrap().firing);
         assert_eq!(index.earliest(), Some(t(8)));
+        index.arm_jittered(b, Some(t(9)), 1500);
+        assert_eq!(
+            index.earliest(),
+            Some(t(9) + chrono::Duration::milliseconds(1500)),
+            "the timeline holds the jittered time"
+        );
+        assert_eq!(index.due(t(9)), Vec::<usize>::new());
+        index.arm_jittered(b, Some(t(10)), 200);
+        assert_eq!(
+            index.earliest(),
+            Some(t(10) + chrono::Duration::milliseconds(200))
+        );
+        index.start_firing(b, t(10));
+        assert_eq!(
+            index.earliest(),
+            None,
+            "the jittered slot was found and removed"
+        );
+        index.arm(b, Some(t(8)));
         index.disarm_all();
         assert_eq!(index.earliest(), None);
         assert_eq!(index.len(), 1);

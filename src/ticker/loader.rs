@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::error::TickerError;
-use crate::model::ScheduleRecord;
+use crate::model::{Limits, ScheduleRecord};
 
 /// One change of a bucket, in revision order.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
 /// The header naming a KV operation (`PUT`, `DEL`, `PURGE`).
 const KV_OPERATION: &str = "KV-Operation";
 
-fn to_change(raw: Raw) -> Change {
+fn to_change(raw: Raw, limits: &Limits) -> Change {
     match raw {
         Raw::Put {
             kv_key,
@@ -125,7 +125,12 @@ fn to_change(raw: Raw) -> Change {
             written,
         } => Change::Put {
             // The ticker derives schedule ids on demand: skip the per-key SHA-256.
-            record: ScheduleRecord::from_kv_without_id(&kv_key, &value).map_err(|e| e.to_string()),
+            record: ScheduleRecord::from_kv_without_id(&kv_key, &value)
+                .map_err(|e| e.to_string())
+                .and_then(|record| match limits.check_record(&record) {
+                    Ok(()) => Ok(record),
+                    Err(e) => Err(format!("value at {kv_key:?} cannot fire: {e}")),
+                }),
             kv_key,
             revision,
             written,
@@ -176,7 +181,9 @@ async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
 /// slow consumer and the ordered consumer restarts and re-sends them (≈20,000 times per cold
 /// start on 2 cores). A pull consumer only receives what was asked for. Parsing runs on its own
 /// task so reading the next batch overlaps it.
-pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) {
+///
+/// A value beyond one of the `limits` (key, cron or note size) is passed on as invalid.
+pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Limits) {
     let mut delay = Backoff::default();
     let (last_seq, any, keys) = loop {
         match last_sequence(&kv).await {
@@ -214,7 +221,10 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>) {
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<Raw>>(RAW_BATCHES);
     tokio::spawn(async move {
         while let Some(batch) = raw_rx.recv().await {
-            let changes = batch.into_iter().map(to_change).collect();
+            let changes = batch
+                .into_iter()
+                .map(|raw| to_change(raw, &limits))
+                .collect();
             if tx.send(changes).await.is_err() {
                 return;
             }

@@ -21,6 +21,7 @@ use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
 use crate::metrics::Metrics;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
+use crate::model::Limits;
 
 /// KV bucket holding the scheduler lease.
 pub const LEASES_BUCKET: &str = "polos_leases";
@@ -68,6 +69,8 @@ pub struct Ticker {
     status: watch::Sender<TickerStatus>,
     /// Where fires, misses and leadership are counted.
     metrics: Metrics,
+    /// `[limits]`: a stored value beyond one is invalid (it does not fire).
+    limits: Limits,
 }
 
 impl Ticker {
@@ -79,6 +82,7 @@ impl Ticker {
             clock: Arc::new(super::SystemClock),
             status: watch::channel(TickerStatus::default()).0,
             metrics: Metrics::new(),
+            limits: config.limits.clone(),
         }
     }
 
@@ -132,7 +136,7 @@ impl Ticker {
         };
         let mut tasks = Tasks(vec![
             tokio::spawn(lease.run()),
-            tokio::spawn(loader::follow(schedules, change_tx)),
+            tokio::spawn(loader::follow(schedules, change_tx, self.limits)),
         ]);
         let publisher = Publisher::spawn(self.client, leadership_rx.clone());
         let mut ticker = Loop::new(Wiring {

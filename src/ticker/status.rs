@@ -17,9 +17,12 @@ pub struct TickerStatus {
     pub fires: u64,
     /// Instants this replica counted as missed (catch-up policy, failed publishes).
     pub missed: u64,
+    /// Back-filled fires published by this replica since it started (not in `fires`).
+    pub backfilled: u64,
     /// Scheduled instant of the most recent fire by this replica.
     pub last_fire: Option<DateTime<Utc>>,
-    /// The earliest armed instant (`None` when not active or nothing is armed).
+    /// When the earliest armed schedule is due: its instant plus its jitter (`None` when not
+    /// active or nothing is armed).
     pub next_fire: Option<DateTime<Utc>>,
     /// Times this replica took over firing (won the lease and planned every schedule).
     pub takeovers: u64,

@@ -392,15 +392,15 @@ async fn settle(catalog: &Catalog, kv_key: &str, done: impl Fn(Option<RowView>) 
 async fn runs_page(State(s): State<Arc<AppState>>, Query(p): Params) -> Response {
     let status = match param(&p, "status") {
         None => None,
-        Some("running") => Some(RunStatus::Running),
-        Some("completed") => Some(RunStatus::Completed),
-        Some("failed") => Some(RunStatus::Failed),
+        Some(text) if RunStatus::parse(text).is_some() => RunStatus::parse(text),
         Some(other) => {
             return s
                 .problem(
                     StatusCode::BAD_REQUEST,
                     Section::Runs,
-                    &format!("status {other:?} is not running, completed or failed"),
+                    &format!(
+                        "status {other:?} is not running, completed, failed, cancelled or skipped"
+                    ),
                 )
                 .await
         }

@@ -17,11 +17,7 @@ pub const SCHEDULES_PER_PAGE: usize = 100;
 pub const RUNS_PER_PAGE: usize = 50;
 
 fn status_text(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-    }
+    s.as_str()
 }
 
 fn schedule_href(workflow: &str, key: &str) -> String {
@@ -137,7 +133,13 @@ fn schedule_row(view: &RowView, now: DateTime<Utc>) -> String {
         }
     };
     let state = view.state.as_ref();
+    let ended = state.and_then(|s| s.ended);
     let (badge, next_zone, next_utc) = match (&view.row.cron, record.paused) {
+        _ if ended.is_some() => (
+            r#"<span class="badge">ended</span>"#,
+            "—".to_string(),
+            "—".to_string(),
+        ),
         (_, true) => (
             r#"<span class="badge paused">paused</span>"#,
             "—".to_string(),
@@ -234,10 +236,13 @@ pub fn schedule(view: &RowView, runs: &Result<RunPage, String>, now: DateTime<Ut
             "fixed-time schedule"
         },
         esc(&record.timezone),
-        if record.paused {
-            r#"<span class="badge paused">paused</span>"#
-        } else {
-            r#"<span class="badge active">active</span>"#
+        match (state.and_then(|s| s.ended), record.paused) {
+            (Some(crate::model::Ended::EndAt), _) =>
+                r#"<span class="badge">ended</span> past its end_at"#,
+            (Some(crate::model::Ended::MaxRuns), _) =>
+                r#"<span class="badge">ended</span> fired max_runs times"#,
+            (None, true) => r#"<span class="badge paused">paused</span>"#,
+            (None, false) => r#"<span class="badge active">active</span>"#,
         },
         match record.source {
             crate::model::ScheduleSource::Api => "api",
@@ -270,6 +275,31 @@ pub fn schedule(view: &RowView, runs: &Result<RunPage, String>, now: DateTime<Ut
     );
     if let Some(error) = state.and_then(|s| s.error.as_ref()) {
         let _ = write!(b, r#"<p class="error">scheduler: {}</p>"#, esc(error));
+    }
+    let mut policies = Vec::new();
+    if let Some(jitter) = record.jitter_secs {
+        policies.push(format!("jitter {jitter} s"));
+    }
+    if let Some(start) = record.start_at {
+        policies.push(format!("from {}", utc(start)));
+    }
+    if let Some(end) = record.end_at {
+        policies.push(format!("until {}", utc(end)));
+    }
+    if let Some(max) = record.max_runs {
+        policies.push(format!("at most {max} runs"));
+    }
+    if let Some(n) = state.map(|s| s.backfilled).filter(|n| *n > 0) {
+        policies.push(format!("{n} back-filled"));
+    }
+    if !record.backfills.is_empty() {
+        policies.push(format!(
+            "{} back-fill request(s) stored",
+            record.backfills.len()
+        ));
+    }
+    if !policies.is_empty() {
+        let _ = write!(b, r#"<p id="policies">{}</p>"#, esc(&policies.join(" · ")));
     }
     b.push_str(&actions(&record.workflow, &record.key, Some(record.paused)));
     if let Some(cron) = &view.row.cron {

@@ -3,7 +3,7 @@
 //! | record found                                   | claim                                              |
 //! |------------------------------------------------|----------------------------------------------------|
 //! | none (or deleted)                              | create it `running`, attempt 1: [`Claim::Owned`]   |
-//! | `completed` / `failed`                         | [`Claim::Finished`]: never written again           |
+//! | a final status (`completed`, `failed`, `cancelled`, `skipped`) | [`Claim::Finished`]: never written again |
 //! | `running`, carried by another fire still queued | [`Claim::Queued`]: this fire is a duplicate        |
 //! | `running`, attempt ≥ max attempts              | [`Claim::Exhausted`]: the last attempt never ended |
 //! | `running` otherwise                            | CAS it to attempt + 1 with this fire: [`Claim::Owned`] |
@@ -92,6 +92,7 @@ pub(crate) async fn claim(
         output: None,
         error: None,
         fire_seq: Some(seq),
+        yielded_to: None,
     };
     for _ in 0..CLAIM_ROUNDS {
         let (current, revision) = match runs.create(key, &first).await? {
@@ -109,7 +110,7 @@ pub(crate) async fn claim(
         };
         let next = match current {
             Ok(current) => {
-                if current.status != RunStatus::Running {
+                if current.status.is_finished() {
                     return Ok(Claim::Finished(current.status));
                 }
                 if let Some(other) = current.fire_seq.filter(|s| *s != seq) {
@@ -163,7 +164,11 @@ pub(crate) async fn claim(
 
 /// Whether stream sequence `seq` still holds a fire of `run_id` (a work queue drops a message
 /// once it is acked or terminated).
-async fn still_queued(stream: &JsStream, seq: u64, run_id: &str) -> Result<bool, ClaimError> {
+pub(crate) async fn still_queued(
+    stream: &JsStream,
+    seq: u64,
+    run_id: &str,
+) -> Result<bool, ClaimError> {
     match stream.get_raw_message(seq).await {
         Ok(message) => Ok(message
             .headers

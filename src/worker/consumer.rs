@@ -34,9 +34,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::run::{execute, RunEnv};
+use super::run::{execute, RunEnv, RunSpec};
 use super::stats::Counter;
-use super::workflow::BoxedHandler;
 use super::WorkerError;
 use crate::model::names::runs_subject;
 
@@ -85,10 +84,8 @@ pub(crate) async fn ensure(
 pub(crate) struct FetchSpec {
     /// The workflow id.
     pub workflow: String,
-    /// The workflow's handler.
-    pub handler: BoxedHandler,
-    /// How long one attempt may run.
-    pub timeout: Duration,
+    /// The workflow's handler, timeout and retry policy.
+    pub run: Arc<RunSpec>,
     /// Most runs at once.
     pub concurrency: usize,
 }
@@ -275,8 +272,7 @@ impl Fetcher {
                     message,
                     self.slots.take(),
                     Instant::now(),
-                    self.spec.handler.clone(),
-                    self.spec.timeout,
+                    self.spec.run.clone(),
                     self.env.clone(),
                 ));
                 Signal::Fine

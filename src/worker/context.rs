@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::cancel::Cancellation;
 use super::hold::Hold;
-use super::WorkflowError;
+use super::{IntoWorkflowError, RetryPolicy, WorkflowError};
 use crate::metrics::Metrics;
 use crate::model::{step_kv_key, StepRecord, Trigger};
 use crate::store::{RunKey, RunStore, RunStoreError, StepCreated, StepStore};
@@ -31,12 +32,13 @@ pub struct WorkflowContext {
 }
 
 /// Identity of one run.
-#[derive(Debug)]
 struct RunInfo {
     run_id: String,
     workflow: String,
     attempt: u32,
     trigger: Trigger,
+    /// Whether (and why) cancelling the run was asked for.
+    cancel: Cancellation,
 }
 
 impl WorkflowContext {
@@ -46,6 +48,7 @@ impl WorkflowContext {
         attempt: u32,
         trigger: Trigger,
         step: Step,
+        cancel: Cancellation,
     ) -> Self {
         WorkflowContext {
             run: Arc::new(RunInfo {
@@ -53,6 +56,7 @@ impl WorkflowContext {
                 workflow,
                 attempt,
                 trigger,
+                cancel,
             }),
             step,
         }
@@ -79,6 +83,31 @@ impl WorkflowContext {
     pub fn trigger(&self) -> Trigger {
         self.run.trigger
     }
+
+    /// Whether cancelling this run was asked for (`polos runs cancel`, or the overlap policy
+    /// `cancel_other`). The next `ctx.step.run` returns an error instead of running; a handler
+    /// that works long between steps can look here and stop early. A run that ends with an
+    /// error after a cancel request is recorded `cancelled` and not retried.
+    pub fn is_cancelled(&self) -> bool {
+        self.run.cancel.requested_now().is_some()
+    }
+
+    /// Resolves once cancelling this run is asked for; never for a run nobody cancels. Race it
+    /// against long work:
+    ///
+    /// ```no_run
+    /// # use polos::worker::{WorkflowContext, WorkflowError};
+    /// # async fn crunch() -> u64 { 0 }
+    /// # async fn f(ctx: WorkflowContext) -> Result<u64, WorkflowError> {
+    /// tokio::select! {
+    ///     total = crunch() => Ok(total),
+    ///     () = ctx.cancelled() => Err(WorkflowError::terminal("cancelled while crunching")),
+    /// }
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.run.cancel.wait().await
+    }
 }
 
 impl std::fmt::Debug for WorkflowContext {
@@ -88,6 +117,7 @@ impl std::fmt::Debug for WorkflowContext {
             .field("workflow", &self.run.workflow)
             .field("attempt", &self.run.attempt)
             .field("trigger", &self.run.trigger)
+            .field("cancelled", &self.is_cancelled())
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +203,8 @@ pub struct Step {
     used: Arc<Mutex<HashSet<String>>>,
     /// Where step durations are counted, with the run's workflow as label.
     metrics: Option<(Metrics, Arc<str>)>,
+    /// The run's cancellation, checked at every step boundary.
+    cancel: Cancellation,
 }
 
 impl Step {
@@ -183,7 +215,40 @@ impl Step {
             owner,
             used: Arc::new(Mutex::new(HashSet::new())),
             metrics: None,
+            cancel: Cancellation::never(),
         }
+    }
+
+    /// Stops at every step boundary once `cancel` is requested.
+    pub(crate) fn cancellable(mut self, cancel: Cancellation) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The same steps, each body tried up to `policy.max_attempts` times in place (with the
+    /// policy's backoff) before its error fails the attempt. A terminal error stops at once;
+    /// the output is stored once, after the try that succeeded. The body is called again for
+    /// each try, so it is an `FnMut`.
+    ///
+    /// ```no_run
+    /// # use polos::worker::{ResultExt, RetryPolicy, WorkflowContext, WorkflowError};
+    /// # async fn fetch_rates() -> anyhow::Result<Vec<f64>> { Ok(vec![]) }
+    /// # async fn f(ctx: WorkflowContext) -> Result<(), WorkflowError> {
+    /// use std::time::Duration;
+    /// let flaky_api = RetryPolicy {
+    ///     max_attempts: 5,
+    ///     initial_backoff: Duration::from_millis(200),
+    ///     ..RetryPolicy::default()
+    /// };
+    /// let rates = ctx
+    ///     .step
+    ///     .retry(flaky_api)
+    ///     .run("rates", || async { fetch_rates().await.retryable() })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn retry(&self, policy: RetryPolicy) -> RetryingStep<'_> {
+        RetryingStep { step: self, policy }
     }
 
     /// Counts each executed step's duration in `metrics`, labelled with `workflow`.
@@ -224,9 +289,21 @@ impl Step {
     pub async fn run<T, E, F, Fut>(&self, name: &str, body: F) -> Result<T, WorkflowError>
     where
         T: Serialize + DeserializeOwned,
-        E: Into<WorkflowError>,
+        E: IntoWorkflowError,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
+    {
+        self.execute(name, async move {
+            body().await.map_err(IntoWorkflowError::into_workflow_error)
+        })
+        .await
+    }
+
+    /// A step's life around its `body` (the body's tries already folded in).
+    async fn execute<T, Fut>(&self, name: &str, body: Fut) -> Result<T, WorkflowError>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, WorkflowError>>,
     {
         if name.is_empty() {
             return Err(WorkflowError::terminal(
@@ -245,6 +322,11 @@ impl Step {
                 self.run_id
             )));
         }
+        if let Some(reason) = self.cancel.requested().await {
+            return Err(self
+                .cancel
+                .error(&format!("step {name:?}"), reason.as_deref()));
+        }
         if !self.owner.alone() {
             let stored = self
                 .store
@@ -257,7 +339,7 @@ impl Step {
             self.owner.check(name).await?;
         }
         let started = std::time::Instant::now();
-        let output = body().await.map_err(Into::into)?;
+        let output = body.await?;
         if let Some((metrics, workflow)) = &self.metrics {
             metrics.step_finished(workflow, name, started.elapsed());
         }
@@ -338,6 +420,63 @@ impl Step {
                 "the stored output of step {name:?} (polos_steps {key}) does not deserialize into the type the step returns: {e}. Outputs are always read back from their stored JSON, so a value JSON cannot hold (a NaN float becomes null) fails on the first run as on a replay; fix the type, or delete the key to run the step again"
             ))
         })
+    }
+}
+
+/// Steps whose bodies are tried several times in place: [`Step::retry`].
+pub struct RetryingStep<'a> {
+    /// The run's steps.
+    step: &'a Step,
+    /// How often and how far apart.
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for RetryingStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryingStep")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryingStep<'_> {
+    /// [`Step::run`] with the body tried up to `max_attempts` times before the step fails. The
+    /// run stops between tries once it is cancelled or taken over by another execution.
+    pub async fn run<T, E, F, Fut>(&self, name: &str, mut body: F) -> Result<T, WorkflowError>
+    where
+        T: Serialize + DeserializeOwned,
+        E: IntoWorkflowError,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let step = self.step;
+        let policy = &self.policy;
+        let tries = async {
+            let mut tried = 1;
+            loop {
+                let error = match body().await {
+                    Ok(output) => return Ok(output),
+                    Err(e) => e.into_workflow_error(),
+                };
+                if error.is_terminal() || tried >= policy.max_attempts.max(1) {
+                    return Err(error);
+                }
+                let delay = policy.delay(&format!("{}.{name}", step.run_id), tried);
+                tracing::debug!(step = name, tried, error = %error, retry_in = ?delay, "step failed; trying it again in place");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = step.cancel.wait() => {}
+                }
+                if let Some(reason) = step.cancel.requested().await {
+                    return Err(step
+                        .cancel
+                        .error(&format!("trying step {name:?} again"), reason.as_deref()));
+                }
+                step.owner.check(name).await?;
+                tried += 1;
+            }
+        };
+        step.execute(name, tries).await
     }
 }
 

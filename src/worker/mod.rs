@@ -8,10 +8,14 @@
 //! | `registration.rs` | `polos_workflows` record, declarative sync of the inline `global` schedule |
 //! | `consumer.rs` | the shared durable consumer per workflow; the fetch loop (no more fires than free slots, re-creates a lost consumer) |
 //! | `claim.rs` | who executes a delivered fire: claim the run record by create or compare-and-swap |
+//! | `overlap.rs` | the overlap policy: may a fire start while another run of its schedule executes (`polos_overlap`) |
+//! | `cancel.rs` | a run's cancellation: requested in `polos_cancels`, seen at step boundaries and by the handler |
+//! | `views.rs` | followed in memory: each schedule's overlap policy, each run's cancel request |
+//! | `retry.rs` | [`RetryPolicy`]: attempts and backoff of a workflow or of one step |
 //! | `run.rs` | one run's lifecycle: claim, handler in its own task with a timeout, final CAS write, answer |
 //! | `hold.rs` | holding the fire while it runs: in-progress acks, the hold's deadline, confirmed answers |
 //! | `stats.rs` | [`WorkerStats`]: counters of runs, duplicates, rejected fires, lost consumers |
-//! | `error.rs` | [`WorkflowError`] (retryable or terminal) and [`WorkerError`] |
+//! | `error.rs` | [`WorkflowError`] (retryable or terminal, source kept), [`ErrorExt`] / [`ResultExt`], [`WorkerError`] |
 //!
 //! Run records and step results are read and written through [`crate::store::RunStore`] and
 //! [`crate::store::StepStore`], their one owner.
@@ -38,21 +42,27 @@
 //! # Ok(()) }
 //! ```
 
+mod cancel;
 mod claim;
 mod consumer;
 mod context;
 mod error;
 mod hold;
+mod overlap;
 mod registration;
+mod retry;
 mod run;
 mod runtime;
 mod stats;
+mod views;
 mod workflow;
 
 pub use consumer::consumer_name;
-pub use context::{Step, WorkflowContext};
-pub use error::{WorkerError, WorkflowError};
+pub use context::{RetryingStep, Step, WorkflowContext};
+pub use error::{ErrorExt, IntoWorkflowError, ResultExt, WorkerError, WorkflowError};
+pub use overlap::MAX_WAITING;
 pub use registration::SyncOutcome;
+pub use retry::RetryPolicy;
 pub use runtime::Worker;
 pub use stats::{WorkerStats, WorkerStatsSnapshot};
 pub use workflow::{Schedule, Workflow};

@@ -9,10 +9,8 @@
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use tracing::{info, warn};
 
-use super::Workflow;
-use crate::model::{
-    schedule_kv_key, InlineSchedule, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY,
-};
+use super::{Schedule, Workflow};
+use crate::model::{schedule_kv_key, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY};
 
 /// What the inline-schedule sync did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +47,22 @@ pub(crate) async fn register(
     Ok(())
 }
 
+/// Whether `record` already says what `declared` asks for (policies left unset ask nothing).
+fn matches(record: &ScheduleRecord, declared: &Schedule) -> bool {
+    record.cron == declared.cron
+        && record.timezone == declared.timezone
+        && declared.overlap.is_none_or(|o| record.overlap == Some(o))
+        && declared
+            .pause_on_failure
+            .is_none_or(|p| record.pause_on_failure == Some(p))
+}
+
 /// Makes the workflow's `global` inline schedule match `declared`.
 pub(crate) async fn sync_inline_schedule(
     schedules: &Store,
     state: &Store,
     workflow: &str,
-    declared: Option<&InlineSchedule>,
+    declared: Option<&Schedule>,
 ) -> Result<SyncOutcome, async_nats::Error> {
     let key = schedule_kv_key(workflow, DEFAULT_KEY);
     for _ in 0..CAS_ATTEMPTS {
@@ -86,6 +94,8 @@ pub(crate) async fn sync_inline_schedule(
                 let mut record =
                     ScheduleRecord::new(workflow, DEFAULT_KEY, &want.cron, &want.timezone);
                 record.source = ScheduleSource::Inline;
+                record.overlap = want.overlap;
+                record.pause_on_failure = want.pause_on_failure;
                 record.created_at = Some(now);
                 record.updated_at = Some(now);
                 match schedules
@@ -97,15 +107,20 @@ pub(crate) async fn sync_inline_schedule(
                     Err(e) => return Err(e.into()),
                 }
             }
-            (Some((record, _)), Some(want))
-                if record.cron == want.cron && record.timezone == want.timezone =>
-            {
+            (Some((record, _)), Some(want)) if matches(&record, want) => {
                 return Ok(SyncOutcome::Unchanged);
             }
             (Some((mut record, revision)), Some(want)) => {
-                // Keep what operators set (pause, note) and the creation time.
+                // Keep what operators set (pause, note, policies the code leaves unset) and
+                // the creation time.
                 record.cron = want.cron.clone();
                 record.timezone = want.timezone.clone();
+                if want.overlap.is_some() {
+                    record.overlap = want.overlap;
+                }
+                if want.pause_on_failure.is_some() {
+                    record.pause_on_failure = want.pause_on_failure;
+                }
                 record.updated_at = Some(crate::model::time::now_seconds());
                 match schedules
                     .update(key.as_str(), serde_json::to_vec(&record)?.into(), revision)

@@ -3,9 +3,13 @@
 //! | delivered message                        | what happens                                      | answer            |
 //! |------------------------------------------|---------------------------------------------------|-------------------|
 //! | not a fire (headers, run id, body)       | logged, counted in `rejected_fires`               | term (confirmed)  |
-//! | its run finished (`completed`/`failed`)  | nothing runs                                      | ack / term        |
+//! | another run of its schedule executes     | the overlap policy decides (see `overlap.rs`)     |                   |
+//! | … policy says skip                       | record `skipped`, naming the run it yielded to    | ack (confirmed)   |
+//! | … policy says wait                       | listed as waiting in `polos_overlap`; no record   | nak, 0.2–5 s      |
+//! | its run finished (any final status)      | nothing runs                                      | ack / term        |
 //! | another fire of its run is still queued  | nothing runs                                      | ack               |
 //! | every attempt used, none finished        | record `failed`                                   | term              |
+//! | cancel requested before it started       | record `cancelled`                                | term (confirmed)  |
 //! | claimed (see `claim.rs`)                 | the handler runs in its own task (below)          |                   |
 //! | the claim cannot be decided (KV trouble) | nothing written, no attempt used                  | nak, 1 s          |
 //!
@@ -13,6 +17,7 @@
 //! |--------------------------------------|---------------------------------------|--------------------------|
 //! | `Ok(output)`                         | `completed` + output                  | ack (confirmed)          |
 //! | output larger than `max_payload`     | `failed`, the error names the limit   | term (confirmed)         |
+//! | error after a cancel request         | `cancelled`                           | term (confirmed)         |
 //! | retryable error, attempts left       | `running` + error                     | nak with backoff delay   |
 //! | timeout (cancelled)                  | as a retryable error                  | nak with backoff delay   |
 //! | terminal error or last attempt       | `failed` + error                      | term (confirmed)         |
@@ -25,6 +30,10 @@
 //! compare-and-swap is refused; either way it records nothing and leaves the answer to the
 //! execution that owns the run. A transient failure of the final write is retried while the
 //! fire is held, so it costs no attempt.
+//!
+//! Once a run has its final status, the schedule's overlap record stops naming it active (so a
+//! waiting run may start), and a `failed` run pauses its schedule when the schedule asks for
+//! that (`pause_on_failure`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,25 +45,30 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::cancel::{cancelled_error, Cancellation};
 use super::claim::{claim, Claim, Owned};
 use super::consumer::Slot;
 use super::context::{Owner, Step};
 use super::hold::{confirm, keep, send, Hold};
+use super::overlap::{wait_delay, Entered, Gate, Me, Ticket};
 use super::stats::{Counter, WorkerStats};
+use super::views::{Cancels, Lookup, Policies};
 use super::workflow::{BoxedHandler, Output};
-use super::{WorkflowContext, WorkflowError};
+use super::{RetryPolicy, WorkflowContext, WorkflowError};
 use crate::metrics::{Metrics, RunOutcome};
 use crate::model::time::now_seconds;
-use crate::model::{Fire, RunRecord, RunStatus, SchedulePayload};
-use crate::store::{RunKey, RunStore, RunStoreError, StepStore};
+use crate::model::{
+    schedule_kv_key, validate_key, CancelRecord, Fire, OverlapPolicy, RunRecord, RunStatus,
+    SchedulePayload,
+};
+use crate::store::{
+    CancelStore, OverlapStore, RunCreated, RunKey, RunStore, RunStoreError, ScheduleStore,
+    StepStore,
+};
 
 /// Settings every run of a worker shares.
 #[derive(Debug, Clone)]
 pub(crate) struct RunSettings {
-    /// Attempts before a run is recorded `failed`.
-    pub max_attempts: u32,
-    /// First retry delay; doubles per attempt.
-    pub retry_backoff: Duration,
     /// The consumer's ack wait: how long a delivery is ours without an answer.
     pub ack_wait: Duration,
     /// How often an in-progress ack is sent while a fire is held (below `ack_wait`).
@@ -69,6 +83,18 @@ pub(crate) struct RunEnv {
     pub steps: StepStore,
     /// `POLOS_RUNS`, to tell whether another fire of a run is still queued.
     pub stream: JsStream,
+    /// `polos_overlap`: which run of a schedule executes, which wait.
+    pub overlap: OverlapStore,
+    /// `polos_cancels`: cancel requests (read while the view has not caught up; written by
+    /// `cancel_other`).
+    pub cancels: CancelStore,
+    /// `polos_schedules`: a schedule's policy while the view has not caught up, and pausing a
+    /// schedule after a failure.
+    pub schedules: ScheduleStore,
+    /// The overlap policy of each schedule of the worker's workflows.
+    pub policies: Arc<Policies>,
+    /// The cancel requests of the worker's workflows.
+    pub cancel_view: Arc<Cancels>,
     /// Shared settings.
     pub settings: RunSettings,
     /// Becomes `true` when in-flight runs must be released (the shutdown grace period ended).
@@ -79,18 +105,20 @@ pub(crate) struct RunEnv {
     pub metrics: Metrics,
 }
 
-/// The longest a retry is delayed, however many attempts came before.
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// One workflow's handler and how its runs are tried.
+pub(crate) struct RunSpec {
+    /// The handler.
+    pub handler: BoxedHandler,
+    /// How long one attempt may run.
+    pub timeout: Duration,
+    /// How often a run is tried and how long between tries.
+    pub retry: RetryPolicy,
+}
+
 /// Delay before a fire whose claim could not be decided is delivered again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// The longest run error kept in a record (a handler may return megabytes of text).
 const MAX_ERROR_BYTES: usize = 16 * 1024;
-
-/// The delay before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped.
-pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-    base.saturating_mul(factor).min(MAX_BACKOFF)
-}
 
 /// A fire being executed: the message and what is known about it.
 struct Execution<'a> {
@@ -107,8 +135,7 @@ pub(crate) async fn execute(
     message: Message,
     slot: Slot,
     received: Instant,
-    handler: BoxedHandler,
-    timeout: Duration,
+    spec: Arc<RunSpec>,
     env: Arc<RunEnv>,
 ) {
     let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
@@ -141,38 +168,70 @@ pub(crate) async fn execute(
         key,
         seq,
     };
-    run.decide(fire, slot, received, handler, timeout)
+    run.decide(fire, slot, received, &spec)
         .instrument(span)
         .await;
 }
 
+/// What the overlap policy let a fire do.
+enum Admitted {
+    /// Claim the run; the ticket when the overlap record names it active.
+    Claim(Option<Ticket>),
+    /// Answered already (skipped, or waiting).
+    Answered,
+}
+
 impl Execution<'_> {
-    /// Claims the run of `fire` and acts on what the claim says.
-    async fn decide(
-        &self,
-        fire: Fire,
-        slot: Slot,
-        received: Instant,
-        handler: BoxedHandler,
-        timeout: Duration,
-    ) {
+    /// Applies the overlap policy, claims the run of `fire` and acts on what the claim says.
+    async fn decide(&self, fire: Fire, slot: Slot, received: Instant, spec: &RunSpec) {
         let run = self;
         let env = self.env;
-        let settings = &env.settings;
+        let cancel = Cancellation::new(
+            env.cancel_view.clone(),
+            env.cancels.clone(),
+            self.key.clone(),
+        );
+        let policy = match self.policy(&fire).await {
+            Ok(policy) => policy,
+            Err(e) => {
+                warn!(run_id = run.run_id(), error = %e, "cannot read the schedule's overlap policy; the fire will be delivered again");
+                return run.nak(CLAIM_RETRY).await;
+            }
+        };
+        let cancelled = cancel.requested().await;
+        let ticket = match (policy, &cancelled) {
+            // A cancelled run is only recorded: no turn to wait for.
+            (OverlapPolicy::AllowAll, _) | (_, Some(_)) => None,
+            (policy, None) => match self.admit(policy, &fire).await {
+                Admitted::Claim(ticket) => ticket,
+                Admitted::Answered => return,
+            },
+        };
+        let overlapped = policy != OverlapPolicy::AllowAll;
         match claim(
             &env.runs,
             &env.stream,
             &run.key,
             &fire,
             run.seq,
-            settings.max_attempts,
+            spec.retry.max_attempts,
         )
         .await
         {
-            Ok(Claim::Owned(owned)) => {
-                run.owned(owned, fire, slot, received, handler, timeout)
+            Ok(Claim::Owned(owned)) => match cancelled {
+                Some(reason) => {
+                    let cancelled_before = self.cancel_unstarted(owned, reason.as_deref()).await;
+                    if cancelled_before && overlapped {
+                        self.leave(&fire, ticket).await;
+                    }
+                }
+                None => {
+                    run.owned(
+                        owned, fire, slot, received, spec, cancel, overlapped, ticket,
+                    )
                     .await
-            }
+                }
+            },
             Ok(Claim::Finished(status)) => {
                 debug!(
                     run_id = run.run_id(),
@@ -180,13 +239,13 @@ impl Execution<'_> {
                     "run already finished; answering the duplicate fire"
                 );
                 env.stats.add(Counter::DuplicateFires);
-                let kind = match status {
-                    RunStatus::Failed => AckKind::Term,
-                    RunStatus::Completed | RunStatus::Running => AckKind::Ack,
-                };
-                run.answer(kind).await;
+                if overlapped {
+                    self.leave(&fire, ticket).await;
+                }
+                run.answer(answer_for(status)).await;
             }
             Ok(Claim::Queued(other)) => {
+                // The overlap record (if it names this run) stays: the queued fire runs it.
                 debug!(
                     run_id = run.run_id(),
                     other_seq = other,
@@ -195,12 +254,258 @@ impl Execution<'_> {
                 env.stats.add(Counter::DuplicateFires);
                 run.answer(AckKind::Ack).await;
             }
-            Ok(Claim::Exhausted(stored)) => run.give_up(stored.record, stored.revision).await,
+            Ok(Claim::Exhausted(stored)) => {
+                if let Some(failed) = run.give_up(stored.record, stored.revision).await {
+                    if overlapped {
+                        self.leave(&fire, ticket).await;
+                    }
+                    self.pause_after_failure(&failed).await;
+                }
+            }
             Err(e) => {
                 warn!(run_id = run.run_id(), error = %e, "cannot claim the run; it will be delivered again");
                 run.nak(CLAIM_RETRY).await;
             }
         }
+    }
+
+    /// The overlap policy of the fire's schedule: from the followed view, or read from KV while
+    /// the view has not caught up. A fire whose key is not a schedule key has no schedule to
+    /// overlap with.
+    async fn policy(&self, fire: &Fire) -> Result<OverlapPolicy, crate::store::StoreError> {
+        let key = &fire.payload.key;
+        if validate_key(key).is_err() {
+            return Ok(OverlapPolicy::AllowAll);
+        }
+        let kv_key = schedule_kv_key(&fire.workflow, key);
+        match self.env.policies.lookup(&fire.workflow, &kv_key) {
+            Lookup::Known(policy) => Ok(policy.unwrap_or_default()),
+            Lookup::Unknown => Ok(self
+                .env
+                .schedules
+                .get(&fire.workflow, key)
+                .await?
+                .and_then(|stored| stored.record.ok())
+                .and_then(|record| record.overlap)
+                .unwrap_or_default()),
+        }
+    }
+
+    fn gate<'a>(&'a self, fire: &'a Fire) -> Gate<'a> {
+        Gate {
+            overlap: &self.env.overlap,
+            runs: &self.env.runs,
+            stream: &self.env.stream,
+            workflow: &fire.workflow,
+            key: &fire.payload.key,
+        }
+    }
+
+    /// Asks the overlap record whether the fire may start; skips or parks it when not.
+    async fn admit(&self, policy: OverlapPolicy, fire: &Fire) -> Admitted {
+        let me = Me {
+            run_id: fire.run_id.clone(),
+            scheduled_for: fire.payload.timestamp,
+            seq: self.seq,
+        };
+        let gate = self.gate(fire);
+        match gate.enter(policy, &me).await {
+            Ok(Entered::Start(ticket)) => Admitted::Claim(Some(ticket)),
+            Ok(Entered::Skip(yielded_to)) => self.skip(fire, yielded_to, &gate).await,
+            Ok(Entered::Wait(cancel)) => {
+                if let Some(other) = cancel {
+                    self.cancel_other(fire, &other).await;
+                }
+                let delivered = self.message.info().map_or(1, |i| i.delivered);
+                let delay = wait_delay(delivered);
+                debug!(run_id = self.run_id(), ?policy, retry_in = ?delay, "another run of the schedule is executing; this one waits");
+                self.env.stats.add(Counter::RunsWaited);
+                self.nak(delay).await;
+                Admitted::Answered
+            }
+            Err(e) => {
+                warn!(run_id = self.run_id(), error = %e, "cannot apply the overlap policy; the fire will be delivered again");
+                self.nak(CLAIM_RETRY).await;
+                Admitted::Answered
+            }
+        }
+    }
+
+    /// Records the run `skipped` (it never runs) and counts the skip in the overlap record. A
+    /// run that already has a record is not skipped: a finished one is a duplicate, a started
+    /// one resumes (it began before the schedule was busy).
+    async fn skip(&self, fire: &Fire, yielded_to: String, gate: &Gate<'_>) -> Admitted {
+        let now = now_seconds();
+        let record = RunRecord {
+            run_id: fire.run_id.clone(),
+            workflow: fire.workflow.clone(),
+            schedule_id: fire.payload.schedule_id.clone(),
+            key: fire.payload.key.clone(),
+            trigger: fire.trigger,
+            scheduled_for: fire.payload.timestamp,
+            status: RunStatus::Skipped,
+            attempt: 0,
+            started_at: now,
+            finished_at: Some(now),
+            output: None,
+            error: None,
+            fire_seq: Some(self.seq),
+            yielded_to: Some(yielded_to.clone()),
+        };
+        match self.env.runs.create(&self.key, &record).await {
+            Ok(RunCreated::New { .. }) => {
+                if let Err(e) = gate.count_skip().await {
+                    warn!(run_id = self.run_id(), error = %e, "the skipped run is recorded but could not be counted in polos_overlap");
+                }
+                info!(
+                    run_id = self.run_id(),
+                    yielded_to,
+                    "skipped: another run of the schedule is executing (overlap policy)"
+                );
+                self.env.stats.add(Counter::RunsSkipped);
+                self.env
+                    .metrics
+                    .run_finished(&fire.workflow, RunOutcome::Skipped, Duration::ZERO);
+                self.answer(AckKind::Ack).await;
+                Admitted::Answered
+            }
+            Ok(RunCreated::Exists {
+                record: Ok(existing),
+                ..
+            }) if existing.status.is_finished() => {
+                self.env.stats.add(Counter::DuplicateFires);
+                self.answer(answer_for(existing.status)).await;
+                Admitted::Answered
+            }
+            Ok(RunCreated::Exists { .. }) => Admitted::Claim(None),
+            Err(e) => {
+                warn!(run_id = self.run_id(), error = %e, "cannot record the run skipped; the fire will be delivered again");
+                self.nak(CLAIM_RETRY).await;
+                Admitted::Answered
+            }
+        }
+    }
+
+    /// `cancel_other`: asks the active run `other` to cancel (once; the request stays).
+    async fn cancel_other(&self, fire: &Fire, other: &str) {
+        let Ok(key) = RunKey::new(&fire.workflow, other) else {
+            return;
+        };
+        if let Lookup::Known(Some(_)) = self.env.cancel_view.lookup(&fire.workflow, key.kv_key()) {
+            return;
+        }
+        let record = CancelRecord {
+            run_id: other.to_string(),
+            workflow: fire.workflow.clone(),
+            requested_at: now_seconds(),
+            reason: Some(format!(
+                "overlap policy cancel_other: run {} of the same schedule is waiting to start",
+                fire.run_id
+            )),
+        };
+        match self.env.cancels.request(&key, &record).await {
+            Ok(true) => info!(
+                run_id = self.run_id(),
+                cancelled = other,
+                "asked the executing run of the schedule to cancel (overlap policy cancel_other)"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(run_id = self.run_id(), other, error = %e, "cannot ask the executing run to cancel; asking again on the next delivery")
+            }
+        }
+    }
+
+    /// Clears the overlap record's active run if it is this one (it has its final status). A
+    /// failure only delays the next run of the schedule: the next fire finds the entry stale.
+    async fn leave(&self, fire: &Fire, ticket: Option<Ticket>) {
+        if validate_key(&fire.payload.key).is_err() {
+            return;
+        }
+        if let Err(e) = self.gate(fire).leave(&fire.run_id, ticket).await {
+            warn!(run_id = self.run_id(), error = %e, "cannot clear the run from polos_overlap; the next fire of the schedule will find it finished");
+        }
+    }
+
+    /// Pauses the run's schedule when it asks to be paused on failure.
+    async fn pause_after_failure(&self, record: &RunRecord) {
+        if validate_key(&record.key).is_err() {
+            return;
+        }
+        let note = format!(
+            "paused on failure: run {} failed after {} attempt(s): {}",
+            record.run_id,
+            record.attempt,
+            record
+                .error
+                .as_deref()
+                .map(|e| shorten_to(e, 512))
+                .unwrap_or_default()
+        );
+        let mut delay = Duration::from_millis(200);
+        for tries in 1..=5 {
+            match self
+                .env
+                .schedules
+                .pause_after_failure(&record.workflow, &record.key, &note, now_seconds())
+                .await
+            {
+                Ok(true) => {
+                    self.env.stats.add(Counter::SchedulesPaused);
+                    warn!(run_id = self.run_id(), key = %record.key, "schedule paused: its run failed and the schedule has pause_on_failure");
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) if tries < 5 => {
+                    debug!(run_id = self.run_id(), error = %e, "cannot pause the schedule yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(run_id = self.run_id(), key = %record.key, error = %e, "the run failed and its schedule has pause_on_failure, but pausing it failed; pause it by hand (`polos schedules pause`)");
+                }
+            }
+        }
+    }
+
+    /// A run cancelled before its handler started: recorded `cancelled`. Returns whether it
+    /// was recorded.
+    async fn cancel_unstarted(&self, owned: Owned, reason: Option<&str>) -> bool {
+        let mut record = owned.record;
+        record.status = RunStatus::Cancelled;
+        record.attempt = record.attempt.saturating_sub(1);
+        record.finished_at = Some(now_seconds());
+        record.error = Some(cancelled_error(reason));
+        match self.write(&record, owned.revision).await {
+            Ok(()) => {
+                info!(run_id = self.run_id(), "cancelled before it started");
+                self.env.stats.add(Counter::RunsCancelled);
+                self.env.metrics.run_finished(
+                    self.key.workflow(),
+                    RunOutcome::Cancelled,
+                    Duration::ZERO,
+                );
+                self.answer(AckKind::Term).await;
+                true
+            }
+            Err(RunStoreError::Conflict { .. }) => {
+                self.superseded().await;
+                false
+            }
+            Err(e) => {
+                self.unwritten(&e).await;
+                false
+            }
+        }
+    }
+}
+
+/// How a fire of a run with a final status is answered: a failure or a cancel terminates it
+/// (visible as a terminated message), the rest are acked.
+fn answer_for(status: RunStatus) -> AckKind {
+    match status {
+        RunStatus::Failed | RunStatus::Cancelled => AckKind::Term,
+        RunStatus::Completed | RunStatus::Running | RunStatus::Skipped => AckKind::Ack,
     }
 }
 
@@ -233,14 +538,17 @@ impl Execution<'_> {
     }
 
     /// Runs the handler of a claimed run, records the result with compare-and-swap and answers.
+    #[allow(clippy::too_many_arguments)]
     async fn owned(
         &self,
         owned: Owned,
         fire: Fire,
         slot: Slot,
         received: Instant,
-        handler: BoxedHandler,
-        timeout: Duration,
+        spec: &RunSpec,
+        cancel: Cancellation,
+        overlapped: bool,
+        ticket: Option<Ticket>,
     ) {
         let env = self.env;
         let settings = &env.settings;
@@ -260,8 +568,11 @@ impl Execution<'_> {
             attempt,
             fire.trigger,
             Step::new(env.steps.clone(), &fire.run_id, owner.clone())
-                .metered(env.metrics.clone(), &fire.workflow),
+                .metered(env.metrics.clone(), &fire.workflow)
+                .cancellable(cancel.clone()),
+            cancel.clone(),
         );
+        let payload = fire.payload.clone();
         env.stats.add(Counter::RunsStarted);
         let in_flight = env.metrics.run_started(&fire.workflow);
         let started = std::time::Instant::now();
@@ -270,10 +581,10 @@ impl Execution<'_> {
             &hold,
             settings.progress_every,
             run_handler(
-                handler,
+                spec.handler.clone(),
                 ctx,
-                fire.payload,
-                timeout,
+                payload,
+                spec.timeout,
                 env.abort.clone(),
                 &env.stats,
             ),
@@ -296,6 +607,10 @@ impl Execution<'_> {
         }
 
         let mut record = owned.record;
+        let cancelled = match &result {
+            Err(_) => cancel.requested().await,
+            Ok(_) => None,
+        };
         let (kind, counter) = match result {
             Ok(output) => {
                 record.status = RunStatus::Completed;
@@ -304,7 +619,15 @@ impl Execution<'_> {
                 record.error = None;
                 (AckKind::Ack, Counter::RunsCompleted)
             }
-            Err(e) if e.is_terminal() || attempt >= settings.max_attempts => {
+            Err(e) if cancelled.is_some() => {
+                let reason = cancelled.flatten();
+                info!(run_id = self.run_id(), attempt, error = %e, "run cancelled");
+                record.status = RunStatus::Cancelled;
+                record.finished_at = Some(now_seconds());
+                record.error = Some(cancelled_error(reason.as_deref()));
+                (AckKind::Term, Counter::RunsCancelled)
+            }
+            Err(e) if e.is_terminal() || attempt >= spec.retry.max_attempts => {
                 warn!(run_id = self.run_id(), attempt, error = %e, "run failed");
                 record.status = RunStatus::Failed;
                 record.finished_at = Some(now_seconds());
@@ -312,7 +635,7 @@ impl Execution<'_> {
                 (AckKind::Term, Counter::RunsFailed)
             }
             Err(e) => {
-                let delay = backoff(settings.retry_backoff, attempt);
+                let delay = spec.retry.delay(self.run_id(), attempt);
                 warn!(run_id = self.run_id(), attempt, error = %e, retry_in = ?delay, "run attempt failed; retrying");
                 record.error = Some(shorten_error(e.message()));
                 (AckKind::Nak(Some(delay)), Counter::RunsRetried)
@@ -331,11 +654,25 @@ impl Execution<'_> {
                 let outcome = match counter {
                     Counter::RunsCompleted => RunOutcome::Completed,
                     Counter::RunsFailed => RunOutcome::Failed,
+                    Counter::RunsCancelled => RunOutcome::Cancelled,
                     _ => RunOutcome::Retried,
                 };
                 env.metrics
                     .run_finished(&fire.workflow, outcome, started.elapsed());
-                self.answer(kind).await;
+                if record.status.is_finished() {
+                    // The answer and the overlap record are independent: the next run of the
+                    // schedule may start while the server confirms this one's ack.
+                    if overlapped {
+                        tokio::join!(self.answer(kind), self.leave(&fire, ticket));
+                    } else {
+                        self.answer(kind).await;
+                    }
+                    if record.status == RunStatus::Failed {
+                        self.pause_after_failure(&record).await;
+                    }
+                } else {
+                    self.answer(kind).await;
+                }
             }
             Err(e @ RunStoreError::TooLarge { .. }) if record.status == RunStatus::Completed => {
                 // Terminal: the same output would be too large on every attempt.
@@ -352,6 +689,10 @@ impl Execution<'_> {
                             started.elapsed(),
                         );
                         self.answer(AckKind::Term).await;
+                        if overlapped {
+                            self.leave(&fire, ticket).await;
+                        }
+                        self.pause_after_failure(&record).await;
                     }
                     Err(RunStoreError::Conflict { .. }) => self.superseded().await,
                     Err(e) => self.unwritten(&e).await,
@@ -429,8 +770,9 @@ impl Execution<'_> {
         let _ = send(self.message, AckKind::Nak(None)).await;
     }
 
-    /// Every attempt was used and the last never finished: record `failed`.
-    async fn give_up(&self, mut record: RunRecord, revision: u64) {
+    /// Every attempt was used and the last never finished: record `failed`. Returns the
+    /// record when it was written.
+    async fn give_up(&self, mut record: RunRecord, revision: u64) -> Option<RunRecord> {
         let attempts = record.attempt;
         record.status = RunStatus::Failed;
         record.finished_at = Some(now_seconds());
@@ -450,10 +792,12 @@ impl Execution<'_> {
                     Duration::ZERO,
                 );
                 self.answer(AckKind::Term).await;
+                Some(record)
             }
             Err(e) => {
                 debug!(run_id = self.run_id(), error = %e, "cannot record the run failed; looking again later");
                 self.nak(CLAIM_RETRY).await;
+                None
             }
         }
     }
@@ -546,10 +890,15 @@ fn same_json(a: &RunRecord, b: &RunRecord) -> bool {
 
 /// `message`, cut to [`MAX_ERROR_BYTES`] so the record stays small.
 fn shorten_error(message: &str) -> String {
-    if message.len() <= MAX_ERROR_BYTES {
+    shorten_to(message, MAX_ERROR_BYTES)
+}
+
+/// `message`, cut to at most `limit` bytes on a char boundary, saying how long it was.
+fn shorten_to(message: &str, limit: usize) -> String {
+    if message.len() <= limit {
         return message.to_string();
     }
-    let mut end = MAX_ERROR_BYTES;
+    let mut end = limit;
     while !message.is_char_boundary(end) {
         end -= 1;
     }
@@ -559,16 +908,6 @@ fn shorten_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_secs(1);
-        assert_eq!(backoff(base, 1), Duration::from_secs(1));
-        assert_eq!(backoff(base, 2), Duration::from_secs(2));
-        assert_eq!(backoff(base, 4), Duration::from_secs(8));
-        assert_eq!(backoff(base, 40), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);
-    }
 
     #[test]
     fn long_errors_are_cut_on_a_char_boundary() {

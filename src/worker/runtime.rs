@@ -12,17 +12,21 @@ use tracing::{info, warn};
 
 use super::consumer::{ensure, fetch_loop, FetchSpec};
 use super::registration::{register, sync_inline_schedule};
-use super::run::{RunEnv, RunSettings};
-use super::{WorkerError, WorkerStats, Workflow};
+use super::run::{RunEnv, RunSettings, RunSpec};
+use super::views::{follow_cancels, follow_policies};
+use super::{RetryPolicy, WorkerError, WorkerStats, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
 use crate::metrics::{serve_metrics, HttpAddr, Metrics};
 use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::validate_workflow;
-use crate::store::{RunStore, RunStoreError, StepStore};
+use crate::store::{CancelStore, OverlapStore, RunStore, RunStoreError, ScheduleStore, StepStore};
 
 /// How long releasing unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long start waits for the followed policies and cancel requests before consuming anyway
+/// (runs then read their keys from KV until the views catch up).
+const VIEWS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A worker process: the workflows it serves and how it runs them.
 ///
@@ -195,6 +199,15 @@ impl Worker {
         };
         let runs = RunStore::open(&js).await.map_err(missing)?;
         let steps = StepStore::open(&js).await.map_err(missing)?;
+        let overlap = OverlapStore::open(&js).await.map_err(missing)?;
+        let cancels = CancelStore::open(&js).await.map_err(missing)?;
+        let schedules = ScheduleStore::open(&js)
+            .await
+            .map_err(|e| WorkerError::Missing {
+                what: "bucket",
+                name: SCHEDULES_BUCKET,
+                source: e.into(),
+            })?;
         let stream = js
             .get_stream(RUNS_STREAM)
             .await
@@ -210,11 +223,8 @@ impl Worker {
         let default_timeout = self
             .run_timeout
             .unwrap_or(Duration::from_secs(self.config.run_timeout_secs));
+        let worker_retry = self.worker_retry();
         let settings = RunSettings {
-            max_attempts: self.config.max_attempts.max(1),
-            retry_backoff: self
-                .retry_backoff
-                .unwrap_or(Duration::from_secs(self.config.retry_backoff_secs)),
             ack_wait,
             // Three chances per ack window to keep the message, so one slow answer does not
             // cost it.
@@ -222,10 +232,18 @@ impl Worker {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (abort_tx, abort_rx) = watch::channel(false);
+        let ids: Vec<String> = self.workflows.iter().map(|w| w.id.clone()).collect();
+        let policies = Arc::new(follow_policies(&schedules, &ids));
+        let cancel_view = Arc::new(follow_cancels(&cancels, &ids));
         let env = Arc::new(RunEnv {
             runs,
             steps,
             stream: stream.clone(),
+            overlap,
+            cancels,
+            schedules,
+            policies: policies.clone(),
+            cancel_view: cancel_view.clone(),
             settings,
             abort: abort_rx,
             stats: self.stats.clone(),
@@ -247,6 +265,16 @@ impl Worker {
             info!("worker metrics at http://{local}/metrics");
         }
 
+        // A fire that arrives before these are complete reads its keys from KV instead, so
+        // this wait only saves those reads.
+        let (policies_ready, cancels_ready) = tokio::join!(
+            policies.caught_up(VIEWS_TIMEOUT),
+            cancel_view.caught_up(VIEWS_TIMEOUT)
+        );
+        if !(policies_ready && cancels_ready) {
+            warn!("the schedules' overlap policies or the cancel requests are not loaded yet; runs read them from KV until they are");
+        }
+
         let mut loops = JoinSet::new();
         for workflow in &self.workflows {
             let id = workflow.id.clone();
@@ -256,22 +284,23 @@ impl Worker {
                     source,
                 }
             })?;
-            sync_inline_schedule(
-                &schedules_kv,
-                &state_kv,
-                &id,
-                workflow.inline_schedule().as_ref(),
-            )
-            .await
-            .map_err(|source| WorkerError::Registration {
-                workflow: id.clone(),
-                source,
-            })?;
+            sync_inline_schedule(&schedules_kv, &state_kv, &id, workflow.schedule.as_ref())
+                .await
+                .map_err(|source| WorkerError::Registration {
+                    workflow: id.clone(),
+                    source,
+                })?;
             let consumer = ensure(&stream, &id, ack_wait).await?;
             let spec = FetchSpec {
                 workflow: id.clone(),
-                handler: workflow.handler.clone(),
-                timeout: workflow.timeout.unwrap_or(default_timeout),
+                run: Arc::new(RunSpec {
+                    handler: workflow.handler.clone(),
+                    timeout: workflow.timeout.unwrap_or(default_timeout),
+                    retry: workflow
+                        .retry
+                        .clone()
+                        .unwrap_or_else(|| worker_retry.clone()),
+                }),
                 concurrency: self.config.concurrency,
             };
             loops.spawn(fetch_loop(
@@ -315,6 +344,18 @@ impl Worker {
         Ok(())
     }
 
+    /// The retry policy of workflows that declare none: `max_attempts` and
+    /// `retry_backoff_secs` of the worker, doubling up to 10 minutes.
+    fn worker_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.max_attempts.max(1),
+            initial_backoff: self
+                .retry_backoff
+                .unwrap_or(Duration::from_secs(self.config.retry_backoff_secs)),
+            ..RetryPolicy::default()
+        }
+    }
+
     /// Checks ids and inline schedules before anything is written.
     fn validate(&self) -> Result<(), WorkerError> {
         if self.workflows.is_empty() {
@@ -342,6 +383,12 @@ impl Worker {
                         "workflow {:?} has a timeout of 0, which would cancel every run at once",
                         workflow.id
                     ),
+                });
+            }
+            if let Some(problem) = workflow.retry.as_ref().and_then(RetryPolicy::problem) {
+                return Err(WorkerError::InvalidSetting {
+                    setting: "Workflow::retry",
+                    reason: format!("workflow {:?}: {problem}", workflow.id),
                 });
             }
             if !seen.insert(workflow.id.as_str()) {

@@ -66,6 +66,15 @@ pub struct WorkerStatsSnapshot {
     /// Acks and terms the server did not confirm (the run record still says what happened,
     /// so a redelivery is answered from it).
     pub unconfirmed_answers: u64,
+    /// Runs recorded `cancelled` by this worker.
+    pub runs_cancelled: u64,
+    /// Runs recorded `skipped` by this worker (overlap policy).
+    pub runs_skipped: u64,
+    /// Times a fire was handed back to wait for an earlier run of its schedule (overlap
+    /// policies `buffer_one`, `buffer_all`, `cancel_other`); one fire may wait many times.
+    pub runs_waited: u64,
+    /// Schedules this worker paused because a run failed (`pause_on_failure`).
+    pub schedules_paused: u64,
 }
 
 /// The atomic twin of [`WorkerStatsSnapshot`].
@@ -82,6 +91,10 @@ struct Counters {
     rejected_fires: AtomicU64,
     consumer_recreations: AtomicU64,
     unconfirmed_answers: AtomicU64,
+    runs_cancelled: AtomicU64,
+    runs_skipped: AtomicU64,
+    runs_waited: AtomicU64,
+    schedules_paused: AtomicU64,
 }
 
 /// One counter, for [`WorkerStats::add`].
@@ -98,6 +111,10 @@ pub(crate) enum Counter {
     RejectedFires,
     ConsumerRecreations,
     UnconfirmedAnswers,
+    RunsCancelled,
+    RunsSkipped,
+    RunsWaited,
+    SchedulesPaused,
 }
 
 impl WorkerStats {
@@ -117,6 +134,10 @@ impl WorkerStats {
             rejected_fires: get(&c.rejected_fires),
             consumer_recreations: get(&c.consumer_recreations),
             unconfirmed_answers: get(&c.unconfirmed_answers),
+            runs_cancelled: get(&c.runs_cancelled),
+            runs_skipped: get(&c.runs_skipped),
+            runs_waited: get(&c.runs_waited),
+            schedules_paused: get(&c.schedules_paused),
         }
     }
 
@@ -134,6 +155,10 @@ impl WorkerStats {
             Counter::RejectedFires => &c.rejected_fires,
             Counter::ConsumerRecreations => &c.consumer_recreations,
             Counter::UnconfirmedAnswers => &c.unconfirmed_answers,
+            Counter::RunsCancelled => &c.runs_cancelled,
+            Counter::RunsSkipped => &c.runs_skipped,
+            Counter::RunsWaited => &c.runs_waited,
+            Counter::SchedulesPaused => &c.schedules_paused,
         };
         atomic.fetch_add(1, Ordering::Relaxed);
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::{WorkflowContext, WorkflowError};
-use crate::model::{InlineSchedule, SchedulePayload};
+use super::{RetryPolicy, WorkflowContext, WorkflowError};
+use crate::model::{InlineSchedule, OverlapPolicy, SchedulePayload};
 
 /// A workflow's output once serialized: what the run record's `output` field holds.
 pub(crate) type Output = Result<serde_json::Value, WorkflowError>;
@@ -18,7 +18,8 @@ pub(crate) type Output = Result<serde_json::Value, WorkflowError>;
 pub(crate) type BoxedHandler =
     Arc<dyn Fn(WorkflowContext, SchedulePayload) -> BoxFuture<'static, Output> + Send + Sync>;
 
-/// An inline schedule: a cron expression read in a time zone (UTC unless set).
+/// An inline schedule: a cron expression read in a time zone (UTC unless set), and optionally
+/// its run policies.
 ///
 /// `"0 9 * * *"`, `("0 17 * * *", "America/New_York")` and
 /// `Schedule::cron("0 17 * * *").timezone("America/New_York")` all convert into one.
@@ -28,6 +29,11 @@ pub struct Schedule {
     pub cron: String,
     /// The IANA zone its wall clock is read in.
     pub timezone: String,
+    /// The overlap policy the worker writes into the schedule; `None` leaves the stored one
+    /// (default `skip`).
+    pub overlap: Option<OverlapPolicy>,
+    /// Whether a run failing for good pauses the schedule; `None` leaves the stored setting.
+    pub pause_on_failure: Option<bool>,
 }
 
 impl Schedule {
@@ -36,12 +42,34 @@ impl Schedule {
         Schedule {
             cron: expr.into(),
             timezone: "UTC".to_string(),
+            overlap: None,
+            pause_on_failure: None,
         }
     }
 
     /// Reads the cron in this IANA zone instead (`"America/New_York"`); DST is handled.
     pub fn timezone(mut self, timezone: impl Into<String>) -> Self {
         self.timezone = timezone.into();
+        self
+    }
+
+    /// What a fire does while the previous run still executes (default
+    /// [`OverlapPolicy::Skip`]); see the README's "Run policies".
+    ///
+    /// ```
+    /// use polos::model::OverlapPolicy;
+    /// use polos::worker::Schedule;
+    /// let every_5 = Schedule::cron("*/5 * * * *").overlap(OverlapPolicy::BufferOne);
+    /// ```
+    pub fn overlap(mut self, policy: OverlapPolicy) -> Self {
+        self.overlap = Some(policy);
+        self
+    }
+
+    /// Pauses the schedule when one of its runs fails after its last attempt (the note names
+    /// the run); resume it with `polos schedules resume`.
+    pub fn pause_on_failure(mut self, pause: bool) -> Self {
+        self.pause_on_failure = Some(pause);
         self
     }
 }
@@ -98,6 +126,8 @@ pub struct Workflow {
     pub(crate) handler: BoxedHandler,
     /// How long one attempt may run; `None` uses the worker's `run_timeout_secs`.
     pub(crate) timeout: Option<Duration>,
+    /// How often a run is tried; `None` uses the worker's `max_attempts` and backoff.
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -107,6 +137,7 @@ impl std::fmt::Debug for Workflow {
             .field("schedule", &self.schedule)
             .field("schedulable", &self.schedulable)
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +171,7 @@ impl Workflow {
             schedulable: false,
             handler,
             timeout: None,
+            retry: None,
         }
     }
 
@@ -173,6 +205,27 @@ impl Workflow {
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// How often this workflow's runs are tried and how long to wait in between, instead of
+    /// the worker's `max_attempts` and `retry_backoff_secs`. A retryable error (or a timeout)
+    /// is retried until `max_attempts`; a terminal one fails the run at once.
+    ///
+    /// ```
+    /// # use polos::worker::{RetryPolicy, Workflow, WorkflowContext, WorkflowError};
+    /// # async fn charge(_c: WorkflowContext, _p: polos::model::SchedulePayload) -> Result<(), WorkflowError> { Ok(()) }
+    /// use std::time::Duration;
+    /// let wf = Workflow::new("billing", charge).retry(RetryPolicy {
+    ///     max_attempts: 6,
+    ///     initial_backoff: Duration::from_secs(5),
+    ///     multiplier: 3.0,
+    ///     max_backoff: Duration::from_secs(3600),
+    ///     jitter: 0.2,
+    /// });
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 

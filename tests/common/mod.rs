@@ -13,6 +13,7 @@ pub mod faults;
 pub mod http;
 pub mod python;
 pub mod secure;
+pub mod webdriver;
 
 /// How long any single wait for an event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);

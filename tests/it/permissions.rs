@@ -184,6 +184,21 @@ async fn every_role_does_its_whole_job_with_exactly_the_shipped_permissions() {
     );
     let view = schedules::get(&client, "daily-report", "u1").await.unwrap();
     assert_eq!(view.record.cron, "* * * * *");
+    assert_eq!(view.next_fires.len(), 10);
+    // Cancel: a finished run (found by its id alone) is left alone; a run not started yet
+    // gets a request stored for the workers.
+    let finished = polos::runs::cancel(&client, &run_id, None, None)
+        .await
+        .unwrap();
+    assert!(!finished.cancel_requested);
+    let later = format!(
+        "{}-20991231T000000Z",
+        polos::model::schedule_id("daily-report", "u1")
+    );
+    let pending = polos::runs::cancel(&client, &later, Some("daily-report"), Some("not needed"))
+        .await
+        .unwrap();
+    assert!(pending.cancel_requested);
     let listed = schedules::list(&client, None).await.unwrap();
     assert_eq!(
         listed.schedules.len(),
@@ -338,14 +353,17 @@ async fn forbidden_operations_fail_at_once_and_change_nothing() {
     let operator_js = jetstream::new(operator.clone());
     let before = snapshot(&operator_js).await;
 
-    // A worker limited to daily-report: another workflow's schedule, an API schedule of its
-    // own workflow, another workflow's runs; deleting a bucket.
+    // A worker limited to daily-report: another workflow's schedule, runs, overlap record and
+    // cancel requests, the scheduler's state of an API schedule of its own workflow; deleting
+    // a bucket. (Its own workflow's schedules it may write: pause on failure.)
     let limited = env.connect_as(LIMITED_WORKER).await;
     for subject in [
         "$KV.polos_schedules.billing.global",
-        "$KV.polos_schedules.daily-report.u1",
+        "$KV.polos_schedule_state.daily-report.u1",
         "$KV.polos_runs.billing.sch_x-20260101T000000Z",
         "$KV.polos_workflows.billing",
+        "$KV.polos_overlap.billing.global",
+        "$KV.polos_cancels.billing.sch_x-20260101T000000Z",
     ] {
         let text = refused(
             &limited,
@@ -370,9 +388,9 @@ async fn forbidden_operations_fail_at_once_and_change_nothing() {
         text,
         "permission denied: publish to $JS.API.STREAM.DELETE.KV_polos_schedules"
     );
-    // Any-workflow worker: still only `global` schedules, never an API one.
+    // Any-workflow worker: the scheduler's state only of `global` schedules, never an API one.
     let worker = env.connect_as(WORKER).await;
-    let subject = "$KV.polos_schedules.daily-report.u1";
+    let subject = "$KV.polos_schedule_state.daily-report.u1";
     refused(
         &worker,
         subject,

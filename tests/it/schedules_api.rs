@@ -26,8 +26,13 @@ pub struct ApiEnv {
 
 impl ApiEnv {
     pub async fn start() -> ApiEnv {
+        ApiEnv::start_with(|_| {}).await
+    }
+
+    /// [`ApiEnv::start`] with the API's configuration changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut polos::config::Config)) -> ApiEnv {
         let env = TestEnv::start().await;
-        let (stop, task) = serve_replica(&env).await;
+        let (stop, task) = serve_replica_with(&env, configure).await;
         let client = PolosClient::from_nats(env.connect().await);
         ApiEnv {
             env,
@@ -70,8 +75,18 @@ impl ApiEnv {
 
 /// Starts one more API replica on its own connection; send on the sender to stop it.
 pub async fn serve_replica(env: &TestEnv) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    serve_replica_with(env, |_| {}).await
+}
+
+/// [`serve_replica`] with the configuration changed by `configure`.
+pub async fn serve_replica_with(
+    env: &TestEnv,
+    configure: impl FnOnce(&mut polos::config::Config),
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mut config = env.config();
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = polos::api::start(env.connect().await, &env.config())
+    let server = polos::api::start(env.connect().await, &config)
         .await
         .unwrap();
     let task = tokio::spawn(async move {
@@ -205,6 +220,18 @@ async fn upsert_twice_keeps_the_id_and_one_record_with_the_new_cron() {
     let kv_key = schedule_kv_key("user-notification", "user_789");
     let before: ScheduleRecord =
         serde_json::from_slice(&kv.get(&kv_key).await.unwrap().unwrap()).unwrap();
+    let created_at = before.created_at.unwrap();
+    assert_eq!(
+        before.updated_at,
+        Some(created_at),
+        "a new record: updated = created"
+    );
+    // Instants have second precision: wait (bounded) for the wall clock's next second, so the
+    // update below gets a later `updated_at` than the create.
+    eventually("the next second", || async move {
+        Utc::now().timestamp() > created_at.timestamp()
+    })
+    .await;
 
     let second = schedules::create(
         &api.client,
@@ -233,7 +260,12 @@ async fn upsert_twice_keeps_the_id_and_one_record_with_the_new_cron() {
             before.created_at.unwrap()
         ))
     );
-    assert!(stored["updated_at"].is_string());
+    let updated_at =
+        polos::model::time::parse_instant(stored["updated_at"].as_str().unwrap()).unwrap();
+    assert!(
+        updated_at > created_at && updated_at <= Utc::now(),
+        "updated_at {updated_at} after created_at {created_at}, not in the future"
+    );
     let third = schedules::upsert(
         &api.client,
         &UpsertRequest {
@@ -551,6 +583,134 @@ async fn hostile_inputs_are_refused_and_odd_keys_round_trip() {
     api.stop().await;
 }
 
+/// The README's limits, as literals, through the API: a request of 64 KiB is served and one
+/// byte more is refused; a note of 4 KiB (counted in bytes) is stored and one byte more is
+/// refused; a workflow id of 128 characters is accepted and 129 refused; a key of 256 bytes is
+/// accepted and 257 refused. Nothing refused is stored.
+#[tokio::test]
+async fn limits_hold_at_their_documented_boundaries() {
+    let api = ApiEnv::start().await;
+    let upsert = "polos.schedules.upsert";
+    let kv = api.kv("polos_schedules").await;
+    let stored = |key: String| {
+        let kv = kv.clone();
+        async move {
+            kv.get(key)
+                .await
+                .unwrap()
+                .map(|raw| serde_json::from_slice::<Value>(&raw).unwrap())
+        }
+    };
+
+    // 64 KiB = 65,536 bytes, made up with JSON whitespace.
+    let padded = |key: &str, len: usize| {
+        let head = format!(r#"{{"workflow":"wf","cron":"0 8 * * *","key":"{key}""#);
+        let body = format!("{head}{}}}", " ".repeat(len - head.len() - 1));
+        assert_eq!(body.len(), len);
+        body
+    };
+    let (status, reply) = api.raw(upsert, padded("at-limit", 65_536)).await;
+    assert_eq!(status, None, "{reply}");
+    assert_eq!(reply["schedule_id"], schedule_id("wf", "at-limit"));
+    assert!(stored("wf.at-limit".into()).await.is_some());
+    let (status, reply) = api.raw(upsert, padded("over-limit", 65_537)).await;
+    assert_eq!(status.as_deref(), Some("400"), "{reply}");
+    assert_eq!(reply["error"]["code"], "invalid_request");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("too large") && message.contains("65537") && message.contains("65536"),
+        "{message}"
+    );
+    assert!(stored("wf.over-limit".into()).await.is_none());
+
+    // 4 KiB = 4,096 bytes of note: 2,048 two-byte characters.
+    let note = "é".repeat(2048);
+    let body = json!({"workflow": "wf", "cron": "0 8 * * *", "key": "noted", "note": note});
+    let (status, reply) = api.raw(upsert, body.to_string()).await;
+    assert_eq!(status, None, "{reply}");
+    assert_eq!(
+        stored("wf.noted".into()).await.unwrap()["note"],
+        note.as_str()
+    );
+    for over in [format!("{note}x"), "é".repeat(2049)] {
+        // 4,097 and 4,098 bytes (the second is only 2,049 characters: bytes are counted).
+        let body = json!({"workflow": "wf", "cron": "0 9 * * *", "key": "noted", "note": over});
+        let (status, reply) = api.raw(upsert, body.to_string()).await;
+        assert_eq!(status.as_deref(), Some("400"), "{reply}");
+        assert_eq!(reply["error"]["code"], "invalid_request");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("\"note\"") && message.contains("4096"),
+            "{message}"
+        );
+        let (status, reply) = api
+            .raw(
+                "polos.schedules.pause",
+                json!({"workflow": "wf", "key": "noted", "note": over}).to_string(),
+            )
+            .await;
+        assert_eq!(status.as_deref(), Some("400"), "{reply}");
+    }
+    let kept = stored("wf.noted".into()).await.unwrap();
+    assert_eq!(
+        (kept["cron"].as_str(), kept["paused"].as_bool()),
+        (Some("0 8 * * *"), Some(false))
+    );
+
+    // Workflow ids: 128 characters, then 129.
+    let longest = "w".repeat(128);
+    let id = schedules::create(&api.client, &longest, "0 8 * * *", "UTC", "global")
+        .await
+        .unwrap();
+    assert_eq!(id, schedule_id(&longest, "global"));
+    assert!(stored(format!("{longest}.global")).await.is_some());
+    let too_long = "w".repeat(129);
+    let (status, reply) = api
+        .raw(
+            upsert,
+            json!({"workflow": too_long, "cron": "0 8 * * *"}).to_string(),
+        )
+        .await;
+    assert_eq!(status.as_deref(), Some("400"), "{reply}");
+    assert_eq!(reply["error"]["code"], "invalid_workflow");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("129") && message.contains("128"),
+        "{message}"
+    );
+    assert!(stored(format!("{too_long}.global")).await.is_none());
+
+    // Keys: 256 bytes, then 257.
+    let key = "k".repeat(256);
+    schedules::create(&api.client, "wf", "0 8 * * *", "UTC", &key)
+        .await
+        .unwrap();
+    let (status, reply) = api
+        .raw(
+            upsert,
+            json!({"workflow": "wf", "cron": "0 8 * * *", "key": "k".repeat(257)}).to_string(),
+        )
+        .await;
+    assert_eq!(status.as_deref(), Some("400"), "{reply}");
+    assert_eq!(reply["error"]["code"], "invalid_key");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("257 bytes"));
+
+    let mut keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    keys.sort();
+    let mut expected = vec![
+        format!("wf.{key}"),
+        "wf.at-limit".to_string(),
+        "wf.noted".to_string(),
+        format!("{longest}.global"),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected, "only the accepted requests stored anything");
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn a_plain_publish_is_applied_in_order() {
     let api = ApiEnv::start().await;
@@ -817,6 +977,8 @@ async fn replicas_share_the_queue_group_and_the_service_is_discoverable() {
     assert_eq!(
         subjects,
         [
+            "polos.run.cancel",
+            "polos.schedules.backfill",
             "polos.schedules.delete",
             "polos.schedules.get",
             "polos.schedules.list",
@@ -915,6 +1077,145 @@ async fn list_replies_are_pages_that_fit_in_a_message_and_the_client_follows_the
         .collect();
     keys.dedup();
     assert_eq!(keys.len(), 1100, "no entry twice");
+    api.stop().await;
+}
+
+/// `limit` above 500 is served as 500 (the documented largest page), never as a larger reply;
+/// `limit` 0 is refused.
+#[tokio::test]
+async fn a_list_limit_above_500_gives_pages_of_500() {
+    let api = ApiEnv::start().await;
+    let kv = api.kv("polos_schedules").await;
+    let puts = (0..501).map(|i| {
+        let kv = kv.clone();
+        async move {
+            kv.put(format!("many.k{i:03}"), r#"{"cron":"0 8 * * *"}"#.into())
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(puts).await;
+    for limit in [501, 1000, u64::from(u32::MAX)] {
+        let (status, page) = api
+            .raw(
+                "polos.schedules.list",
+                json!({"workflow": "many", "limit": limit}).to_string(),
+            )
+            .await;
+        assert_eq!(status, None, "{page}");
+        assert_eq!(
+            page["schedules"].as_array().unwrap().len(),
+            500,
+            "limit {limit}"
+        );
+        assert_eq!(page["schedules"][499]["key"], "k499");
+        assert_eq!(page["next_after"], "many.k499", "limit {limit}");
+        let (_, rest) = api
+            .raw(
+                "polos.schedules.list",
+                json!({"workflow": "many", "limit": limit, "after": "many.k499"}).to_string(),
+            )
+            .await;
+        assert_eq!(rest["schedules"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["schedules"][0]["key"], "k500");
+        assert!(rest.get("next_after").is_none(), "{rest}");
+    }
+    let (status, reply) = api
+        .raw(
+            "polos.schedules.list",
+            json!({"workflow": "many", "limit": 0}).to_string(),
+        )
+        .await;
+    assert_eq!(status.as_deref(), Some("400"), "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("\"limit\""));
+    api.stop().await;
+}
+
+/// `workflows.list` carries, beside the registrations, every stored value that is not one (with
+/// the reason) instead of failing the whole listing.
+#[tokio::test]
+async fn workflows_list_reports_values_that_are_not_registrations() {
+    let api = ApiEnv::start().await;
+    register(&api, "good", true).await;
+    let kv = api.kv("polos_workflows").await;
+    kv.put("broken", "not json".into()).await.unwrap();
+    kv.put(
+        "wrong-type",
+        r#"{"workflow":"wrong-type","schedulable":"yes"}"#.into(),
+    )
+    .await
+    .unwrap();
+    let (status, reply) = api.raw("polos.workflows.list", "{}").await;
+    assert_eq!(status, None, "{reply}");
+    let names: Vec<&str> = reply["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workflow"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["good"], "{reply}");
+    let invalid = reply["invalid"].as_array().unwrap();
+    let keys: Vec<&str> = invalid
+        .iter()
+        .map(|i| i["kv_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["broken", "wrong-type"], "{reply}");
+    // Each reason names the value and what is wrong with it.
+    for (entry, why) in invalid.iter().zip(["expected ident", "expected a boolean"]) {
+        let error = entry["error"].as_str().unwrap();
+        let kv_key = entry["kv_key"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("{kv_key:?}"))
+                && error.contains("not a workflow registration")
+                && error.contains(why),
+            "{reply}"
+        );
+    }
+    // The Rust client reads the same.
+    let listed = api.client.workflows().await.unwrap();
+    assert_eq!(listed.workflows.len(), 1);
+    assert_eq!(listed.invalid.len(), 2);
+    api.stop().await;
+}
+
+/// A manual trigger's `Nats-Msg-Id` is its run id (a contract extension), so two triggers in
+/// the same second are two runs, and neither is de-duplicated against a scheduled fire.
+#[tokio::test]
+async fn a_manual_triggers_msg_id_is_its_run_id() {
+    let api = ApiEnv::start().await;
+    schedules::create(&api.client, "manual", "* * * * *", "UTC", "global")
+        .await
+        .unwrap();
+    let first = schedules::trigger(&api.client, "manual", "global")
+        .await
+        .unwrap();
+    let second = schedules::trigger(&api.client, "manual", "global")
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    let mut stream = api.env.js.get_stream("POLOS_RUNS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        2,
+        "both stored"
+    );
+    for (seq, run_id) in [(1, &first), (2, &second)] {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(&header("Nats-Msg-Id"), run_id);
+        assert_eq!(&header("Polos-Run-Id"), run_id);
+        assert_eq!(header("Polos-Trigger"), "manual");
+        assert_eq!(message.subject.as_str(), "polos.runs.manual");
+    }
     api.stop().await;
 }
 

@@ -135,12 +135,31 @@ async fn create_list_get_next_pause_trigger_delete() {
     .await;
     let record: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(record["paused"], true);
+    let kv = api.kv("polos_schedules").await;
+    let stored = || async {
+        let raw = kv.get("user-reminder.user_123").await.unwrap().unwrap();
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    };
+    assert_eq!(stored().await["paused"], true, "pause reached the record");
     let out = polos(
         &api,
         &["schedules", "resume", "user-reminder", "--key", "user_123"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "Resumed schedule user-reminder / user_123",
+        "{}",
+        stderr(&out)
+    );
+    let record = stored().await;
+    assert_eq!(record["paused"], false, "{record}");
+    assert_eq!(
+        record["note"], "hi",
+        "resume without --note keeps the note: {record}"
+    );
+    assert_eq!(record["cron"], "0 8 * * *", "{record}");
 
     let out = polos(
         &api,

@@ -110,7 +110,10 @@ impl FireLog {
         &self.all
     }
 
-    /// Asserts that no fire beyond those already seen arrives within `quiet`.
+    /// Asserts that no fire beyond those already seen arrives within `quiet`. A quiet period
+    /// proves little on a loaded machine: prefer an exact check (`stored_fires` once a state
+    /// record or status count shows the last fire, or a later fire as a fence).
+    #[allow(dead_code)]
     pub async fn assert_no_more(&mut self, quiet: Duration) {
         if let Ok(Some(extra)) = tokio::time::timeout(quiet, self.rx.recv()).await {
             panic!("unexpected extra fire: {extra:#?}\nafter: {:#?}", self.all);
@@ -221,6 +224,18 @@ impl PublishLog {
     pub fn all(&self) -> Vec<(String, String)> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// How many fires `POLOS_RUNS` ever stored: its last sequence (acked fires leave the work queue,
+/// their sequence stays). A publish the stream absorbed as a duplicate does not count.
+///
+/// Read after the event that ends a test's fires (a state record, a status count written once
+/// the stream acked the fire), it is an exact check where a quiet period would only be a guess.
+pub async fn stored_fires(env: &TestEnv) -> u64 {
+    crate::common::stream_info(&env.js, "POLOS_RUNS")
+        .await
+        .state
+        .last_sequence
 }
 
 /// What most ticker tests start from: a fresh server, the fire log, and a clock frozen at `start`.
@@ -347,6 +362,13 @@ async fn payload_fields_across_three_consecutive_fires() {
             Some("2026-05-01T10:00:00Z"),
             "2026-05-01T12:00:00Z",
         ),
+        // Also the fence for the three before it: fires leave in instant order, so anything
+        // extra fired before 12:00 would sit at this index.
+        (
+            "2026-05-01T12:00:00Z",
+            Some("2026-05-01T11:00:00Z"),
+            "2026-05-01T13:00:00Z",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -364,18 +386,22 @@ async fn payload_fields_across_three_consecutive_fires() {
         );
         assert_eq!(fires[i].fire.payload.timezone, "Europe/London");
     }
-    log.assert_no_more(Duration::from_millis(300)).await;
     let id = schedule_id("report", "user 7");
-    wait_state(&env, "report", "user 7", "state after 3 fires", |s| {
-        s.fires == 3
-            && s.last_timestamp == Some(at("2026-05-01T11:00:00Z"))
-            && s.next == Some(at("2026-05-01T12:00:00Z"))
+    wait_state(&env, "report", "user 7", "state after 4 fires", |s| {
+        s.fires == 4
+            && s.last_timestamp == Some(at("2026-05-01T12:00:00Z"))
+            && s.next == Some(at("2026-05-01T13:00:00Z"))
             && s.missed == 0
             && s.error.is_none()
-            && s.last_run_id.as_deref() == Some(&format!("{id}-20260501T110000Z"))
+            && s.last_run_id.as_deref() == Some(&format!("{id}-20260501T120000Z"))
     })
     .await;
-    assert_eq!(t.status.borrow().fires, 3);
+    assert_eq!(t.status.borrow().fires, 4);
+    assert_eq!(
+        stored_fires(&env).await,
+        4,
+        "the stream stored each fire once"
+    );
     t.stop().await;
 }
 
@@ -462,7 +488,17 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
         s.fires == 2 && s.last_timestamp == Some(at("2026-05-01T10:00:00Z"))
     })
     .await;
-    log.assert_no_more(Duration::from_millis(500)).await;
+    let ten = format!("{}@2026-05-01T10:00:00Z", schedule_id("sync", "global"));
+    eventually("the re-publish seen on the wire", || async {
+        publishes.count(&ten) >= 2
+    })
+    .await;
+    // The state record is written once the stream answered the re-publish: it was absorbed.
+    assert_eq!(
+        stored_fires(&env).await,
+        8,
+        "the re-published 10:00 was stored"
+    );
 
     // Down across 11:00 and 12:00: catch-up per policy at the restart at 12:30.
     c.stop().await;
@@ -528,9 +564,19 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
         .iter()
         .all(|r| r.fire.trigger == Trigger::Schedule
             && r.fire.payload.timestamp == at("2026-05-01T13:00:00Z")));
-    log.assert_no_more(Duration::from_millis(300)).await;
+    for key in ["global", "all", "skip", "short"] {
+        wait_state(&env, "sync", key, "13:00 recorded", |s| {
+            s.last_timestamp == Some(at("2026-05-01T13:00:00Z"))
+        })
+        .await;
+    }
+    assert_eq!(stored_fires(&env).await, 15, "the stream stored 15 fires");
     // Every instant was published once, except 10:00 of `sync.global`, re-published on purpose
     // above from the lagging state record (and absorbed by the stream).
+    eventually("16 publishes seen on the wire", || async {
+        publishes.all().len() >= 16
+    })
+    .await;
     let mut published: Vec<String> = publishes.all().into_iter().map(|(id, _)| id).collect();
     published.sort();
     let stored: Vec<String> = {
@@ -544,6 +590,262 @@ async fn restart_mid_series_loses_and_doubles_nothing() {
     };
     assert_eq!(published, stored, "every fire published once");
     d.stop().await;
+}
+
+/// Down from just after 09:00 until 14:30 with the hourly `sync.*` schedules of `keys` (armed and
+/// fired once at 09:00 by a first ticker); returns once a second ticker, started at 14:30 with
+/// `config`, is active.
+async fn down_until_half_past_two(
+    env: &TestEnv,
+    log: &mut FireLog,
+    clock: &ManualClock,
+    config: &Config,
+    keys: usize,
+) -> Running {
+    let mut a = Running::start(env.connect().await, config, Arc::new(clock.clone()));
+    a.wait_active().await;
+    a.wait("armed", |s| {
+        s.schedules == keys && s.next_fire == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
+    clock.set(at("2026-05-01T09:00:00Z"));
+    log.wait_for(keys).await;
+    a.wait("09:00 counted", |s| s.fires == keys as u64).await;
+    a.stop().await;
+    clock.set(at("2026-05-01T14:30:00Z"));
+    let mut b = Running::start(env.connect().await, config, Arc::new(clock.clone()));
+    b.wait_active().await;
+    b
+}
+
+/// The catch-up fires after `skip` fires, as `(key, HH:MM)` sorted, each checked to be a
+/// `catchup` fire.
+fn catchup_fires(log: &FireLog, skip: usize) -> Vec<(String, String)> {
+    let mut fires: Vec<(String, String)> = log.all[skip..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.fire.trigger, Trigger::Catchup, "{r:#?}");
+            (
+                r.fire.payload.key.clone(),
+                r.fire.payload.timestamp.format("%H:%M").to_string(),
+            )
+        })
+        .collect();
+    fires.sort();
+    fires
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.to_string()))
+        .collect()
+}
+
+/// `[scheduler]` catch-up settings from a config file (loaded as `polos scheduler` loads it) are
+/// the default of every schedule without its own: policy `all`, capped at `catchup_max_fires`
+/// (the most recent ones), inside `catchup_window_secs`. A schedule's own fields still win.
+#[tokio::test]
+async fn global_catchup_settings_from_the_config_file_apply_to_schedules_without_their_own() {
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("polos.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[nats]\nurl = \"{}\"\n[scheduler]\nlease_ttl_secs = 1\ncatchup_policy = \"all\"\n\
+             catchup_max_fires = 3\ncatchup_window_secs = 7200\n",
+            env.server.url()
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(Some(&file), figment::Figment::new()).unwrap();
+    // Global: all, at most 3, within 2 hours.
+    put(
+        &env,
+        "sync",
+        "global",
+        serde_json::json!({"cron": "0 * * * *"}),
+    )
+    .await;
+    // Its own window of a day: the cap of 3 decides.
+    put(
+        &env,
+        "sync",
+        "wide",
+        serde_json::json!({"cron": "0 * * * *", "catchup_window_secs": 86400}),
+    )
+    .await;
+    // Its own policy.
+    put(
+        &env,
+        "sync",
+        "latest",
+        serde_json::json!({"cron": "0 * * * *", "catchup": "latest"}),
+    )
+    .await;
+    let b = down_until_half_past_two(&env, &mut log, &clock, &cfg, 3).await;
+    // Missed: 10:00 to 14:00. The 2-hour window starts at 12:30.
+    log.wait_for(3 + 6).await;
+    assert_eq!(
+        catchup_fires(&log, 3),
+        pairs(&[
+            ("global", "13:00"),
+            ("global", "14:00"),
+            ("latest", "14:00"),
+            ("wide", "12:00"),
+            ("wide", "13:00"),
+            ("wide", "14:00"),
+        ])
+    );
+    for (key, fires, missed) in [("global", 3, 3), ("wide", 4, 2), ("latest", 2, 4)] {
+        wait_state(&env, "sync", key, &format!("{key}: {fires} fires"), |s| {
+            s.fires == fires
+                && s.missed == missed
+                && s.last_timestamp == Some(at("2026-05-01T14:00:00Z"))
+                && s.next == Some(at("2026-05-01T15:00:00Z"))
+        })
+        .await;
+    }
+    assert_eq!(stored_fires(&env).await, 9);
+    b.stop().await;
+}
+
+/// Without `catchup_window_secs` the window is 24 hours: after 30 hours down, policy `all`
+/// fires the last 24 hourly instants and counts the 6 before them as missed.
+#[tokio::test]
+async fn the_default_catchup_window_is_a_day() {
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let mut cfg = config(&env);
+    cfg.scheduler.catchup_policy = polos::model::CatchupPolicy::All;
+    assert_eq!(
+        cfg.scheduler.catchup_window_secs, 86_400,
+        "the documented default"
+    );
+    put(
+        &env,
+        "sync",
+        "global",
+        serde_json::json!({"cron": "0 * * * *"}),
+    )
+    .await;
+    let mut a = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
+    a.wait_active().await;
+    a.wait("09:00 armed", |s| {
+        s.next_fire == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
+    clock.set(at("2026-05-01T09:00:00Z"));
+    log.wait_for(1).await;
+    a.wait("09:00 counted", |s| s.fires == 1).await;
+    a.stop().await;
+    // Missed: 2026-05-01T10:00 to 2026-05-02T15:00, 30 instants; the window starts at
+    // 2026-05-01T15:30.
+    clock.set(at("2026-05-02T15:30:00Z"));
+    let b = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
+    let fires = log.wait_for(1 + 24).await;
+    let stamps: Vec<_> = fires[1..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.fire.trigger, Trigger::Catchup);
+            r.fire.payload.timestamp
+        })
+        .collect();
+    let expected: Vec<_> = (0..24)
+        .map(|h| at("2026-05-01T16:00:00Z") + chrono::Duration::hours(h))
+        .collect();
+    assert_eq!(stamps, expected);
+    wait_state(&env, "sync", "global", "25 fires, 6 missed", |s| {
+        s.fires == 25 && s.missed == 6 && s.next == Some(at("2026-05-02T16:00:00Z"))
+    })
+    .await;
+    assert_eq!(stored_fires(&env).await, 25);
+    b.stop().await;
+}
+
+/// The optional upsert fields `catchup` and `catchup_window_secs` (a contract extension) reach
+/// the stored record, survive an upsert that leaves them out, and decide what fires after a
+/// downtime.
+#[tokio::test]
+async fn upserted_catchup_fields_are_stored_and_decide_what_fires() {
+    use polos::api::UpsertRequest;
+    use polos::model::CatchupPolicy;
+
+    let api = super::schedules_api::ApiEnv::start().await;
+    let env = &api.env;
+    let mut log = FireLog::start(&env.js).await;
+    let clock = ManualClock::frozen(at("2026-05-01T08:59:00Z"));
+    for (key, catchup, window) in [
+        ("all", Some(CatchupPolicy::All), None),
+        ("skip", Some(CatchupPolicy::Skip), None),
+        ("short", None, Some(1200)),
+        ("plain", None, None),
+    ] {
+        polos::schedules::upsert(
+            &api.client,
+            &UpsertRequest {
+                key: key.into(),
+                catchup,
+                catchup_window_secs: window,
+                ..UpsertRequest::new("sync", "0 * * * *")
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Re-running a program's create (no catch-up fields) keeps them.
+    polos::schedules::create(&api.client, "sync", "0 * * * *", "UTC", "all")
+        .await
+        .unwrap();
+    let kv = api.kv("polos_schedules").await;
+    let mut stored = std::collections::BTreeMap::new();
+    for key in ["all", "skip", "short", "plain"] {
+        let raw = kv.get(format!("sync.{key}")).await.unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        stored.insert(
+            key,
+            (
+                value["catchup"].clone(),
+                value["catchup_window_secs"].clone(),
+            ),
+        );
+    }
+    let null = serde_json::Value::Null;
+    assert_eq!(stored["all"], (serde_json::json!("all"), null.clone()));
+    assert_eq!(stored["skip"], (serde_json::json!("skip"), null.clone()));
+    assert_eq!(stored["short"], (null.clone(), serde_json::json!(1200)));
+    assert_eq!(stored["plain"], (null.clone(), null));
+
+    let cfg = config(env);
+    let b = down_until_half_past_two(env, &mut log, &clock, &cfg, 4).await;
+    // Missed: 10:00 to 14:00; default policy latest, window 24 h.
+    log.wait_for(4 + 6).await;
+    assert_eq!(
+        catchup_fires(&log, 4),
+        pairs(&[
+            ("all", "10:00"),
+            ("all", "11:00"),
+            ("all", "12:00"),
+            ("all", "13:00"),
+            ("all", "14:00"),
+            ("plain", "14:00"),
+        ]),
+        "all fires each, latest the most recent, skip none, a 20-minute window none"
+    );
+    for (key, fires, missed) in [
+        ("all", 6, 0),
+        ("plain", 2, 4),
+        ("skip", 1, 5),
+        ("short", 1, 5),
+    ] {
+        wait_state(env, "sync", key, &format!("{key}: {fires} fires"), |s| {
+            s.fires == fires && s.missed == missed && s.next == Some(at("2026-05-01T15:00:00Z"))
+        })
+        .await;
+    }
+    assert_eq!(stored_fires(env).await, 10);
+    b.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test]
@@ -588,8 +890,9 @@ async fn update_pause_resume_delete_between_fires() {
     )
     .await;
     wait_state(&env, "job", "k", "paused: next null", |s| s.next.is_none()).await;
+    t.wait("nothing armed while paused", |s| s.next_fire.is_none())
+        .await;
     clock.set(at("2026-05-01T10:30:00Z"));
-    log.assert_no_more(Duration::from_millis(500)).await;
 
     // Resume at 11:10: no catch-up for 10:30 or 11:30-before-resume; next is 11:30.
     clock.set(at("2026-05-01T11:10:00Z"));
@@ -598,8 +901,9 @@ async fn update_pause_resume_delete_between_fires() {
         s.next == Some(at("2026-05-01T11:30:00Z"))
     })
     .await;
-    log.assert_no_more(Duration::from_millis(300)).await;
     clock.set(at("2026-05-01T11:30:00Z"));
+    // The fence for the paused time: fires leave in instant order, so a fire of 10:30 (while
+    // paused, or as catch-up at the resume) would be the third fire, not 11:30.
     let fires = log.wait_for(3).await;
     assert_fire(
         &fires[2],
@@ -619,9 +923,27 @@ async fn update_pause_resume_delete_between_fires() {
         state(&env, "job", "k").await.is_none()
     })
     .await;
+    t.wait("nothing armed after the delete", |s| s.next_fire.is_none())
+        .await;
     clock.set(at("2026-05-01T12:30:00Z"));
-    log.assert_no_more(Duration::from_millis(500)).await;
-    assert_eq!(t.status.borrow().next_fire, None);
+    // The fence for the deleted schedule: another one at 13:00 is the next fire.
+    put(
+        &env,
+        "job",
+        "fence",
+        serde_json::json!({"cron": "0 13 * * *"}),
+    )
+    .await;
+    wait_state(&env, "job", "fence", "fence armed", |s| {
+        s.next == Some(at("2026-05-01T13:00:00Z"))
+    })
+    .await;
+    clock.set(at("2026-05-01T13:00:00Z"));
+    let fires = log.wait_for(4).await;
+    assert_eq!(fires[3].fire.payload.key, "fence", "{:#?}", fires[3]);
+    assert_eq!(fires[3].fire.payload.timestamp, at("2026-05-01T13:00:00Z"));
+    wait_state(&env, "job", "fence", "fence recorded", |s| s.fires == 1).await;
+    assert_eq!(stored_fires(&env).await, 4);
     t.stop().await;
 }
 
@@ -690,25 +1012,46 @@ async fn bad_values_are_skipped_and_reported() {
     put(&env, "wf", "good", serde_json::json!({"cron": "0 * * * *"})).await;
     let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));
     t.wait_active().await;
-    for (key, needle) in [
-        ("notjson", "wf.notjson"),
-        ("badcron", "invalid_cron"),
-        ("badzone", "invalid_timezone"),
+    // Each error names the value, what is wrong in it, and the fix.
+    for (key, needles) in [
+        (
+            "notjson",
+            &["\"wf.notjson\"", "not a valid schedule", "write JSON like"][..],
+        ),
+        (
+            "badcron",
+            &["invalid_cron", "expected 5 fields", "\"not a cron\""][..],
+        ),
+        (
+            "badzone",
+            &["invalid_timezone", "\"Mars/Olympus\"", "use an IANA name"][..],
+        ),
     ] {
         wait_state(&env, "wf", key, &format!("error for {key}"), |s| {
-            s.error.as_deref().is_some_and(|e| e.contains(needle)) && s.next.is_none()
+            s.error
+                .as_deref()
+                .is_some_and(|e| needles.iter().all(|n| e.contains(n)))
+                && s.next.is_none()
         })
         .await;
     }
+    // A KV key that is not `<workflow>.<key>` has its state record under the same key.
     let states = env.js.get_key_value("polos_schedule_state").await.unwrap();
     eventually("error for nodot", || async {
-        states.get("nodot").await.unwrap().is_some()
+        states.get("nodot").await.unwrap().is_some_and(|raw| {
+            let state: ScheduleState = serde_json::from_slice(&raw).unwrap();
+            state.error.as_deref().is_some_and(|e| {
+                e.contains("KV key \"nodot\" is not <workflow>.<key>")
+                    && e.contains("delete it or re-create the schedule")
+            }) && state.next.is_none()
+        })
     })
     .await;
     clock.set(at("2026-05-01T09:00:00Z"));
     let fires = log.wait_for(1).await;
     assert_eq!(fires[0].fire.payload.key, "good");
-    log.assert_no_more(Duration::from_millis(300)).await;
+    wait_state(&env, "wf", "good", "09:00 recorded", |s| s.fires == 1).await;
+    assert_eq!(stored_fires(&env).await, 1, "only the valid schedule fired");
 
     // Fixing the value makes it fire.
     clock.set(at("2026-05-01T09:10:00Z"));
@@ -722,6 +1065,74 @@ async fn bad_values_are_skipped_and_reported() {
     clock.set(at("2026-05-01T09:30:00Z"));
     let fires = log.wait_for(2).await;
     assert_eq!(fires[1].fire.payload.key, "badcron");
+    assert_eq!(fires[1].fire.payload.timestamp, at("2026-05-01T09:30:00Z"));
+    t.stop().await;
+}
+
+/// Bad values arriving while the ticker fires (through its watch, not at load): each is
+/// skipped, its state record names what is wrong and how to fix it, a schedule that turns bad
+/// stops firing, and the ticker goes on firing the others.
+#[tokio::test]
+async fn bad_values_arriving_live_are_skipped_and_reported() {
+    let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    put(&env, "wf", "good", serde_json::json!({"cron": "0 * * * *"})).await;
+    put(
+        &env,
+        "wf",
+        "turns-bad",
+        serde_json::json!({"cron": "0 * * * *"}),
+    )
+    .await;
+    let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));
+    t.wait_active().await;
+    t.wait("both armed", |s| {
+        s.schedules == 2 && s.next_fire == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
+
+    let kv = env.js.get_key_value("polos_schedules").await.unwrap();
+    kv.put("wf.notjson", "not json".into()).await.unwrap();
+    kv.put("wf.badcron", r#"{"cron":"0 0 * * 8"}"#.into())
+        .await
+        .unwrap();
+    kv.put(
+        "wf.badzone",
+        r#"{"cron":"0 * * * *","timezone":"america/new_york"}"#.into(),
+    )
+    .await
+    .unwrap();
+    kv.put("wf.turns-bad", r#"{"cron":"61 * * * *"}"#.into())
+        .await
+        .unwrap();
+    // The error names the value (its KV key), what is wrong in it, and the fix.
+    for (key, needles) in [
+        ("notjson", &["\"wf.notjson\"", "write JSON like"][..]),
+        ("badcron", &["invalid_cron", "day-of-week 8", "0-7"][..]),
+        (
+            "badzone",
+            &["invalid_timezone", "america/new_york", "America/New_York"][..],
+        ),
+        ("turns-bad", &["invalid_cron", "minute 61", "0-59"][..]),
+    ] {
+        wait_state(&env, "wf", key, &format!("error for {key}"), |s| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| needles.iter().all(|n| e.contains(n)))
+                && s.next.is_none()
+        })
+        .await;
+    }
+    t.wait("the bad values counted, only one armed", |s| {
+        s.schedules == 5 && s.next_fire == Some(at("2026-05-01T09:00:00Z"))
+    })
+    .await;
+    assert!(!t.is_finished(), "the ticker goes on");
+
+    clock.set(at("2026-05-01T09:00:00Z"));
+    let fires = log.wait_for(1).await;
+    assert_eq!(fires[0].fire.payload.key, "good");
+    wait_state(&env, "wf", "good", "09:00 recorded", |s| s.fires == 1).await;
+    assert_eq!(stored_fires(&env).await, 1, "only the valid schedule fired");
     t.stop().await;
 }
 

@@ -9,7 +9,7 @@ use chrono::Utc;
 use polos::model::Trigger;
 use polos::ticker::{Clock, LeaseValue, SystemClock};
 
-use super::ticker::{at, config, frozen_at, put, wait_state, PublishLog, Running};
+use super::ticker::{at, config, frozen_at, put, stored_fires, wait_state, PublishLog, Running};
 use crate::common::{eventually, within, TestEnv};
 
 /// `hourly.global`, due at the top of every hour.
@@ -26,6 +26,7 @@ async fn put_hourly(env: &TestEnv) {
 #[tokio::test]
 async fn killing_the_leader_of_two_replicas_fires_the_missed_instant_once() {
     let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let publishes = PublishLog::start(&env.client).await;
     let cfg = config(&env);
     put_hourly(&env).await;
 
@@ -74,13 +75,32 @@ async fn killing_the_leader_of_two_replicas_fires_the_missed_instant_once() {
         fires[2].fire.payload.last_timestamp,
         Some(at("2026-05-01T10:00:00Z"))
     );
-    log.assert_no_more(Duration::from_millis(500)).await;
+    wait_state(&env, "hourly", "global", "11:00 recorded", |s| {
+        s.last_timestamp == Some(at("2026-05-01T11:00:00Z"))
+    })
+    .await;
+    assert_published_once(&env, &publishes, 3).await;
     b.stop().await;
+}
+
+/// Exact, where a quiet period would be a guess: read once the last fire's state record is
+/// written (so the stream acked every fire before it), the stream stored `n` fires, and no
+/// instant was published twice (a core subscription sees a second publish the stream absorbs).
+async fn assert_published_once(env: &TestEnv, publishes: &PublishLog, n: usize) {
+    assert_eq!(stored_fires(env).await, n as u64, "fires stored");
+    eventually(&format!("{n} publishes seen"), || async {
+        publishes.all().len() >= n
+    })
+    .await;
+    let all = publishes.all();
+    let distinct: std::collections::HashSet<_> = all.iter().map(|(id, _)| id).collect();
+    assert_eq!((all.len(), distinct.len()), (n, n), "{all:?}");
 }
 
 #[tokio::test]
 async fn a_graceful_stop_hands_over_at_once() {
     let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let publishes = PublishLog::start(&env.client).await;
     let mut cfg = config(&env);
     cfg.scheduler.lease_ttl_secs = 30;
     put_hourly(&env).await;
@@ -99,7 +119,8 @@ async fn a_graceful_stop_hands_over_at_once() {
     );
     clock.set(at("2026-05-01T09:00:00Z"));
     log.wait_for(1).await;
-    log.assert_no_more(Duration::from_millis(300)).await;
+    wait_state(&env, "hourly", "global", "09:00 recorded", |s| s.fires == 1).await;
+    assert_published_once(&env, &publishes, 1).await;
     b.stop().await;
 }
 
@@ -309,6 +330,7 @@ async fn a_leader_stopped_past_the_duplicate_window_publishes_nothing_when_resum
 #[tokio::test]
 async fn three_replicas_survive_two_leader_kills() {
     let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let publishes = PublishLog::start(&env.client).await;
     let cfg = config(&env);
     put_hourly(&env).await;
     let mut replicas = Vec::new();
@@ -367,7 +389,12 @@ async fn three_replicas_survive_two_leader_kills() {
     }
     clock.set(at("2026-05-01T12:00:00Z"));
     let fires = log.wait_for(4).await.to_vec();
-    log.assert_no_more(Duration::from_millis(500)).await;
+    wait_state(&env, "hourly", "global", "12:00 recorded", |s| {
+        s.last_timestamp == Some(at("2026-05-01T12:00:00Z"))
+    })
+    .await;
+    // Each leader was killed once its fire was recorded, so nothing is re-published.
+    assert_published_once(&env, &publishes, 4).await;
     let stamps: Vec<_> = fires.iter().map(|r| r.fire.payload.timestamp).collect();
     assert_eq!(
         stamps,

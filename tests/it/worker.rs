@@ -170,8 +170,9 @@ async fn a_fire_runs_its_steps_and_records_output() {
 #[tokio::test]
 async fn fires_published_before_any_worker_run_when_one_starts() {
     let env = TestEnv::start().await;
+    // One schedule per fire: fires of one schedule would follow its overlap policy.
     let fires: Vec<Fire> = (0..5)
-        .map(|i| fire_at("late-worker", "global", i))
+        .map(|i| fire_at("late-worker", &format!("k{i}"), i))
         .collect();
     for f in &fires {
         publish(&env.js, f).await;
@@ -321,7 +322,10 @@ async fn two_workers_share_200_runs_each_once() {
             .concurrency(8),
     );
     wait_consumer(&env.js, "shared").await;
-    let fires: Vec<Fire> = (0..200).map(|i| fire_at("shared", "global", i)).collect();
+    // One schedule per fire: fires of one schedule would follow its overlap policy.
+    let fires: Vec<Fire> = (0..200)
+        .map(|i| fire_at("shared", &format!("k{i}"), i))
+        .collect();
     for f in &fires {
         publish(&env.js, f).await;
     }

@@ -343,7 +343,8 @@ async fn released_and_unstarted_fires_use_no_attempt() {
     let stats_a = worker_a.stats();
     let (stop_a, a) = spawn_worker(worker_a);
     wait_consumer(&env.js, wf).await;
-    let fires: Vec<_> = (0..5).map(|i| fire_at(wf, "global", i)).collect();
+    // One schedule per fire: fires of one schedule would follow its overlap policy.
+    let fires: Vec<_> = (0..5).map(|i| fire_at(wf, &format!("k{i}"), i)).collect();
     for f in &fires {
         publish(&env.js, f).await;
     }
@@ -376,8 +377,9 @@ async fn released_and_unstarted_fires_use_no_attempt() {
 async fn a_busy_worker_leaves_the_next_fire_to_an_idle_one() {
     let env = TestEnv::start().await;
     let wf = "one-slot";
-    let stuck = fire_at(wf, "global", 0);
-    let next = fire_at(wf, "global", 1);
+    // Two schedules: a second fire of the stuck one would be skipped (overlap policy).
+    let stuck = fire_at(wf, "stuck", 0);
+    let next = fire_at(wf, "next", 1);
     let ran_by: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
     let workflow = |who: &'static str| {
         let (ran_by, stuck_id) = (ran_by.clone(), stuck.run_id.clone());
@@ -533,8 +535,9 @@ async fn messages_that_are_not_fires_are_terminated() {
 async fn a_hung_run_times_out_frees_its_slot_and_is_retried() {
     let env = TestEnv::start().await;
     let wf = "hangs-once";
-    let hung = fire_at(wf, "global", 0);
-    let next = fire_at(wf, "global", 1);
+    // Two schedules: a second fire of the hung one would be skipped (overlap policy).
+    let hung = fire_at(wf, "hung", 0);
+    let next = fire_at(wf, "next", 1);
     let hung_id = hung.run_id.clone();
     let worker = Worker::new(env.connect().await)
         .workflow(
@@ -713,7 +716,8 @@ async fn a_worker_runs_and_holds_at_most_its_concurrency() {
             .concurrency(3),
     );
     wait_consumer(&env.js, wf).await;
-    let fires: Vec<_> = (0..10).map(|i| fire_at(wf, "global", i)).collect();
+    // One schedule per fire: fires of one schedule would follow its overlap policy.
+    let fires: Vec<_> = (0..10).map(|i| fire_at(wf, &format!("k{i}"), i)).collect();
     for f in &fires {
         publish(&env.js, f).await;
     }
@@ -914,8 +918,9 @@ async fn garbage_in_the_run_buckets_gives_clear_errors() {
     let wf = "garbage";
     let runs = env.js.get_key_value("polos_runs").await.unwrap();
     let steps = env.js.get_key_value("polos_steps").await.unwrap();
-    let replaced = fire_at(wf, "global", 0);
-    let broken_step = fire_at(wf, "global", 1);
+    // Separate schedules, so neither waits for the other (overlap policy).
+    let replaced = fire_at(wf, "a", 0);
+    let broken_step = fire_at(wf, "b", 1);
     runs.put(
         polos::model::run_kv_key(wf, &replaced.run_id),
         "not json".into(),

@@ -132,6 +132,32 @@ pub async fn put_everywhere(js: &jetstream::Context, victim_key: &str) -> Plante
         put(steps.clone(), key, value).await;
     }
 
+    // The valid schedule's overlap record (its next run replaces it) and cancel requests that
+    // are not cancel records (for no run that will fire).
+    let overlap = bucket("polos_overlap").await;
+    for (key, value) in [
+        (
+            format!("{WORKFLOW}.{victim_key}"),
+            b"{\"active\": 7".to_vec(),
+        ),
+        (
+            format!("{WORKFLOW}.deep-overlap"),
+            format!("{{\"waiting\":{}}}", deep(10_000)).into_bytes(),
+        ),
+    ] {
+        put(overlap.clone(), key, value).await;
+    }
+    let cancels = bucket("polos_cancels").await;
+    for (key, value) in [
+        (
+            format!("{WORKFLOW}.garbage-20260101T000000Z"),
+            b"not a cancel".to_vec(),
+        ),
+        ("garbage-wf.x".into(), vec![0xff, 0xfe]),
+    ] {
+        put(cancels.clone(), key, value).await;
+    }
+
     let leases = bucket("polos_leases").await;
     for (key, value) in [
         // The live lease: the leader's next renewal finds garbage where its value was.

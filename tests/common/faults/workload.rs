@@ -144,11 +144,11 @@ impl Effects {
 
     /// How many times step `step` of `run_id` ran to the end.
     pub fn count(&self, run_id: &str, step: &str) -> usize {
-        self.ends(run_id, step).len()
+        self.began(run_id, step).len()
     }
 
-    /// When each execution of step `step` of `run_id` ended (unix ms).
-    pub fn ends(&self, run_id: &str, step: &str) -> &[i64] {
+    /// When each execution of step `step` of `run_id` began (unix ms).
+    pub fn began(&self, run_id: &str, step: &str) -> &[i64] {
         self.done
             .get(&(run_id.to_string(), step.to_string()))
             .map_or(&[], Vec::as_slice)

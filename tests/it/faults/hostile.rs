@@ -22,7 +22,9 @@ const SUBJECTS: &[&str] = &[
     "polos.schedules.pause",
     "polos.schedules.resume",
     "polos.schedules.trigger",
+    "polos.schedules.backfill",
     "polos.workflows.list",
+    "polos.run.cancel",
 ];
 
 /// Streams whose last sequence moves with any write.
@@ -32,6 +34,8 @@ const STREAMS: &[&str] = &[
     "KV_polos_workflows",
     "KV_polos_runs",
     "KV_polos_steps",
+    "KV_polos_overlap",
+    "KV_polos_cancels",
     "POLOS_RUNS",
 ];
 
@@ -99,6 +103,14 @@ fn hostile_bodies() -> Vec<(String, Vec<u8>)> {
             format!(r#"{{"workflow":"wf","note":"{}"}}"#, "x".repeat(65_537)).into_bytes(),
         ),
         ("1 MB".into(), random(1_000_000)),
+        (
+            "path as run id".into(),
+            br#"{"run_id":"../../etc/passwd","workflow":"wf"}"#.to_vec(),
+        ),
+        (
+            "run id with a wildcard".into(),
+            br#"{"run_id":"sch_aaaaaaaaaaaaaaaaaaaaaaaaaa-*","workflow":"a.b"}"#.to_vec(),
+        ),
     ]
 }
 
