@@ -632,7 +632,6 @@ impl Loop {
         cron: Arc<CronSchedule>,
     ) {
         let workflow = self.index.intern(&record.workflow);
-        let timezone = self.index.intern(&record.timezone);
         let slot = match slot {
             Some(slot) => {
                 let Some(e) = self.index.get_mut(slot) else {
@@ -642,7 +641,6 @@ impl Loop {
                 self.metrics
                     .invalid_schedules_changed(-i64::from(e.error.is_some()));
                 e.workflow = workflow;
-                e.timezone = timezone;
                 e.paused = record.paused;
                 e.catchup_policy = record.catchup;
                 e.catchup_window_secs = window_secs(record.catchup_window_secs);
@@ -659,7 +657,7 @@ impl Loop {
                     paused: record.paused,
                     catchup_policy: record.catchup,
                     catchup_window_secs: window_secs(record.catchup_window_secs),
-                    ..new_entry(kv_key, workflow, timezone, revision, written_at)
+                    ..new_entry(kv_key, workflow, revision, written_at)
                 };
                 apply_policy(&mut e, &record);
                 self.index.insert(e)
@@ -738,14 +736,8 @@ impl Loop {
                 // An unreadable KV key keeps an empty workflow (no id, no key).
                 let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
                 let workflow = self.index.intern(&workflow);
-                let timezone = self.index.intern("UTC");
-                self.index.insert(new_entry(
-                    Arc::from(kv_key),
-                    workflow,
-                    timezone,
-                    revision,
-                    written_at,
-                ))
+                self.index
+                    .insert(new_entry(Arc::from(kv_key), workflow, revision, written_at))
             }
         };
         let Some(e) = self.index.get_mut(slot) else {
@@ -1184,7 +1176,7 @@ impl Loop {
         let body = self.encoder.body(PayloadRef {
             timestamp: due.instant,
             last_timestamp,
-            timezone: &e.timezone,
+            timezone: cron.timezone().name(),
             schedule_id: &self.id,
             key: &key,
             upcoming: next.unwrap_or(due.instant),
@@ -1478,7 +1470,6 @@ fn secs(s: u64) -> chrono::Duration {
 fn new_entry(
     kv_key: Arc<str>,
     workflow: Arc<str>,
-    timezone: Arc<str>,
     revision: u64,
     written_at: DateTime<Utc>,
 ) -> Entry {
@@ -1486,7 +1477,6 @@ fn new_entry(
         kv_key,
         workflow,
         cron: None,
-        timezone,
         paused: false,
         firing: false,
         catchup_policy: None,
@@ -1551,7 +1541,6 @@ mod tests {
             ..new_entry(
                 Arc::from("wf.k"),
                 Arc::from("wf"),
-                Arc::from("UTC"),
                 revision,
                 written_at,
             )

@@ -31,8 +31,6 @@ pub(crate) struct Entry {
     pub workflow: Arc<str>,
     /// The compiled cron; `None` while the stored value is invalid.
     pub cron: Option<Arc<CronSchedule>>,
-    /// The zone as the record spells it (payload `timezone`), interned.
-    pub timezone: Arc<str>,
     /// Paused schedules stay in the table but not on the timeline.
     pub paused: bool,
     /// Its instant `next` has been handed to publishing (queued, in flight or waiting for a
@@ -204,7 +202,7 @@ pub(crate) struct Index {
     /// The cron found last, checked before the map: a million per-user schedules loaded in a
     /// row mostly share one (and hashing two strings per schedule showed in the cold start).
     last_cron: Option<Arc<CronSchedule>>,
-    /// The strings interned last (a workflow id and a zone, alternately), for the same reason.
+    /// The strings interned last (workflow ids), for the same reason.
     last_strings: [Option<Arc<str>>; 2],
 }
 
@@ -410,7 +408,6 @@ mod tests {
             kv_key: Arc::from(kv_key),
             workflow: index.intern("wf"),
             cron: Some(index.cron(cron, "UTC").unwrap()),
-            timezone: index.intern("UTC"),
             paused: false,
             firing: false,
             catchup_policy: None,
@@ -493,6 +490,6 @@ mod size {
         // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
         let size = std::mem::size_of::<Option<super::Entry>>();
         eprintln!("Entry: {size} bytes");
-        assert!(size <= 152, "Entry is {size} bytes");
+        assert!(size <= 136, "Entry is {size} bytes");
     }
 }
