@@ -17,8 +17,8 @@ use crate::raw;
 use crate::support::{cpu_time, profile, rss_bytes, timed, Bench};
 
 /// A ticker on the bench server with a frozen clock at 08:59:59 (schedules fire at 09:00).
-struct Running {
-    status: watch::Receiver<TickerStatus>,
+pub struct Running {
+    pub status: watch::Receiver<TickerStatus>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     clock: ManualClock,
@@ -29,7 +29,7 @@ fn start(b: &Bench) -> Running {
     start_with(b, b.client.clone(), Arc::new(clock.clone()), clock)
 }
 
-fn start_with(
+pub fn start_with(
     b: &Bench,
     client: async_nats::Client,
     ticker_clock: Arc<dyn Clock>,
@@ -57,7 +57,7 @@ fn start_with(
 }
 
 impl Running {
-    async fn shutdown(self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }

@@ -1538,12 +1538,7 @@ mod tests {
     fn entry(revision: u64, written_at: DateTime<Utc>, last: Option<DateTime<Utc>>) -> Entry {
         Entry {
             last,
-            ..new_entry(
-                Arc::from("wf.k"),
-                Arc::from("wf"),
-                revision,
-                written_at,
-            )
+            ..new_entry(Arc::from("wf.k"), Arc::from("wf"), revision, written_at)
         }
     }
 
