@@ -1,4 +1,4 @@
-//! The schedules API measured against raw KV compare-and-swap writes (design §10: ≥ 0.5).
+//! The schedules API measured against raw KV compare-and-swap writes (issue 13: ≥ 0.6 with 64 requesters; BENCHMARKS.md).
 
 use futures::StreamExt;
 

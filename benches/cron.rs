@@ -1,4 +1,4 @@
-//! `cron` — a time-zone-aware next fire (design §10: ≈ 180 ns), against saffron's bare UTC
+//! `cron` — a time-zone-aware next fire (target ≈ 180 ns, BENCHMARKS.md), against saffron's bare UTC
 //! `next_after` on the same expression (the library our engine builds on, with no zone work).
 
 use std::hint::black_box;

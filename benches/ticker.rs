@@ -1,4 +1,4 @@
-//! Ticker sections (design §10): `fire` — N schedules due at one instant vs raw pipelined publish;
+//! Ticker sections (BENCHMARKS.md): `fire` — N schedules due at one instant vs raw pipelined publish;
 //! `load` — cold start of N schedules vs a raw `watch_with_history` load, memory per schedule and
 //! CPU while nothing is due; `latency` — how long after its instant each fire is acked.
 
@@ -130,6 +130,11 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
         server_ours.as_secs_f64() * 1e6 / n as f64,
         server_raw.as_secs_f64() * 1e6 / n as f64
     );
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    crate::support::record("fire", "process_cpu_us_ours", n, per(cpu_ours), "µs");
+    crate::support::record("fire", "process_cpu_us_raw", n, per(cpu_raw), "µs");
+    crate::support::record("fire", "server_cpu_us_ours", n, per(server_ours), "µs");
+    crate::support::record("fire", "server_cpu_us_raw", n, per(server_raw), "µs");
     Ok((ours, raw))
 }
 

@@ -1,7 +1,7 @@
 //! A fire: the message on `polos.runs.<workflow>` that asks a worker to run a workflow once.
 //!
 //! One type builds it (scheduler ticker, manual trigger) and parses it (workers), so the body and
-//! headers of design §3 have exactly one implementation.
+//! headers of the README's contract ("The contract") have exactly one implementation.
 
 use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;

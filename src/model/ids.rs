@@ -1,4 +1,4 @@
-//! Identifier rules: workflow ids, schedule keys, schedule ids and run ids (design §3).
+//! Identifier rules: workflow ids, schedule keys, schedule ids and run ids (README, "The contract").
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};

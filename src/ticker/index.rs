@@ -487,7 +487,7 @@ mod size {
     #[test]
     fn entry_stays_small() {
         // The inline part of an entry; with its strings, map and timeline slots a schedule costs
-        // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
+        // under 300 bytes (BENCHMARKS.md, the cold start's memory per schedule).
         let size = std::mem::size_of::<Option<super::Entry>>();
         eprintln!("Entry: {size} bytes");
         assert!(size <= 136, "Entry is {size} bytes");

@@ -1,4 +1,4 @@
-//! Reading a KV bucket completely, then following it live (design §9).
+//! Reading a KV bucket completely, then following it live (ARCHITECTURE.md, "The scheduler").
 //!
 //! A last-per-subject read (`watch_with_history(">")`, or the ordered pull consumer `follow`
 //! uses for the schedules) first delivers the latest value of every key (tombstones too) and

@@ -54,7 +54,7 @@ where
 /// The scheduler's ticker, configured and ready to [`run`](Ticker::run).
 ///
 /// It competes for the lease in `polos_leases` with every other replica; while it leads, it
-/// fires every schedule of `polos_schedules` at its instants (design §5) and keeps
+/// fires every schedule of `polos_schedules` at its instants (README, "The scheduler") and keeps
 /// `polos_schedule_state` current. Schedule times come from its [`Clock`]
 /// ([`SystemClock`](super::SystemClock) unless set). The buckets must exist
 /// (`polos streams apply`).
