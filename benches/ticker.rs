@@ -216,8 +216,11 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
         .format("%H")
         .to_string();
     fill_cron(b, "bench-load", n, &format!("0 {hour} * * *")).await?;
+    let (cpu, server) = (cpu_time(), b.server_cpu());
     let raw = raw::kv_load(&b.js, "polos_schedules", n).await?;
+    let (cpu_raw, server_raw) = (cpu_time() - cpu, b.server_cpu() - server);
     let before = rss_bytes();
+    let (cpu, server) = (cpu_time(), b.server_cpu());
     let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
     profile(true);
     let (t, ours) = timed(async {
@@ -253,7 +256,22 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
     })
     .await;
     profile(false);
+    let (cpu_ours, server_ours) = (cpu_time() - cpu, b.server_cpu() - server);
     let t = t?;
+    // Where the time goes: both sides share two cores with the server, so CPU is the limit.
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "{:<34} ours {:.2} µs, raw {:.2} µs (bench process CPU); ours {:.2} µs, raw {:.2} µs (nats-server CPU)",
+        "  CPU per schedule loaded",
+        per(cpu_ours),
+        per(cpu_raw),
+        per(server_ours),
+        per(server_raw)
+    );
+    crate::support::record("load", "process_cpu_us_ours", n, per(cpu_ours), "µs");
+    crate::support::record("load", "process_cpu_us_raw", n, per(cpu_raw), "µs");
+    crate::support::record("load", "server_cpu_us_ours", n, per(server_ours), "µs");
+    crate::support::record("load", "server_cpu_us_raw", n, per(server_raw), "µs");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_schedule = rss_bytes().saturating_sub(before) as f64 / n as f64;
     // Nothing is due for hours: the whole process (ticker, lease renewals, client) should sleep.
