@@ -200,7 +200,7 @@ async fn sections(sizes: &Sizes, run: &dyn Fn(&str) -> bool) -> anyhow::Result<(
     }
     if run("peer") {
         let b = Bench::start().await?;
-        let lead = Duration::from_secs(if sizes.quick { 3 } else { 20 });
+        let lead = Duration::from_secs(if sizes.quick { 8 } else { 20 });
         let p = peer::peer(&b, sizes.peer, lead).await?;
         for q in [50.0, 99.0] {
             report(

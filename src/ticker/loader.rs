@@ -86,7 +86,15 @@ enum Raw {
 /// Reads a bucket message the way the KV watcher does: key from the subject, operation from the
 /// `KV-Operation` header (or a server marker), revision and time from the reply subject.
 fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
-    let info = message.info().map_err(|e| e.to_string())?;
+    let (stream_sequence, nanos, pending) = match message.reply.as_deref().and_then(ack_fields) {
+        Some(fields) => fields,
+        // Whatever the short parse does not know, async-nats decides (and names the error).
+        None => {
+            let info = message.info().map_err(|e| e.to_string())?;
+            let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+            (info.stream_sequence, nanos, info.pending)
+        }
+    };
     let kv_key = message
         .subject
         .strip_prefix(kv.prefix.as_str())
@@ -102,15 +110,41 @@ fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
     } else {
         Raw::Put {
             kv_key,
-            revision: info.stream_sequence,
+            revision: stream_sequence,
             value: message.payload.clone(),
-            written: SystemTime::UNIX_EPOCH
-                + Duration::from_nanos(
-                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
-                ),
+            written: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
         }
     };
-    Ok((raw, info.stream_sequence, info.pending))
+    Ok((raw, stream_sequence, pending))
+}
+
+/// The stream sequence, stored time (ns since the epoch) and pending count of a JetStream
+/// message, read from its reply subject (ADR-15: `$JS.ACK.[<domain>.<account hash>.]<stream>.
+/// <consumer>.<delivered>.<stream seq>.<consumer seq>.<nanos>.<pending>[.<token>]`, the same
+/// token rules as async-nats' `Message::info`) without building that `Info`: the ordered
+/// consumer already parses every reply subject once, and a second full parse (its timestamp as
+/// an i128 turned into a date) was ≈ 2.5 % of the process's CPU in the cold start of a million
+/// schedules (BENCHMARKS.md). `None` for anything else.
+fn ack_fields(reply: &str) -> Option<(u64, u64, u64)> {
+    let mut tokens = [""; 10];
+    let mut n = 0;
+    for (slot, token) in tokens
+        .iter_mut()
+        .zip(reply.strip_prefix("$JS.ACK.")?.split('.'))
+    {
+        *slot = token;
+        n += 1;
+    }
+    let first = match n {
+        7 => 0,
+        9.. => 2,
+        _ => return None,
+    };
+    Some((
+        tokens[first + 3].parse().ok()?,
+        tokens[first + 5].parse().ok()?,
+        tokens[first + 6].parse().ok()?,
+    ))
 }
 
 /// The header naming a KV operation (`PUT`, `DEL`, `PURGE`).
@@ -336,5 +370,30 @@ impl Backoff {
         let d = self.0;
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_fields;
+
+    #[test]
+    fn ack_fields_read_both_reply_subject_forms() {
+        // Stream sequence 42, stored at 1_777_000_000_123_456_789 ns, 7 pending.
+        let stamp = 1_777_000_000_123_456_789u64;
+        let v1 = format!("$JS.ACK.KV_polos_schedules.c1.1.42.3.{stamp}.7");
+        let v2 = format!("$JS.ACK._.ACCHASH.KV_polos_schedules.c1.1.42.3.{stamp}.7.tok");
+        let v2_short = format!("$JS.ACK.dom.ACCHASH.KV_polos_schedules.c1.1.42.3.{stamp}.7");
+        for reply in [&v1, &v2, &v2_short] {
+            assert_eq!(ack_fields(reply), Some((42, stamp, 7)), "{reply}");
+        }
+        for bad in [
+            "$JS.ACK.S.c.1.42.3.9",
+            "_INBOX.x.y",
+            "$JS.ACK.S.c.1.x.3.9.7",
+            "$JS.ACK.S.c.1.42.3.-5.7",
+        ] {
+            assert_eq!(ack_fields(bad), None, "{bad}");
+        }
     }
 }
