@@ -526,9 +526,20 @@ async fn backfill_fires_each_instant_once_and_does_not_rerun_what_ran() {
         .unwrap();
     let clock = ManualClock::frozen(now);
     let publishes = PublishLog::start(&env.client).await;
-    schedules::create(&client, "report", "0 * * * *", "UTC", "u1")
-        .await
-        .unwrap();
+    // `allow_all`: this test is about which instants run, not about overlap (runs here finish
+    // at once, but back-filled fires come out 100 a second, so under the default `skip` a fire
+    // may find the previous one still executing — see
+    // `backfilled_runs_follow_the_schedules_overlap_policy`).
+    schedules::upsert(
+        &client,
+        &polos::api::UpsertRequest {
+            key: "u1".into(),
+            overlap: Some(polos::model::OverlapPolicy::AllowAll),
+            ..polos::api::UpsertRequest::new("report", "0 * * * *")
+        },
+    )
+    .await
+    .unwrap();
     let instants = past_hours(now, 6);
     let id = schedule_id("report", "u1");
     let record = ScheduleRecord::new("report", "u1", "0 * * * *", "UTC");
