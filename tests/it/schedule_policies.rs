@@ -1299,7 +1299,10 @@ async fn backfilled_runs_follow_the_schedules_overlap_policy() {
             (RunStatus::Completed, Trigger::Backfill)
         );
     }
-    assert_eq!(started.lock().unwrap()["skip"], [first.clone()]);
+    assert_eq!(
+        started.lock().unwrap()["skip"],
+        std::slice::from_ref(&first)
+    );
     assert_eq!(most[0].load(Ordering::SeqCst), 1);
     assert_eq!(
         most[1].load(Ordering::SeqCst),
