@@ -278,9 +278,13 @@ mod hostile_tests {
     /// only short excerpts of it.
     const MAX_MESSAGE: usize = 1024;
 
+    /// How many request types [`refusals`] decodes (its array's length, so the count cannot
+    /// drift from the list).
+    const REQUEST_TYPES: usize = 7;
+
     /// Decodes `body` as every request type; returns each refusal.
     fn refusals(body: &[u8]) -> Vec<ApiError> {
-        [
+        let each: [Option<ApiError>; REQUEST_TYPES] = [
             decode::<UpsertRequest>(body, &Limits::default()).err(),
             decode::<KeyRequest>(body, &Limits::default()).err(),
             decode::<PauseRequest>(body, &Limits::default()).err(),
@@ -288,10 +292,8 @@ mod hostile_tests {
             decode::<WorkflowsRequest>(body, &Limits::default()).err(),
             decode::<CancelRequest>(body, &Limits::default()).err(),
             decode::<BackfillRequest>(body, &Limits::default()).err(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        ];
+        each.into_iter().flatten().collect()
     }
 
     fn assert_clear(errors: &[ApiError], what: &str) {
@@ -406,7 +408,7 @@ mod hostile_tests {
                 let errors = refusals(body.as_bytes());
                 assert_eq!(
                     errors.len(),
-                    6,
+                    REQUEST_TYPES,
                     "depth {depth}: every request type refuses it"
                 );
                 assert_clear(&errors, &format!("depth {depth}"));
@@ -425,7 +427,11 @@ mod hostile_tests {
             r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
         ] {
             let errors = refusals(body.as_bytes());
-            assert_eq!(errors.len(), 6, "{body}: every request type refuses it");
+            assert_eq!(
+                errors.len(),
+                REQUEST_TYPES,
+                "{body}: every request type refuses it"
+            );
             assert_clear(&errors, body);
         }
     }
@@ -439,7 +445,12 @@ mod hostile_tests {
             b"\xef\xbb\xbf{}",
         ] {
             let errors = refusals(body);
-            assert_eq!(errors.len(), 6, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                errors.len(),
+                REQUEST_TYPES,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_clear(&errors, &String::from_utf8_lossy(body));
         }
     }
@@ -455,7 +466,7 @@ mod hostile_tests {
         assert!(decode::<UpsertRequest>(at_limit.as_bytes(), &Limits::default()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
-        assert_eq!(errors.len(), 6);
+        assert_eq!(errors.len(), REQUEST_TYPES);
         assert_clear(&errors, "64 KiB + 1");
         let mib = vec![b'['; 1024 * 1024];
         assert_clear(&refusals(&mib), "1 MiB");

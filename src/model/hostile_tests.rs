@@ -60,6 +60,9 @@ const DECODERS: &[Decoder] = &[
 
 /// Runs every decoder on `bytes` (as the value under `kv_key`, and as a fire body on a valid
 /// subject with valid headers); returns each error's message.
+/// How many decoders [`decode_all`] runs (its array's length, so the count cannot drift).
+const ALL_DECODERS: usize = 11;
+
 fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
     let mut headers = HeaderMap::new();
     headers.insert("Polos-Trigger", "schedule");
@@ -67,7 +70,7 @@ fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
         "Polos-Run-Id",
         "sch_aaaaaaaaaaaaaaaaaaaaaaaaaa-20260101T000000Z",
     );
-    [
+    let each: [Option<String>; ALL_DECODERS] = [
         message(ScheduleRecord::from_kv(kv_key, bytes)),
         message(ScheduleRecord::from_kv_without_id(kv_key, bytes)),
         message(serde_json::from_slice::<ScheduleState>(bytes)),
@@ -79,10 +82,8 @@ fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
         message(serde_json::from_slice::<CancelRecord>(bytes)),
         message(Fire::from_message("polos.runs.wf", Some(&headers), bytes)),
         message(Fire::from_message("polos.runs.wf", None, bytes)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    ];
+    each.into_iter().flatten().collect()
 }
 
 fn assert_clear(messages: &[String], what: &str) {
@@ -288,7 +289,11 @@ fn nesting_past_the_recursion_limit_is_an_error_not_a_stack_overflow() {
         let nested = deep(depth);
         let objects = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
         let errors = decode_all("wf.k", nested.as_bytes());
-        assert_eq!(errors.len(), 9, "depth {depth}: every decoder refuses it");
+        assert_eq!(
+            errors.len(),
+            ALL_DECODERS,
+            "depth {depth}: every decoder refuses it"
+        );
         assert_clear(&errors, &format!("depth {depth}"));
         // `{"a":…}` is a valid ScheduleState (every field defaults, unknown ones are ignored).
         assert_clear(
