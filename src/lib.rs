@@ -11,6 +11,7 @@
 //! | [`store`] | typed reads and compare-and-swap writes over `polos_schedules`, `polos_schedule_state`, `polos_workflows`; the one owner of `polos_runs` and `polos_steps` |
 //! | [`api`] | the schedules API: NATS micro service `polos` (`polos.schedules.*`, `polos.workflows.list`) |
 //! | [`client`] | the Rust client: [`PolosClient`], [`schedules`] (`create`, `get`, `list`, …) and [`runs`] (`cancel`) over NATS requests |
+//! | [`scheduler`] | the scheduler service: ticker + schedules API (+ dashboard), as `polos scheduler` and `polos dev` run it |
 //! | [`ticker`] | the scheduler's ticker: load schedules, lease, timer on the earliest instant, pipelined fires, catch-up |
 //! | [`worker`] | the SDK: `Workflow`, `WorkflowContext` + durable steps, `Worker` (registration, consumers, runs) |
 //! | [`metrics`] | Prometheus metrics of the scheduler, API and workers, and the `/metrics` HTTP endpoint |
@@ -35,6 +36,7 @@ pub mod dev;
 pub mod metrics;
 pub mod model;
 pub mod nats;
+pub mod scheduler;
 pub mod store;
 pub mod ticker;
 pub mod web;

@@ -5,7 +5,7 @@ use crate::cron::CronError;
 use crate::model::{Limit, LimitError, ValidationError};
 use crate::store::StoreError;
 
-/// The error codes of the contract (design §3), as they appear in `{"error":{"code"}}`.
+/// The error codes of the contract (README, "The contract"), as they appear in `{"error":{"code"}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -173,6 +173,23 @@ impl From<crate::store::RunStoreError> for ApiError {
     }
 }
 
+/// Why the server did not confirm that it processed everything a connection sent.
+#[derive(Debug, Error)]
+pub enum RoundTripError {
+    /// Subscribing to the echo inbox failed.
+    #[error("{0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// Publishing the echo failed.
+    #[error("{0}")]
+    Publish(#[from] async_nats::PublishError),
+    /// The connection closed before the echo came back.
+    #[error("the connection closed")]
+    Closed,
+    /// No echo within the timeout.
+    #[error("no echo from the server within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
 /// Why the API service could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -182,9 +199,26 @@ pub enum ServeError {
     /// The run, cancel or overlap buckets could not be opened.
     #[error(transparent)]
     RunStore(#[from] crate::store::RunStoreError),
-    /// The micro service or one of its endpoints could not be registered.
-    #[error("cannot start the NATS micro service polos: {0}")]
-    Service(String),
+    /// The micro service could not be registered.
+    #[error("cannot start the NATS micro service polos: {source}")]
+    Service {
+        /// async-nats' error.
+        source: async_nats::Error,
+    },
+    /// One endpoint of the micro service could not be registered.
+    #[error("cannot start the NATS micro service polos: endpoint {endpoint}: {source}")]
+    Endpoint {
+        /// The endpoint (`upsert`, `list`, …).
+        endpoint: &'static str,
+        /// async-nats' error.
+        source: async_nats::Error,
+    },
+    /// The server did not confirm the service's subscriptions.
+    #[error("cannot start the NATS micro service polos: registering subscriptions: {source}")]
+    Register {
+        /// Why the confirmation failed.
+        source: RoundTripError,
+    },
     /// NATS refused a subscription of the service (its endpoints or `$SRV` discovery).
     #[error("cannot serve the schedules API: {0} (check the scheduler's NATS permissions)")]
     Denied(crate::nats::PermissionDenied),

@@ -1,4 +1,4 @@
-//! The schedules API: the NATS micro service `polos` (design §3), hosted by `polos scheduler`.
+//! The schedules API: the NATS micro service `polos` (README, "The contract"), hosted by `polos scheduler`.
 //!
 //! Every replica joins the same queue group, so a request is answered by exactly one of them.
 //! Validation lives only here (the Rust client, the CLI and other-language clients all send plain
@@ -35,8 +35,8 @@ mod service;
 mod types;
 
 pub use crate::store::InvalidEntry;
-pub use error::{ApiError, ErrorCode, ServeError};
-pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
+pub use error::{ApiError, ErrorCode, RoundTripError, ServeError};
+pub use service::{serve, start, start_metered, ApiServer};
 pub use types::{
     BackfillReply, BackfillRequest, CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply,
     ListRequest, PauseRequest, RecentRun, ScheduleCounters, ScheduleView, TriggerReply,

@@ -1,4 +1,4 @@
-//! Request and reply bodies of every endpoint (design §3). The Rust client serializes the same
+//! Request and reply bodies of every endpoint (README, "The contract"). The Rust client serializes the same
 //! types the service decodes, so the two cannot drift apart.
 
 use chrono::{DateTime, Utc};

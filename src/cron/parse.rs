@@ -1,4 +1,4 @@
-//! Parsing the 5-field cron dialect of design §4 into [`Fields`].
+//! Parsing the 5-field cron dialect of the README's "Cron and time zones" into [`Fields`].
 //!
 //! The grammar per field is a comma list of items; an item is `*`, `*/n`, `a`, `a-b`, `a-b/n` or
 //! `a/n` (`a/n` = from `a` to the field's maximum in steps of `n`); values are numbers or, in the

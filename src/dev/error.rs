@@ -34,10 +34,10 @@ pub enum DevError {
     Connect(#[from] crate::nats::ConnectError),
     /// The buckets and stream could not be applied.
     #[error("cannot apply the JetStream buckets and stream: {0}")]
-    Streams(String),
+    Streams(#[source] crate::nats::streams::StreamsError),
     /// The scheduler (ticker or API) stopped with an error.
     #[error("the scheduler stopped: {0}")]
-    Scheduler(String),
+    Scheduler(#[source] crate::scheduler::SchedulerError),
     /// The example worker stopped with an error.
     #[error("the example worker stopped: {0}")]
     Worker(#[from] crate::worker::WorkerError),

@@ -1,6 +1,8 @@
 //! The contract: identifiers, KV key encoding, the JSON records stored in JetStream and the
 //! `SchedulePayload` delivered to workflows. Every name and field here is part of what users,
-//! other-language clients and the `nats` CLI depend on (design §3); change nothing casually.
+//! other-language clients and the `nats` CLI depend on (README, "The contract"); change nothing
+//! casually. Names, subjects and headers are in [`names`], limits and their defaults in
+//! [`limits`].
 
 mod backfill;
 mod error;

@@ -1,4 +1,4 @@
-//! The JSON values stored in the KV buckets (design §3). Field names are the contract.
+//! The JSON values stored in the KV buckets (README, "The contract"). Field names are the contract.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,19 +1,14 @@
-//! [`Bucket`]: the KV primitives the run and step stores share — one tombstone rule, create
-//! over a tombstone, compare-and-swap, and a size check against the server's `max_payload`.
+//! [`Bucket`]: the KV primitives the run and step stores share — create over a tombstone,
+//! compare-and-swap, and a size check against the server's `max_payload` (reads and the
+//! tombstone rule: `read.rs`).
 
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Store, UpdateErrorKind};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::read::{is_live, scan, RawEntry};
 use super::run_error::{RunStoreError, HEADER_ROOM};
-use super::scan::{scan, RawEntry};
-
-/// Whether a KV entry is a value: a `Delete` or `Purge` marker reads as "absent", for every
-/// reader of `polos_runs` and `polos_steps` alike.
-pub(crate) fn is_live(operation: Operation) -> bool {
-    operation == Operation::Put
-}
 
 /// The outcome of [`Bucket::create`].
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
-use super::follow::{follow, Followed};
+use super::read::{follow, Followed};
 use super::run_error::RunStoreError;
 use super::runs::RunKey;
 use crate::model::names::CANCELS_BUCKET;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 use futures::{Stream, StreamExt};
 
-use super::bucket::{is_live, Bucket, Created};
+use super::bucket::{Bucket, Created};
+use super::read::is_live;
 use super::run_error::RunStoreError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{run_kv_key, validate_workflow, RunRecord};

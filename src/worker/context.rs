@@ -27,7 +27,7 @@ const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 pub struct WorkflowContext {
     /// Identity of the run, shared by clones.
     run: Arc<RunInfo>,
-    /// Durable steps of this run, as in the seed: `ctx.step.run("fetch_data", ...)`.
+    /// Durable steps of this run, as in the documented Python API: `ctx.step.run("fetch_data", ...)`.
     pub step: Step,
 }
 

@@ -47,10 +47,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::cancel::{cancelled_error, Cancellation};
 use super::claim::{claim, Claim, Owned};
-use super::consumer::Slot;
 use super::context::{Owner, Step};
-use super::hold::{confirm, keep, send, Hold};
+use super::hold::{answer_unconfirmed, confirm, keep, Hold};
 use super::overlap::{wait_delay, Entered, Gate, Me, Ticket};
+use super::slots::Slot;
 use super::stats::{Counter, WorkerStats};
 use super::views::{Cancels, Lookup, Policies};
 use super::workflow::{BoxedHandler, Output};
@@ -744,7 +744,7 @@ impl Execution<'_> {
         if let Ok(Some(stored)) = self.env.runs.get(&self.key).await {
             if stored.record.status != RunStatus::Running {
                 // Unconfirmed: the owner has most likely answered this very message already.
-                let _ = send(self.message, AckKind::Ack).await;
+                let _ = answer_unconfirmed(self.message, AckKind::Ack).await;
             }
         }
     }
@@ -767,7 +767,7 @@ impl Execution<'_> {
         {
             debug!(run_id = self.run_id(), error = %e, "could not give the attempt back");
         }
-        let _ = send(self.message, AckKind::Nak(None)).await;
+        let _ = answer_unconfirmed(self.message, AckKind::Nak(None)).await;
     }
 
     /// Every attempt was used and the last never finished: record `failed`. Returns the
@@ -811,7 +811,7 @@ impl Execution<'_> {
     /// An ack or term the server confirms; counted when it does not.
     async fn answer(&self, kind: AckKind) {
         if matches!(kind, AckKind::Nak(_)) {
-            let _ = send(self.message, kind).await;
+            let _ = answer_unconfirmed(self.message, kind).await;
             return;
         }
         if let Err(e) = confirm(self.message, kind).await {
@@ -821,7 +821,7 @@ impl Execution<'_> {
     }
 
     async fn nak(&self, delay: Duration) {
-        if let Err(e) = send(self.message, AckKind::Nak(Some(delay))).await {
+        if let Err(e) = answer_unconfirmed(self.message, AckKind::Nak(Some(delay))).await {
             debug!(run_id = self.run_id(), error = %e, "cannot nak; the fire is redelivered after ack_wait");
         }
     }

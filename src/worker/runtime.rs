@@ -18,9 +18,11 @@ use super::{RetryPolicy, WorkerError, WorkerStats, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
 use crate::metrics::{serve_metrics, HttpAddr, Metrics};
-use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
+use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET};
 use crate::model::validate_workflow;
-use crate::store::{CancelStore, OverlapStore, RunStore, RunStoreError, ScheduleStore, StepStore};
+use crate::store::{
+    CancelStore, OverlapStore, RunStore, RunStoreError, ScheduleStore, StepStore, StoreError,
+};
 
 /// How long releasing unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,21 +172,6 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         self.validate()?;
         let js = jetstream::new(self.client.clone());
-        let bucket = |name: &'static str| {
-            let js = js.clone();
-            async move {
-                js.get_key_value(name)
-                    .await
-                    .map_err(|e| WorkerError::Missing {
-                        what: "bucket",
-                        name,
-                        source: e.into(),
-                    })
-            }
-        };
-        let workflows_kv = bucket(WORKFLOWS_BUCKET).await?;
-        let schedules_kv = bucket(SCHEDULES_BUCKET).await?;
-        let state_kv = bucket(SCHEDULE_STATE_BUCKET).await?;
         let missing = |e: RunStoreError| match e {
             RunStoreError::Open { bucket, source } => WorkerError::Missing {
                 what: "bucket",
@@ -201,13 +188,18 @@ impl Worker {
         let steps = StepStore::open(&js).await.map_err(missing)?;
         let overlap = OverlapStore::open(&js).await.map_err(missing)?;
         let cancels = CancelStore::open(&js).await.map_err(missing)?;
-        let schedules = ScheduleStore::open(&js)
-            .await
-            .map_err(|e| WorkerError::Missing {
+        let schedules = ScheduleStore::open(&js).await.map_err(|e| match e {
+            StoreError::Open { bucket, source } => WorkerError::Missing {
+                what: "bucket",
+                name: bucket,
+                source,
+            },
+            other => WorkerError::Missing {
                 what: "bucket",
                 name: SCHEDULES_BUCKET,
-                source: e.into(),
-            })?;
+                source: other.into(),
+            },
+        })?;
         let stream = js
             .get_stream(RUNS_STREAM)
             .await
@@ -278,13 +270,13 @@ impl Worker {
         let mut loops = JoinSet::new();
         for workflow in &self.workflows {
             let id = workflow.id.clone();
-            register(&workflows_kv, workflow).await.map_err(|source| {
+            register(&env.schedules, workflow).await.map_err(|source| {
                 WorkerError::Registration {
                     workflow: id.clone(),
                     source,
                 }
             })?;
-            sync_inline_schedule(&schedules_kv, &state_kv, &id, workflow.schedule.as_ref())
+            sync_inline_schedule(&env.schedules, &id, workflow.schedule.as_ref())
                 .await
                 .map_err(|source| WorkerError::Registration {
                     workflow: id.clone(),
