@@ -537,22 +537,19 @@ impl Handlers {
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let record = self.existing(&request.workflow, &request.key).await?;
-        self.limits.check_record(&record).map_err(|e| {
-            let mut error = ApiError::from(e);
-            error.message = format!(
+        // The code stays the one the same input gets at upsert; the message says it is stored.
+        let cannot_fire = |error: ApiError| ApiError {
+            message: format!(
                 "the stored schedule cannot fire: {}; fix it with an upsert",
                 error.message
-            );
-            error
-        })?;
-        let cron = CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| {
-            let mut error = ApiError::from(e);
-            error.message = format!(
-                "the stored schedule cannot fire: {}; fix it with an upsert",
-                error.message
-            );
-            error
-        })?;
+            ),
+            ..error
+        };
+        self.limits
+            .check_record(&record)
+            .map_err(|e| cannot_fire(e.into()))?;
+        let cron = CronSchedule::parse(&record.cron, &record.timezone)
+            .map_err(|e| cannot_fire(e.into()))?;
         let last = self
             .store
             .state(&request.workflow, &request.key)

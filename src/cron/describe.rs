@@ -7,22 +7,9 @@
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 
 use super::fields::{Fields, ALL_DOM, ALL_DOW, DAY_NAMES};
+use super::parse::MONTH_LONG;
 use super::{parse, zone, CronSchedule};
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 const WEEKDAYS: [&str; 7] = [
     "Sunday",
     "Monday",
@@ -327,8 +314,8 @@ fn day_phrase(f: &Fields) -> String {
     }
     let months = set_bits(u64::from(f.months), 1, 12);
     let month = |m: u32| {
-        MONTHS
-            .get((m as usize).saturating_sub(1))
+        MONTH_LONG
+            .get(m as usize)
             .map_or_else(String::new, |s| s.to_string())
     };
     let in_months = format!("in {}", named_ranges(&months, month));

@@ -202,7 +202,8 @@ fn parse_value(field: Field, text: &str) -> Result<u32, String> {
 
 /// Days in each month at most (February 29 exists in leap years).
 const MAX_DAYS: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-const MONTH_LONG: [&str; 13] = [
+/// Month names by number (index 0 unused), for messages and descriptions.
+pub(super) const MONTH_LONG: [&str; 13] = [
     "",
     "January",
     "February",

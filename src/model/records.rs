@@ -526,6 +526,35 @@ pub struct RunRecord {
     pub yielded_to: Option<String>,
 }
 
+impl RunRecord {
+    /// The first record of a run of `fire`, delivered as `POLOS_RUNS` sequence `fire_seq`:
+    /// `status` at `attempt`, started at `at`; nothing finished, no output, no error.
+    pub fn of_fire(
+        fire: &super::Fire,
+        fire_seq: u64,
+        status: RunStatus,
+        attempt: u32,
+        at: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: fire.run_id.clone(),
+            workflow: fire.workflow.clone(),
+            schedule_id: fire.payload.schedule_id.clone(),
+            key: fire.payload.key.clone(),
+            trigger: fire.trigger,
+            scheduled_for: fire.payload.timestamp,
+            status,
+            attempt,
+            started_at: at,
+            finished_at: None,
+            output: None,
+            error: None,
+            fire_seq: Some(fire_seq),
+            yielded_to: None,
+        }
+    }
+}
+
 /// One run named by an overlap record: the one executing, or one waiting its turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlapRun {

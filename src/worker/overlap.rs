@@ -43,7 +43,7 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use super::claim::still_queued;
+use super::claim::{still_queued, QueueCheckError};
 use crate::model::time::now_seconds;
 use crate::model::{OverlapPolicy, OverlapRecord, OverlapRun};
 use crate::store::{OverlapStore, RunKey, RunStore, RunStoreError};
@@ -318,15 +318,8 @@ pub(crate) enum GateError {
     #[error(transparent)]
     Store(#[from] RunStoreError),
     /// Whether a run's fire is still queued could not be checked.
-    #[error("cannot check whether fire {seq} of run {run_id} is still in POLOS_RUNS: {source}")]
-    Stream {
-        /// The stream sequence.
-        seq: u64,
-        /// The run.
-        run_id: String,
-        /// The server's answer.
-        source: async_nats::Error,
-    },
+    #[error(transparent)]
+    Stream(#[from] QueueCheckError),
     /// Other workers changed the record on every round.
     #[error("the overlap record of schedule {workflow}/{key} changed on each of {ROUNDS} compare-and-swap rounds")]
     Contended {
@@ -508,20 +501,7 @@ impl Gate<'_> {
     }
 
     async fn queued(&self, seq: u64, run_id: &str) -> Result<bool, GateError> {
-        still_queued(self.stream, seq, run_id)
-            .await
-            .map_err(|e| match e {
-                super::claim::ClaimError::Store(e) => GateError::Store(e),
-                super::claim::ClaimError::Stream {
-                    seq,
-                    run_id,
-                    source,
-                } => GateError::Stream {
-                    seq,
-                    run_id,
-                    source,
-                },
-            })
+        Ok(still_queued(self.stream, seq, run_id).await?)
     }
 
     fn contended(&self) -> GateError {

@@ -337,20 +337,9 @@ impl Execution<'_> {
     async fn skip(&self, fire: &Fire, yielded_to: String, gate: &Gate<'_>) -> Admitted {
         let now = now_seconds();
         let record = RunRecord {
-            run_id: fire.run_id.clone(),
-            workflow: fire.workflow.clone(),
-            schedule_id: fire.payload.schedule_id.clone(),
-            key: fire.payload.key.clone(),
-            trigger: fire.trigger,
-            scheduled_for: fire.payload.timestamp,
-            status: RunStatus::Skipped,
-            attempt: 0,
-            started_at: now,
             finished_at: Some(now),
-            output: None,
-            error: None,
-            fire_seq: Some(self.seq),
             yielded_to: Some(yielded_to.clone()),
+            ..RunRecord::of_fire(fire, self.seq, RunStatus::Skipped, 0, now)
         };
         match self.env.runs.create(&self.key, &record).await {
             Ok(RunCreated::New { .. }) => {
