@@ -79,6 +79,7 @@ pub struct ApiError {
 }
 
 /// The reply body of a failed request: `{"error":{"code","message"}}`.
+#[cfg(feature = "scheduler")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ErrorBody {
     /// The error.
@@ -174,6 +175,7 @@ impl From<crate::store::RunStoreError> for ApiError {
 }
 
 /// Why the server did not confirm that it processed everything a connection sent.
+#[cfg(feature = "scheduler")]
 #[derive(Debug, Error)]
 pub enum RoundTripError {
     /// Subscribing to the echo inbox failed.
@@ -191,6 +193,7 @@ pub enum RoundTripError {
 }
 
 /// Why the API service could not start or stopped with an error.
+#[cfg(feature = "scheduler")]
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The KV buckets could not be opened.

@@ -1,4 +1,6 @@
-//! The schedules API: the NATS micro service `polos` (README, "The contract"), hosted by `polos scheduler`.
+//! The schedules API: the request and reply bodies and error codes every client uses, and (feature
+//! `scheduler`) the NATS micro service `polos` that `polos scheduler` hosts (README, "The
+//! contract").
 //!
 //! Every replica joins the same queue group, so a request is answered by exactly one of them.
 //! Validation lives only here (the Rust client, the CLI and other-language clients all send plain
@@ -26,16 +28,24 @@
 //! cron and note sizes, and schedules per workflow, counted by `counts` from a live view of
 //! the bucket (its module doc argues how exact that count is).
 
+#[cfg(feature = "scheduler")]
 mod counts;
+#[cfg(feature = "scheduler")]
 mod decode;
 mod error;
+#[cfg(feature = "scheduler")]
 mod handlers;
+#[cfg(feature = "scheduler")]
 mod registry;
+#[cfg(feature = "scheduler")]
 mod service;
 mod types;
 
 pub use crate::store::InvalidEntry;
-pub use error::{ApiError, ErrorCode, RoundTripError, ServeError};
+pub use error::{ApiError, ErrorCode};
+#[cfg(feature = "scheduler")]
+pub use error::{RoundTripError, ServeError};
+#[cfg(feature = "scheduler")]
 pub use service::{serve, start, start_metered, ApiServer};
 pub use types::{
     BackfillReply, BackfillRequest, CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply,

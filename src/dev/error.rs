@@ -13,6 +13,9 @@ pub enum DevError {
         /// Why.
         source: crate::nats::server::ServerError,
     },
+    /// The runtime shut down while the embedded server was starting.
+    #[error("polos dev stopped while the embedded nats-server was starting")]
+    Interrupted,
     /// The data directory could not be created or written.
     #[error("cannot use the data directory {path}: {source}")]
     DataDir {

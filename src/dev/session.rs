@@ -51,7 +51,7 @@ pub async fn run(
     let server = if config.nats.is_configured() {
         None
     } else {
-        let server = EmbeddedServer::start(&options.data_dir, options.port)?;
+        let server = EmbeddedServer::start(&options.data_dir, options.port).await?;
         config.nats.url = server.url().to_string();
         Some(server)
     };

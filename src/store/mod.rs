@@ -28,6 +28,7 @@ mod steps;
 pub use cancels::CancelStore;
 pub use error::StoreError;
 pub use overlap::{OverlapStore, StoredOverlap};
+#[cfg(feature = "scheduler")]
 pub(crate) use read::follow;
 pub use read::{is_live, is_tombstone, Followed, RawEntry};
 pub use run_error::{RunStoreError, HEADER_ROOM};

@@ -17,7 +17,9 @@ use super::views::{follow_cancels, follow_policies};
 use super::{RetryPolicy, WorkerError, WorkerStats, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
-use crate::metrics::{serve_metrics, HttpAddr, Metrics};
+#[cfg(feature = "http")]
+use crate::metrics::serve_metrics;
+use crate::metrics::{HttpAddr, Metrics};
 use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET};
 use crate::model::validate_workflow;
 use crate::store::{
@@ -241,6 +243,15 @@ impl Worker {
             stats: self.stats.clone(),
             metrics: self.metrics.clone(),
         });
+        #[cfg(not(feature = "http"))]
+        if !self.config.metrics_addr.trim().is_empty() {
+            HttpAddr::parse(&self.config.metrics_addr)?;
+            return Err(WorkerError::InvalidSetting {
+                setting: "worker.metrics_addr",
+                reason: "this build of polos serves no HTTP; enable the polos feature \"http\" (polos = { features = [\"http\"] }), or leave metrics_addr empty".to_string(),
+            });
+        }
+        #[cfg(feature = "http")]
         if !self.config.metrics_addr.trim().is_empty() {
             let addr = HttpAddr::parse(&self.config.metrics_addr)?;
             let mut stopped = stop_rx.clone();
