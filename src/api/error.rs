@@ -157,18 +157,11 @@ impl From<LimitError> for ApiError {
     }
 }
 
+/// A run id that is not one is the caller's mistake; every other store failure is ours.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
-    }
-}
-
-impl From<crate::store::RunStoreError> for ApiError {
-    fn from(e: crate::store::RunStoreError) -> Self {
         match e {
-            crate::store::RunStoreError::InvalidRunId { .. } => {
-                ApiError::invalid_request(e.to_string())
-            }
+            StoreError::InvalidRunId { .. } => ApiError::invalid_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -199,9 +192,6 @@ pub enum ServeError {
     /// The KV buckets could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The run, cancel or overlap buckets could not be opened.
-    #[error(transparent)]
-    RunStore(#[from] crate::store::RunStoreError),
     /// The micro service could not be registered.
     #[error("cannot start the NATS micro service polos: {source}")]
     Service {

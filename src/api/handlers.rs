@@ -21,8 +21,8 @@ use crate::model::{
     ScheduleState, Trigger, MAX_BACKFILL_INSTANTS, MAX_JITTER_SECS, MAX_PENDING_BACKFILLS,
 };
 use crate::store::{
-    validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, RunStoreError,
-    ScheduleStore, StoreError,
+    validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, ScheduleStore,
+    StoreError,
 };
 
 /// How many upcoming instants `upsert` and `get` reply with in `next`.
@@ -426,7 +426,7 @@ impl Handlers {
     /// A run-store call that fails at once, naming the subject, when NATS refuses it.
     async fn guarded<T>(
         &self,
-        call: impl std::future::Future<Output = Result<T, RunStoreError>>,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, ApiError> {
         self.store
             .denials()

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use super::DevError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{RunRecord, RunStatus};
-use crate::store::{RunStore, RunStoreError};
+use crate::store::{RunStore, StoreError};
 
 /// Turns `polos_runs` updates into printable lines, skipping updates that change neither the
 /// status nor the attempt (so each run prints `running`, maybe a retry, then its outcome).
@@ -75,7 +75,7 @@ pub(super) async fn print_runs(js: &async_nats::jetstream::Context) -> Result<()
         let record = match update {
             Ok(record) => record,
             // A record another version wrote differently is skipped rather than stopping the watch.
-            Err(RunStoreError::BadValue { .. }) => continue,
+            Err(StoreError::BadValue { .. }) => continue,
             Err(e) => return Err(fail(e.to_string())),
         };
         if let Some(line) = printer.line(&record) {

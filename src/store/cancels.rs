@@ -11,8 +11,8 @@ use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
 use super::read::{follow, Followed};
-use super::run_error::RunStoreError;
 use super::runs::RunKey;
+use super::StoreError;
 use crate::model::names::CANCELS_BUCKET;
 use crate::model::CancelRecord;
 
@@ -31,7 +31,7 @@ impl std::fmt::Debug for CancelStore {
 
 impl CancelStore {
     /// Opens `polos_cancels`; it must exist (`polos streams apply` creates it).
-    pub async fn open(js: &Context) -> Result<CancelStore, RunStoreError> {
+    pub async fn open(js: &Context) -> Result<CancelStore, StoreError> {
         Ok(CancelStore {
             bucket: Arc::new(Bucket::open(js, CANCELS_BUCKET).await?),
         })
@@ -39,11 +39,7 @@ impl CancelStore {
 
     /// Asks for run `key` to be cancelled. Returns `false` when it already was (the first
     /// request, and its reason, stay).
-    pub async fn request(
-        &self,
-        key: &RunKey,
-        record: &CancelRecord,
-    ) -> Result<bool, RunStoreError> {
+    pub async fn request(&self, key: &RunKey, record: &CancelRecord) -> Result<bool, StoreError> {
         let value = self.bucket.encode(key.kv_key(), record)?;
         Ok(matches!(
             self.bucket.create(key.kv_key(), value).await?,
@@ -52,13 +48,13 @@ impl CancelStore {
     }
 
     /// The cancel request of run `key`, if there is one.
-    pub async fn get(&self, key: &RunKey) -> Result<Option<CancelRecord>, RunStoreError> {
+    pub async fn get(&self, key: &RunKey) -> Result<Option<CancelRecord>, StoreError> {
         match self.bucket.get(key.kv_key()).await? {
             None => Ok(None),
             Some((value, _)) => {
                 serde_json::from_slice(&value)
                     .map(Some)
-                    .map_err(|source| RunStoreError::BadValue {
+                    .map_err(|source| StoreError::BadValue {
                         bucket: CANCELS_BUCKET,
                         kv_key: key.kv_key().to_string(),
                         what: "cancel",

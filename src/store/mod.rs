@@ -20,18 +20,16 @@ mod cancels;
 mod error;
 mod overlap;
 mod read;
-mod run_error;
 mod runs;
 mod schedules;
 mod steps;
 
 pub use cancels::CancelStore;
-pub use error::StoreError;
+pub use error::{StoreError, HEADER_ROOM};
 pub use overlap::{OverlapStore, StoredOverlap};
 #[cfg(feature = "scheduler")]
 pub(crate) use read::follow;
 pub use read::{is_live, is_tombstone, Followed, RawEntry};
-pub use run_error::{RunStoreError, HEADER_ROOM};
 pub use runs::{validate_run_id, RunCreated, RunKey, RunListing, RunStore, StoredRun};
 pub use schedules::{Change, InvalidEntry, Listing, ScheduleStore, StoredSchedule, Upserted};
 pub use steps::{StepCreated, StepStore, StoredStep};

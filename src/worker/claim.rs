@@ -22,7 +22,7 @@ use tracing::warn;
 use crate::model::names::HEADER_RUN_ID;
 use crate::model::time::now_seconds;
 use crate::model::{Fire, RunRecord, RunStatus};
-use crate::store::{RunCreated, RunKey, RunStore, RunStoreError, StoredRun};
+use crate::store::{RunCreated, RunKey, RunStore, StoreError, StoredRun};
 
 /// How often a claim looks again after losing a compare-and-swap to another claim.
 const CLAIM_ROUNDS: usize = 3;
@@ -56,7 +56,7 @@ pub(crate) struct Owned {
 pub(crate) enum ClaimError {
     /// Reading or writing the run record failed.
     #[error(transparent)]
-    Store(#[from] RunStoreError),
+    Store(#[from] StoreError),
     /// Whether the fire named in the record is still queued could not be checked.
     #[error(transparent)]
     Stream(#[from] QueueCheckError),
@@ -140,11 +140,11 @@ pub(crate) async fn claim(
                 }))
             }
             // Another claim wrote in between: look at what it wrote.
-            Err(RunStoreError::Conflict { .. }) => continue,
+            Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RunStoreError::Conflict {
+    Err(StoreError::Conflict {
         bucket: crate::model::names::RUNS_BUCKET,
         kv_key: key.kv_key().to_string(),
         revision: 0,

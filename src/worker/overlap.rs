@@ -46,7 +46,7 @@ use thiserror::Error;
 use super::claim::{still_queued, QueueCheckError};
 use crate::model::time::now_seconds;
 use crate::model::{OverlapPolicy, OverlapRecord, OverlapRun};
-use crate::store::{OverlapStore, RunKey, RunStore, RunStoreError};
+use crate::store::{OverlapStore, RunKey, RunStore, StoreError};
 
 /// Most runs of one schedule waiting under `buffer_all`; a fire beyond is skipped (the record
 /// must fit in one message, and a schedule that far behind will not catch up).
@@ -316,7 +316,7 @@ pub(crate) fn wait_delay(delivered: i64) -> Duration {
 pub(crate) enum GateError {
     /// Reading or writing the overlap record or a run record failed.
     #[error(transparent)]
-    Store(#[from] RunStoreError),
+    Store(#[from] StoreError),
     /// Whether a run's fire is still queued could not be checked.
     #[error(transparent)]
     Stream(#[from] QueueCheckError),
@@ -404,7 +404,7 @@ impl Gate<'_> {
                         Decision::Skip { yielded_to } => Entered::Skip(yielded_to),
                     })
                 }
-                Err(RunStoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -441,7 +441,7 @@ impl Gate<'_> {
                     .await
                 {
                     Ok(_) => return Ok(()),
-                    Err(RunStoreError::Conflict { .. }) => {}
+                    Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -475,7 +475,7 @@ impl Gate<'_> {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(RunStoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

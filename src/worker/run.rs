@@ -62,8 +62,7 @@ use crate::model::{
     SchedulePayload,
 };
 use crate::store::{
-    CancelStore, OverlapStore, RunCreated, RunKey, RunStore, RunStoreError, ScheduleStore,
-    StepStore,
+    CancelStore, OverlapStore, RunCreated, RunKey, RunStore, ScheduleStore, StepStore, StoreError,
 };
 
 /// Settings every run of a worker shares.
@@ -477,7 +476,7 @@ impl Execution<'_> {
                 self.answer(AckKind::Term).await;
                 true
             }
-            Err(RunStoreError::Conflict { .. }) => {
+            Err(StoreError::Conflict { .. }) => {
                 self.superseded().await;
                 false
             }
@@ -663,7 +662,7 @@ impl Execution<'_> {
                     self.answer(kind).await;
                 }
             }
-            Err(e @ RunStoreError::TooLarge { .. }) if record.status == RunStatus::Completed => {
+            Err(e @ StoreError::TooLarge { .. }) if record.status == RunStatus::Completed => {
                 // Terminal: the same output would be too large on every attempt.
                 record.status = RunStatus::Failed;
                 record.output = None;
@@ -683,11 +682,11 @@ impl Execution<'_> {
                         }
                         self.pause_after_failure(&record).await;
                     }
-                    Err(RunStoreError::Conflict { .. }) => self.superseded().await,
+                    Err(StoreError::Conflict { .. }) => self.superseded().await,
                     Err(e) => self.unwritten(&e).await,
                 }
             }
-            Err(RunStoreError::Conflict { .. }) => self.superseded().await,
+            Err(StoreError::Conflict { .. }) => self.superseded().await,
             Err(e) => self.unwritten(&e).await,
         }
     }
@@ -695,20 +694,20 @@ impl Execution<'_> {
     /// Writes this execution's record over the claim's `revision`. Transient failures are
     /// retried (the fire is kept meanwhile) until the write lands, is refused, or the worker
     /// releases its runs.
-    async fn write(&self, record: &RunRecord, revision: u64) -> Result<(), RunStoreError> {
+    async fn write(&self, record: &RunRecord, revision: u64) -> Result<(), StoreError> {
         let mut delay = Duration::from_millis(100);
         let mut maybe_landed = false;
         loop {
             match self.env.runs.update(&self.key, record, revision).await {
                 Ok(_) => return Ok(()),
-                Err(e @ RunStoreError::Conflict { .. }) if maybe_landed => {
+                Err(e @ StoreError::Conflict { .. }) if maybe_landed => {
                     // An earlier try may have been stored before its answer was lost.
                     return match self.env.runs.get(&self.key).await {
                         Ok(Some(stored)) if same_json(&stored.record, record) => Ok(()),
                         _ => Err(e),
                     };
                 }
-                Err(e) if e.is_permanent() || matches!(e, RunStoreError::Conflict { .. }) => {
+                Err(e) if e.is_permanent() || matches!(e, StoreError::Conflict { .. }) => {
                     return Err(e)
                 }
                 Err(e) => {
@@ -792,7 +791,7 @@ impl Execution<'_> {
     }
 
     /// The record could not be written: the fire goes back, and the next delivery resumes.
-    async fn unwritten(&self, e: &RunStoreError) {
+    async fn unwritten(&self, e: &StoreError) {
         warn!(run_id = self.run_id(), error = %e, "cannot write the run record; the run will be delivered again");
         self.nak(Duration::from_secs(1)).await;
     }

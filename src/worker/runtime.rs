@@ -20,11 +20,11 @@ use crate::cron::CronSchedule;
 #[cfg(feature = "http")]
 use crate::metrics::serve_metrics;
 use crate::metrics::{HttpAddr, Metrics};
-use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET};
-use crate::model::validate_workflow;
-use crate::store::{
-    CancelStore, OverlapStore, RunStore, RunStoreError, ScheduleStore, StepStore, StoreError,
+use crate::model::names::{
+    CANCELS_BUCKET, OVERLAP_BUCKET, RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, STEPS_BUCKET,
 };
+use crate::model::validate_workflow;
+use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore, StepStore, StoreError};
 
 /// How long releasing unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,34 +174,33 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         self.validate()?;
         let js = jetstream::new(self.client.clone());
-        let missing = |e: RunStoreError| match e {
-            RunStoreError::Open { bucket, source } => WorkerError::Missing {
-                what: "bucket",
-                name: bucket,
-                source,
-            },
-            other => WorkerError::Missing {
-                what: "bucket",
-                name: "polos_runs/polos_steps",
-                source: other.into(),
-            },
+        // A missing bucket names itself; any other failure to open one (a refused
+        // permission) names the stores being opened.
+        let missing = |stores: &'static str| {
+            move |e: StoreError| match e {
+                StoreError::Open { bucket, source } => WorkerError::Missing {
+                    what: "bucket",
+                    name: bucket,
+                    source,
+                },
+                other => WorkerError::Missing {
+                    what: "bucket",
+                    name: stores,
+                    source: other.into(),
+                },
+            }
         };
-        let runs = RunStore::open(&js).await.map_err(missing)?;
-        let steps = StepStore::open(&js).await.map_err(missing)?;
-        let overlap = OverlapStore::open(&js).await.map_err(missing)?;
-        let cancels = CancelStore::open(&js).await.map_err(missing)?;
-        let schedules = ScheduleStore::open(&js).await.map_err(|e| match e {
-            StoreError::Open { bucket, source } => WorkerError::Missing {
-                what: "bucket",
-                name: bucket,
-                source,
-            },
-            other => WorkerError::Missing {
-                what: "bucket",
-                name: SCHEDULES_BUCKET,
-                source: other.into(),
-            },
-        })?;
+        let runs = RunStore::open(&js).await.map_err(missing(RUNS_BUCKET))?;
+        let steps = StepStore::open(&js).await.map_err(missing(STEPS_BUCKET))?;
+        let overlap = OverlapStore::open(&js)
+            .await
+            .map_err(missing(OVERLAP_BUCKET))?;
+        let cancels = CancelStore::open(&js)
+            .await
+            .map_err(missing(CANCELS_BUCKET))?;
+        let schedules = ScheduleStore::open(&js)
+            .await
+            .map_err(missing(SCHEDULES_BUCKET))?;
         let stream = js
             .get_stream(RUNS_STREAM)
             .await
