@@ -48,11 +48,11 @@ pub enum DevError {
     #[error("cannot start the dashboard: {0}; choose another address with --http ADDR")]
     Dashboard(#[from] crate::web::WebError),
     /// The `polos_runs` bucket could not be watched.
-    #[error("cannot watch the runs bucket {bucket}: {reason}")]
+    #[error("cannot watch the runs bucket {bucket}: {source}")]
     Watch {
         /// The bucket.
         bucket: &'static str,
         /// Why.
-        reason: String,
+        source: crate::store::StoreError,
     },
 }

@@ -148,13 +148,7 @@ impl Bucket {
 
     /// The latest live value of every key matching `filter`, in one pass.
     pub async fn scan(&self, filter: &str) -> Result<Vec<RawEntry>, StoreError> {
-        scan(&self.client, &self.kv.stream, self.name, filter)
-            .await
-            .map_err(|e| StoreError::Scan {
-                bucket: self.name,
-                filter: filter.to_string(),
-                reason: e.to_string(),
-            })
+        scan(&self.client, &self.kv.stream, self.name, filter).await
     }
 
     fn read_error(&self, kv_key: &str, source: async_nats::Error) -> StoreError {

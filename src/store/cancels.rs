@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
-use super::read::{follow, Followed};
+use super::read::{follow, Followed, ReadError};
 use super::runs::RunKey;
 use super::StoreError;
 use crate::model::names::CANCELS_BUCKET;
@@ -64,9 +64,9 @@ impl CancelStore {
         }
     }
 
-    /// Follows the cancel requests of `workflow` (see `store/follow.rs`) until following fails;
+    /// Follows the cancel requests of `workflow` (see `store/read.rs`) until following fails;
     /// returns why.
-    pub async fn follow(&self, workflow: &str, sink: impl FnMut(Followed)) -> String {
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(Followed)) -> ReadError {
         follow(
             &self.bucket.client,
             &self.bucket.kv.stream,

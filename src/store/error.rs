@@ -1,5 +1,6 @@
 use thiserror::Error;
 
+use super::read::ReadError;
 use crate::model::RecordError;
 
 /// A read or write of a polos bucket failed: the one error of every store.
@@ -40,14 +41,14 @@ pub enum StoreError {
         source: async_nats::Error,
     },
     /// Listing a bucket failed or stalled.
-    #[error("cannot list {bucket} (filter {filter}): {reason}")]
+    #[error("cannot list {bucket} (filter {filter}): {source}")]
     Scan {
         /// The bucket name.
         bucket: &'static str,
         /// The key filter (`>` or `<workflow>.>`).
         filter: String,
         /// What went wrong.
-        reason: String,
+        source: ReadError,
     },
     /// The key changed since `revision` was read: another writer got there first.
     #[error("{bucket} {kv_key} changed after revision {revision}: another execution of the run wrote it first")]

@@ -29,7 +29,7 @@ pub use error::{StoreError, HEADER_ROOM};
 pub use overlap::{OverlapStore, StoredOverlap};
 #[cfg(feature = "scheduler")]
 pub(crate) use read::follow;
-pub use read::{is_live, is_tombstone, Followed, RawEntry};
+pub use read::{is_live, is_tombstone, Followed, RawEntry, ReadError};
 pub use runs::{validate_run_id, RunCreated, RunKey, RunListing, RunStore, StoredRun};
 pub use schedules::{Change, InvalidEntry, Listing, ScheduleStore, StoredSchedule, Upserted};
 pub use steps::{StepCreated, StepStore, StoredStep};

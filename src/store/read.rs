@@ -22,6 +22,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
+use thiserror::Error;
 
 use super::StoreError;
 
@@ -45,6 +46,34 @@ pub fn is_tombstone(headers: Option<&HeaderMap>) -> bool {
             .map(|op| op.as_str() != "PUT")
             .unwrap_or_else(|| h.get(async_nats::header::NATS_MARKER_REASON).is_some())
     })
+}
+
+/// Why reading a bucket ([`scan`], [`follow`], a watch) failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// The server refused or failed the consumer, or a message of it.
+    #[error("{0}")]
+    Consumer(#[source] async_nats::Error),
+    /// Entries stopped arriving before every expected one came.
+    #[error("no entry arrived for {idle:?} after {read} of {expected}")]
+    Stalled {
+        /// How long nothing arrived.
+        idle: Duration,
+        /// Entries read.
+        read: usize,
+        /// Entries expected.
+        expected: u64,
+    },
+    /// The consumer ended (the connection closed or the server deleted it).
+    #[error("the consumer ended early")]
+    Ended,
+}
+
+impl ReadError {
+    /// A failure of the consumer or one of its messages.
+    pub(crate) fn consumer(e: impl Into<async_nats::Error>) -> ReadError {
+        ReadError::Consumer(e.into())
+    }
 }
 
 /// The latest live value of one KV key.
@@ -118,34 +147,38 @@ pub(super) async fn scan(
     bucket: &'static str,
     filter: &str,
 ) -> Result<Vec<RawEntry>, StoreError> {
-    let fail = |reason: String| StoreError::Scan {
+    let fail = |source: ReadError| StoreError::Scan {
         bucket,
         filter: filter.to_string(),
-        reason,
+        source,
     };
     let (consumer, expected) =
         last_per_subject(client, stream, bucket, filter, None, "polos listing")
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(ReadError::Consumer(e)))?;
     if expected == 0 {
         return Ok(Vec::new());
     }
-    let mut messages: Ordered = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
+    let mut messages: Ordered = consumer
+        .messages()
+        .await
+        .map_err(|e| fail(ReadError::consumer(e)))?;
     let prefix = format!("$KV.{bucket}.");
     let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(1 << 20));
     loop {
         let message = match tokio::time::timeout(SCAN_IDLE_TIMEOUT, messages.next()).await {
             Err(_) => {
-                return Err(fail(format!(
-                    "no entry arrived for {SCAN_IDLE_TIMEOUT:?} after {} of {expected}",
-                    out.len()
-                )))
+                return Err(fail(ReadError::Stalled {
+                    idle: SCAN_IDLE_TIMEOUT,
+                    read: out.len(),
+                    expected,
+                }))
             }
-            Ok(None) => return Err(fail("the consumer ended early".to_string())),
-            Ok(Some(Err(e))) => return Err(fail(e.to_string())),
+            Ok(None) => return Err(fail(ReadError::Ended)),
+            Ok(Some(Err(e))) => return Err(fail(ReadError::consumer(e))),
             Ok(Some(Ok(message))) => message,
         };
-        let info = message.info().map_err(|e| fail(e.to_string()))?;
+        let info = message.info().map_err(|e| fail(ReadError::Consumer(e)))?;
         let (pending, revision) = (info.pending, info.stream_sequence);
         if !is_tombstone(message.headers.as_ref()) {
             if let Some(kv_key) = message.subject.as_str().strip_prefix(&prefix) {
@@ -163,7 +196,7 @@ pub(super) async fn scan(
 }
 
 /// Follows the keys of `bucket` matching `filter` (`<workflow>.>`), handing each event to
-/// `sink`, until the consumer fails; returns why. The caller follows again after a pause (the
+/// `sink`, until the consumer fails; returns why (the caller names the bucket and filter). The caller follows again after a pause (the
 /// first events then repeat the latest values, so applying them again must be harmless).
 pub(crate) async fn follow(
     client: &async_nats::Client,
@@ -171,13 +204,13 @@ pub(crate) async fn follow(
     bucket: &str,
     filter: &str,
     mut sink: impl FnMut(Followed),
-) -> String {
+) -> ReadError {
     let name = Some(format!("polos_follow_{}", nuid::next()));
     let description = "polos follows a bucket's keys";
     let (consumer, pending) =
         match last_per_subject(client, stream, bucket, filter, name, description).await {
             Ok(created) => created,
-            Err(e) => return format!("cannot follow {bucket} {filter}: {e}"),
+            Err(e) => return ReadError::Consumer(e),
         };
     let mut caught_up = pending == 0;
     if caught_up {
@@ -185,13 +218,13 @@ pub(crate) async fn follow(
     }
     let mut messages = match consumer.messages().await {
         Ok(messages) => messages,
-        Err(e) => return format!("cannot follow {bucket} {filter}: {e}"),
+        Err(e) => return ReadError::consumer(e),
     };
     let prefix = format!("$KV.{bucket}.");
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(message) => message,
-            Err(e) => return format!("following {bucket} {filter} failed: {e}"),
+            Err(e) => return ReadError::consumer(e),
         };
         let pending = message.info().map(|i| i.pending).unwrap_or(0);
         if let Some(kv_key) = message.subject.as_str().strip_prefix(&prefix) {
@@ -210,7 +243,7 @@ pub(crate) async fn follow(
             sink(Followed::CaughtUp);
         }
     }
-    format!("following {bucket} {filter} ended")
+    ReadError::Ended
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use async_nats::jetstream::Context;
 use futures::{Stream, StreamExt};
 
 use super::bucket::{Bucket, Created};
-use super::read::is_live;
+use super::read::{is_live, ReadError};
 use super::StoreError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{run_kv_key, validate_workflow, RunRecord};
@@ -244,23 +244,23 @@ impl RunStore {
     pub async fn watch(
         &self,
     ) -> Result<impl Stream<Item = Result<RunRecord, StoreError>> + use<>, StoreError> {
-        let failed = |reason: String| StoreError::Scan {
+        let failed = |e: async_nats::Error| StoreError::Scan {
             bucket: RUNS_BUCKET,
             filter: ">".to_string(),
-            reason,
+            source: ReadError::Consumer(e),
         };
         let updates = self
             .bucket
             .kv
             .watch_all()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.into()))?;
         let store = self.clone();
         Ok(updates.filter_map(move |update| {
             let decoded = match update {
                 Ok(entry) if !is_live(entry.operation) => None,
                 Ok(entry) => Some(store.decode(&entry.key, &entry.value)),
-                Err(e) => Some(Err(failed(e.to_string()))),
+                Err(e) => Some(Err(failed(e.into()))),
             };
             std::future::ready(decoded)
         }))

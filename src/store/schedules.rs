@@ -9,7 +9,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::read::{is_live, scan, RawEntry};
+use super::read::{is_live, scan, RawEntry, ReadError};
 use super::StoreError;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::{schedule_kv_key, RecordError, ScheduleRecord, ScheduleState, WorkflowRecord};
@@ -306,7 +306,7 @@ impl ScheduleStore {
 
     /// Follows the schedules of `workflow` (see `store/read.rs`) until following fails;
     /// returns why.
-    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> String {
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> ReadError {
         super::read::follow(
             &self.client,
             &self.schedules_stream,
@@ -504,7 +504,7 @@ impl ScheduleStore {
             .map_err(|e| StoreError::Scan {
                 bucket: WORKFLOWS_BUCKET,
                 filter: ">".to_string(),
-                reason: e.to_string(),
+                source: ReadError::consumer(e),
             })
     }
 

@@ -17,7 +17,7 @@ use async_nats::jetstream::kv::Store;
 
 use crate::cron::CronSchedule;
 use crate::model::{ScheduleRecord, ScheduleState};
-use crate::store::{follow, Followed};
+use crate::store::{follow, Followed, ReadError};
 
 /// One stored schedule value.
 #[derive(Debug, Clone)]
@@ -269,7 +269,12 @@ impl Catalog {
     /// Reads every key (into a fresh table part, swapped in when complete, so a restarted
     /// follow also forgets keys deleted meanwhile), then applies changes until following ends;
     /// returns why it ended. Read the one way every bucket is read (`store::read`).
-    async fn follow_once(&self, client: &async_nats::Client, kv: &Store, bucket: Bucket) -> String {
+    async fn follow_once(
+        &self,
+        client: &async_nats::Client,
+        kv: &Store,
+        bucket: Bucket,
+    ) -> ReadError {
         let mut initial: Vec<(String, Option<bytes::Bytes>)> = Vec::new();
         let mut caught_up = false;
         follow(client, &kv.stream, &kv.name, ">", |event| {

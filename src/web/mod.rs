@@ -55,7 +55,7 @@ pub use runs::{RunFilter, RunPage, RunReader, StepView};
 use crate::client::{schedules, PolosClient};
 use crate::metrics::{metrics_router, require_token, HttpError, Metrics};
 use crate::model::names::{
-    LEASES_BUCKET, LEASE_KEY, RUNS_BUCKET, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET,
+    LEASES_BUCKET, LEASE_KEY, RUNS_BUCKET, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET,
 };
 use crate::model::{schedule_kv_key, validate_key, validate_workflow, RunStatus, DEFAULT_KEY};
 use crate::store::{RunStore, StepStore};
@@ -120,7 +120,7 @@ impl Dashboard {
             async move {
                 js.get_key_value(bucket).await.map_err(|e| WebError::Open {
                     bucket,
-                    reason: e.to_string(),
+                    source: e.into(),
                 })
             }
         };
@@ -133,14 +133,8 @@ impl Dashboard {
             catalog,
             runs: RunReader::new(
                 open(RUNS_BUCKET).await?,
-                RunStore::open(&js).await.map_err(|e| WebError::Open {
-                    bucket: RUNS_BUCKET,
-                    reason: e.to_string(),
-                })?,
-                StepStore::open(&js).await.map_err(|e| WebError::Open {
-                    bucket: STEPS_BUCKET,
-                    reason: e.to_string(),
-                })?,
+                RunStore::open(&js).await?,
+                StepStore::open(&js).await?,
             ),
             api: PolosClient::from_nats(client),
             leases: open(LEASES_BUCKET).await?,
@@ -455,8 +449,12 @@ async fn run_page(State(s): State<Arc<AppState>>, Path(run_id): Path<String>) ->
             .await
         }
         Err(e) => {
-            s.problem(StatusCode::INTERNAL_SERVER_ERROR, Section::Runs, &e)
-                .await
+            s.problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Section::Runs,
+                &e.to_string(),
+            )
+            .await
         }
     }
 }

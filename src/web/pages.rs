@@ -10,6 +10,7 @@ use super::html::{duration, esc, json_block, local, q, relative, utc};
 use super::load::{bar_chart, thousands, LoadAhead};
 use super::runs::{RunFilter, RunPage, StepView};
 use crate::model::{RunRecord, RunStatus};
+use crate::store::ReadError;
 
 /// Schedules per page.
 pub const SCHEDULES_PER_PAGE: usize = 100;
@@ -184,7 +185,7 @@ fn schedule_row(view: &RowView, now: DateTime<Utc>) -> String {
 }
 
 /// `/schedule`: one schedule with its description, notes, next fires, actions and runs.
-pub fn schedule(view: &RowView, runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
+pub fn schedule(view: &RowView, runs: &Result<RunPage, ReadError>, now: DateTime<Utc>) -> String {
     let mut b = String::new();
     let record = match &view.row.record {
         Ok(r) => r,
@@ -361,10 +362,15 @@ fn actions(workflow: &str, key: &str, paused: Option<bool>) -> String {
     out
 }
 
-fn runs_table(runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
+fn runs_table(runs: &Result<RunPage, ReadError>, now: DateTime<Utc>) -> String {
     let page = match runs {
         Ok(page) => page,
-        Err(e) => return format!(r#"<p class="error">cannot read polos_runs: {}</p>"#, esc(e)),
+        Err(e) => {
+            return format!(
+                r#"<p class="error">cannot read polos_runs: {}</p>"#,
+                esc(&e.to_string())
+            )
+        }
     };
     if page.runs.is_empty() {
         return r#"<p class="muted">No runs.</p>"#.to_string();
@@ -397,7 +403,7 @@ fn runs_table(runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
 /// `/runs`: the filter form, one page of runs, the pager.
 pub fn runs(
     filter: &RunFilter,
-    page: &Result<RunPage, String>,
+    page: &Result<RunPage, ReadError>,
     workflows: &[(String, usize)],
     now: DateTime<Utc>,
 ) -> String {

@@ -10,7 +10,7 @@ use async_nats::jetstream::kv::Store;
 use futures::StreamExt;
 
 use crate::model::{RunRecord, RunStatus, StepRecord};
-use crate::store::{is_tombstone, validate_run_id, RunStore, StepStore};
+use crate::store::{is_tombstone, validate_run_id, ReadError, RunStore, StepStore, StoreError};
 
 /// Sequences read per window.
 const WINDOW: u64 = 2_000;
@@ -82,9 +82,9 @@ impl RunReader {
         filter: &RunFilter,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<RunPage, String> {
+    ) -> Result<RunPage, ReadError> {
         let mut stream = self.runs.stream.clone();
-        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(ReadError::consumer)?;
         let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
         let subject = match &filter.workflow {
             Some(w) => format!("{}{w}.>", self.runs.prefix),
@@ -127,7 +127,7 @@ impl RunReader {
         subject: &str,
         start: u64,
         end: u64,
-    ) -> Result<Vec<(u64, RunRecord)>, String> {
+    ) -> Result<Vec<(u64, RunRecord)>, ReadError> {
         let consumer = self
             .runs
             .stream
@@ -139,19 +139,26 @@ impl RunReader {
                 ..Default::default()
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ReadError::consumer)?;
         let mut out = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
+        let expected = consumer.cached_info().num_pending;
+        if expected == 0 {
             return Ok(out);
         }
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(ReadError::consumer)?;
         loop {
             let message = match tokio::time::timeout(IDLE, messages.next()).await {
-                Err(_) => return Err(format!("polos_runs: no message for {IDLE:?}")),
+                Err(_) => {
+                    return Err(ReadError::Stalled {
+                        idle: IDLE,
+                        read: out.len(),
+                        expected,
+                    })
+                }
                 Ok(None) => return Ok(out),
-                Ok(Some(m)) => m.map_err(|e| e.to_string())?,
+                Ok(Some(m)) => m.map_err(ReadError::consumer)?,
             };
-            let info = message.info().map_err(|e| e.to_string())?;
+            let info = message.info().map_err(ReadError::Consumer)?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq >= end {
                 return Ok(out);
@@ -169,23 +176,20 @@ impl RunReader {
 
     /// The run `run_id` and its steps in completion order; `None` when there is no such run.
     /// Read through the buckets' owners, like `polos runs get`.
-    pub async fn run(&self, run_id: &str) -> Result<Option<(RunRecord, Vec<StepView>)>, String> {
+    pub async fn run(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(RunRecord, Vec<StepView>)>, StoreError> {
         if validate_run_id(run_id).is_err() {
             return Ok(None);
         }
-        let Some(record) = self
-            .run_store
-            .find(run_id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(record) = self.run_store.find(run_id).await? else {
             return Ok(None);
         };
         let steps = self
             .step_store
             .list(run_id)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .map(|step| StepView {
                 name: step.name,

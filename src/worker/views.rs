@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::model::{CancelRecord, OverlapPolicy, ScheduleRecord};
-use crate::store::{CancelStore, Followed, ScheduleStore};
+use crate::store::{CancelStore, Followed, ReadError, ScheduleStore};
 
 /// Pause before following again after following failed; doubles up to [`MAX_REFOLLOW`].
 const FIRST_REFOLLOW: Duration = Duration::from_millis(250);
@@ -103,7 +103,7 @@ impl<V: Clone + Send + Sync + 'static> View<V> {
     ) -> View<V>
     where
         F: Fn(String, Box<dyn FnMut(Followed) + Send>) -> Fut + Clone + Send + 'static,
-        Fut: std::future::Future<Output = String> + Send + 'static,
+        Fut: std::future::Future<Output = ReadError> + Send + 'static,
     {
         let mut view = View {
             workflows: HashMap::new(),
@@ -156,7 +156,7 @@ async fn keep_following<V, F, Fut>(
 ) where
     V: Clone + Send + Sync + 'static,
     F: Fn(String, Box<dyn FnMut(Followed) + Send>) -> Fut,
-    Fut: std::future::Future<Output = String>,
+    Fut: std::future::Future<Output = ReadError>,
 {
     let mut pause = FIRST_REFOLLOW;
     loop {
@@ -178,7 +178,7 @@ async fn keep_following<V, F, Fut>(
             pause = FIRST_REFOLLOW;
         }
         keys.changed.send_replace(());
-        warn!(workflow, what, why, retry_in = ?pause, "stopped following; following again (until then each run reads its key)");
+        warn!(workflow, what, error = %why, retry_in = ?pause, "stopped following; following again (until then each run reads its key)");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_REFOLLOW);
     }
