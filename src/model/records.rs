@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::error::shorten;
 use super::time::{rfc3339, rfc3339_opt};
-use super::{schedule_id, split_schedule_kv_key, DEFAULT_KEY};
+use super::{schedule_id, split_schedule_kv_key};
 
 /// Who owns a schedule record: the API (users) or a worker's inline declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -316,11 +316,6 @@ impl ScheduleRecord {
         record.key = key;
         record.schedule_id = id;
         Ok(record)
-    }
-
-    /// Whether this record uses the default key `global`.
-    pub fn is_global(&self) -> bool {
-        self.key == DEFAULT_KEY
     }
 }
 

@@ -66,11 +66,6 @@ impl Role {
             Role::Operator => "operator",
         }
     }
-
-    /// The role of a name given on the command line.
-    pub fn from_name(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == name)
-    }
 }
 
 impl std::fmt::Display for Role {

@@ -24,15 +24,6 @@ pub enum StepCreated {
     Exists(StepRecord),
 }
 
-impl StepCreated {
-    /// The stored record, whoever wrote it.
-    pub fn into_record(self) -> StepRecord {
-        match self {
-            StepCreated::New(r) | StepCreated::Exists(r) => r,
-        }
-    }
-}
-
 /// One stored step of a run.
 #[derive(Debug)]
 pub struct StoredStep {
