@@ -40,6 +40,15 @@ pub(super) struct Bucket {
     pub client: async_nats::Client,
 }
 
+// A KV handle prints its stream's whole config; the name says all a log needs.
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bucket {
     /// Opens an existing bucket.
     pub async fn open(js: &Context, name: &'static str) -> Result<Bucket, StoreError> {

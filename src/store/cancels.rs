@@ -17,16 +17,10 @@ use crate::model::names::CANCELS_BUCKET;
 use crate::model::CancelRecord;
 
 /// Typed reads and create-only writes of `polos_cancels`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CancelStore {
     /// `polos_cancels`.
     bucket: Arc<Bucket>,
-}
-
-impl std::fmt::Debug for CancelStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelStore").finish_non_exhaustive()
-    }
 }
 
 impl CancelStore {

@@ -24,16 +24,10 @@ pub struct StoredOverlap {
 }
 
 /// Typed reads and compare-and-swap writes of `polos_overlap`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OverlapStore {
     /// `polos_overlap`.
     bucket: Arc<Bucket>,
-}
-
-impl std::fmt::Debug for OverlapStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OverlapStore").finish_non_exhaustive()
-    }
 }
 
 impl OverlapStore {

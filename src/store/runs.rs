@@ -152,17 +152,11 @@ pub struct RunListing {
 }
 
 /// Typed reads and compare-and-swap writes of `polos_runs`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RunStore {
     /// `polos_runs`.
     /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
     bucket: Arc<Bucket>,
-}
-
-impl std::fmt::Debug for RunStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunStore").finish_non_exhaustive()
-    }
 }
 
 impl RunStore {

@@ -36,17 +36,11 @@ pub struct StoredStep {
 }
 
 /// Typed reads and create-only writes of `polos_steps`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StepStore {
     /// `polos_steps`.
     /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
     bucket: Arc<Bucket>,
-}
-
-impl std::fmt::Debug for StepStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepStore").finish_non_exhaustive()
-    }
 }
 
 impl StepStore {
