@@ -278,6 +278,9 @@ mod hostile_tests {
     /// only short excerpts of it.
     const MAX_MESSAGE: usize = 1024;
 
+    /// How many request types [`refusals`] decodes a body as.
+    const REQUEST_TYPES: usize = 7;
+
     /// Decodes `body` as every request type; returns each refusal.
     fn refusals(body: &[u8]) -> Vec<ApiError> {
         [
@@ -406,7 +409,7 @@ mod hostile_tests {
                 let errors = refusals(body.as_bytes());
                 assert_eq!(
                     errors.len(),
-                    6,
+                    REQUEST_TYPES,
                     "depth {depth}: every request type refuses it"
                 );
                 assert_clear(&errors, &format!("depth {depth}"));
@@ -425,7 +428,11 @@ mod hostile_tests {
             r#"{"workflow":"wf","cron":"* * * * *","catchup_window_secs":1e19}"#,
         ] {
             let errors = refusals(body.as_bytes());
-            assert_eq!(errors.len(), 6, "{body}: every request type refuses it");
+            assert_eq!(
+                errors.len(),
+                REQUEST_TYPES,
+                "{body}: every request type refuses it"
+            );
             assert_clear(&errors, body);
         }
     }
@@ -439,7 +446,12 @@ mod hostile_tests {
             b"\xef\xbb\xbf{}",
         ] {
             let errors = refusals(body);
-            assert_eq!(errors.len(), 6, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                errors.len(),
+                REQUEST_TYPES,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_clear(&errors, &String::from_utf8_lossy(body));
         }
     }
@@ -455,7 +467,7 @@ mod hostile_tests {
         assert!(decode::<UpsertRequest>(at_limit.as_bytes(), &Limits::default()).is_ok());
         let over = format!(r#"{prefix}{}"}}"#, "x".repeat(pad + 1));
         let errors = refusals(over.as_bytes());
-        assert_eq!(errors.len(), 6);
+        assert_eq!(errors.len(), REQUEST_TYPES);
         assert_clear(&errors, "64 KiB + 1");
         let mib = vec![b'['; 1024 * 1024];
         assert_clear(&refusals(&mib), "1 MiB");

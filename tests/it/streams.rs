@@ -131,7 +131,9 @@ async fn streams_apply_moves_r1_to_r3_on_a_cluster_and_keeps_the_data() {
             raw["name"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(names.len(), 7);
+    // The runs stream and eight buckets (schedules, state, workflows, runs, steps, leases,
+    // overlap, cancels).
+    assert_eq!(names.len(), 9);
     for name in &names {
         assert_eq!(
             stream_info(&js, name).await.config.num_replicas,
