@@ -143,7 +143,7 @@ async fn streams_apply_moves_r1_to_r3_on_a_cluster_and_keeps_the_data() {
     }
     // Data in every bucket and in the stream.
     let buckets: Vec<&str> = names.iter().filter_map(|n| n.strip_prefix("KV_")).collect();
-    assert_eq!(buckets.len(), 6);
+    assert_eq!(buckets.len(), 8);
     for bucket in &buckets {
         let kv = js.get_key_value(*bucket).await.unwrap();
         kv.put("probe", format!("kept in {bucket}").into())
