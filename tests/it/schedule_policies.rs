@@ -526,9 +526,14 @@ async fn backfill_fires_each_instant_once_and_does_not_rerun_what_ran() {
         .unwrap();
     let clock = ManualClock::frozen(now);
     let publishes = PublishLog::start(&env.client).await;
-    schedules::create(&client, "report", "0 * * * *", "UTC", "u1")
-        .await
-        .unwrap();
+    // Back-filled runs obey the overlap policy like any other (README); under the default
+    // `skip` a back-fill's fires, published back to back, would skip one another.
+    let request = polos::api::UpsertRequest {
+        key: "u1".into(),
+        overlap: Some(polos::model::OverlapPolicy::AllowAll),
+        ..polos::api::UpsertRequest::new("report", "0 * * * *")
+    };
+    schedules::upsert(&client, &request).await.unwrap();
     let instants = past_hours(now, 6);
     let id = schedule_id("report", "u1");
     let record = ScheduleRecord::new("report", "u1", "0 * * * *", "UTC");
