@@ -278,12 +278,13 @@ mod hostile_tests {
     /// only short excerpts of it.
     const MAX_MESSAGE: usize = 1024;
 
-    /// How many request types [`refusals`] decodes a body as.
+    /// How many request types [`refusals`] decodes (its array's length, so the count cannot
+    /// drift from the list).
     const REQUEST_TYPES: usize = 7;
 
     /// Decodes `body` as every request type; returns each refusal.
     fn refusals(body: &[u8]) -> Vec<ApiError> {
-        [
+        let each: [Option<ApiError>; REQUEST_TYPES] = [
             decode::<UpsertRequest>(body, &Limits::default()).err(),
             decode::<KeyRequest>(body, &Limits::default()).err(),
             decode::<PauseRequest>(body, &Limits::default()).err(),
@@ -291,10 +292,8 @@ mod hostile_tests {
             decode::<WorkflowsRequest>(body, &Limits::default()).err(),
             decode::<CancelRequest>(body, &Limits::default()).err(),
             decode::<BackfillRequest>(body, &Limits::default()).err(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        ];
+        each.into_iter().flatten().collect()
     }
 
     fn assert_clear(errors: &[ApiError], what: &str) {

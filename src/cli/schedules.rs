@@ -552,8 +552,8 @@ fn describe(view: &ScheduleView) -> String {
     }
     if !view.recent_runs.is_empty() {
         lines.push(format!(
-            "{:<12} {:<22} {:<20} {:>7}  {}",
-            "last runs", "SCHEDULED FOR", "STARTED", "ATTEMPT", "STATUS"
+            "{:<12} {:<22} {:<20} {:<9} {:>7}  {}",
+            "last runs", "SCHEDULED FOR", "STARTED", "TRIGGER", "ATTEMPT", "STATUS"
         ));
         for run in &view.recent_runs {
             let status = match (run.status, &run.yielded_to) {
@@ -562,10 +562,11 @@ fn describe(view: &ScheduleView) -> String {
                 (None, _) => "no record".to_string(),
             };
             lines.push(format!(
-                "{:<12} {:<22} {:<20} {:>7}  {status}",
+                "{:<12} {:<22} {:<20} {:<9} {:>7}  {status}",
                 "",
                 in_zone(run.scheduled_for, cron.as_ref()),
                 opt(run.started_at),
+                run.trigger.map_or("-", |t| t.as_str()),
                 run.attempt
                     .map_or_else(|| "-".to_string(), |a| a.to_string())
             ));

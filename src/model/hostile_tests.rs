@@ -60,8 +60,8 @@ const DECODERS: &[Decoder] = &[
 
 /// Runs every decoder on `bytes` (as the value under `kv_key`, and as a fire body on a valid
 /// subject with valid headers); returns each error's message.
-/// How many decoders [`decode_all`] runs.
-const DECODE_ALL: usize = 11;
+/// How many decoders [`decode_all`] runs (its array's length, so the count cannot drift).
+const ALL_DECODERS: usize = 11;
 
 fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
     let mut headers = HeaderMap::new();
@@ -70,7 +70,7 @@ fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
         "Polos-Run-Id",
         "sch_aaaaaaaaaaaaaaaaaaaaaaaaaa-20260101T000000Z",
     );
-    [
+    let each: [Option<String>; ALL_DECODERS] = [
         message(ScheduleRecord::from_kv(kv_key, bytes)),
         message(ScheduleRecord::from_kv_without_id(kv_key, bytes)),
         message(serde_json::from_slice::<ScheduleState>(bytes)),
@@ -82,10 +82,8 @@ fn decode_all(kv_key: &str, bytes: &[u8]) -> Vec<String> {
         message(serde_json::from_slice::<CancelRecord>(bytes)),
         message(Fire::from_message("polos.runs.wf", Some(&headers), bytes)),
         message(Fire::from_message("polos.runs.wf", None, bytes)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    ];
+    each.into_iter().flatten().collect()
 }
 
 fn assert_clear(messages: &[String], what: &str) {
@@ -293,7 +291,7 @@ fn nesting_past_the_recursion_limit_is_an_error_not_a_stack_overflow() {
         let errors = decode_all("wf.k", nested.as_bytes());
         assert_eq!(
             errors.len(),
-            DECODE_ALL,
+            ALL_DECODERS,
             "depth {depth}: every decoder refuses it"
         );
         assert_clear(&errors, &format!("depth {depth}"));

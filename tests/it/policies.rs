@@ -1065,7 +1065,7 @@ async fn describe_scenario(nats: &Nats) {
         "overlap      skip",
         "counters     fired 3  missed 1  skipped 1  backfilled -",
         &format!("executing    {}", fires[0].run_id),
-        "last runs",
+        "last runs    SCHEDULED FOR          STARTED              TRIGGER   ATTEMPT  STATUS",
         &format!("skipped (yielded to {})", fires[0].run_id),
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

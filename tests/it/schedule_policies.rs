@@ -526,14 +526,20 @@ async fn backfill_fires_each_instant_once_and_does_not_rerun_what_ran() {
         .unwrap();
     let clock = ManualClock::frozen(now);
     let publishes = PublishLog::start(&env.client).await;
-    // Back-filled runs obey the overlap policy like any other (README); under the default
-    // `skip` a back-fill's fires, published back to back, would skip one another.
-    let request = polos::api::UpsertRequest {
-        key: "u1".into(),
-        overlap: Some(polos::model::OverlapPolicy::AllowAll),
-        ..polos::api::UpsertRequest::new("report", "0 * * * *")
-    };
-    schedules::upsert(&client, &request).await.unwrap();
+    // `allow_all`: this test is about which instants run, not about overlap (runs here finish
+    // at once, but back-filled fires come out 100 a second, so under the default `skip` a fire
+    // may find the previous one still executing — see
+    // `backfilled_runs_follow_the_schedules_overlap_policy`).
+    schedules::upsert(
+        &client,
+        &polos::api::UpsertRequest {
+            key: "u1".into(),
+            overlap: Some(polos::model::OverlapPolicy::AllowAll),
+            ..polos::api::UpsertRequest::new("report", "0 * * * *")
+        },
+    )
+    .await
+    .unwrap();
     let instants = past_hours(now, 6);
     let id = schedule_id("report", "u1");
     let record = ScheduleRecord::new("report", "u1", "0 * * * *", "UTC");
@@ -1162,6 +1168,157 @@ async fn policies_hold_on_a_three_node_cluster_across_failover() {
         "each back-filled instant once"
     );
     b.stop().await;
+    let _ = api_stop.send(());
+    within("API stops", api).await.unwrap();
+}
+
+/// Back-fill meets the overlap policy (the two halves of issue 12 built apart, checked together):
+/// a back-fill of three past hours with the default `skip` runs the first instant and records
+/// the two that arrive while it executes as `skipped`, naming it (`get` counts 3 back-filled, 2
+/// skipped); with `buffer_all` every back-filled instant runs, one at a time, oldest first.
+/// Runs wait at a gate the test opens, so they overlap whatever the machine's speed.
+#[tokio::test]
+async fn backfilled_runs_follow_the_schedules_overlap_policy() {
+    use polos::api::UpsertRequest;
+    use polos::model::OverlapPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    let env = TestEnv::start().await;
+    let (api_stop, api) = serve_api(&env.config()).await;
+    let client = PolosClient::from_nats(env.connect().await);
+    let now = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    let instants = past_hours(now, 3);
+    for (key, overlap) in [("skip", None), ("all", Some(OverlapPolicy::BufferAll))] {
+        schedules::upsert(
+            &client,
+            &UpsertRequest {
+                key: key.into(),
+                overlap,
+                ..UpsertRequest::new("bf-overlap", "0 * * * *")
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Started handlers per key in order, how many run at once per key, and the gate.
+    let started: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let running: Arc<[AtomicUsize; 2]> = Arc::default();
+    let most: Arc<[AtomicUsize; 2]> = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let wf = {
+        let (started, running, most, gate) =
+            (started.clone(), running.clone(), most.clone(), gate.clone());
+        Workflow::new(
+            "bf-overlap",
+            move |ctx: WorkflowContext, p: SchedulePayload| {
+                let (started, running, most, gate) =
+                    (started.clone(), running.clone(), most.clone(), gate.clone());
+                async move {
+                    let i = usize::from(p.key == "all");
+                    started
+                        .lock()
+                        .unwrap()
+                        .entry(p.key.clone())
+                        .or_default()
+                        .push(ctx.run_id().to_string());
+                    let now = running[i].fetch_add(1, Ordering::SeqCst) + 1;
+                    most[i].fetch_max(now, Ordering::SeqCst);
+                    gate.acquire().await.map(|p| p.forget()).ok();
+                    running[i].fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, WorkflowError>(json!({}))
+                }
+            },
+        )
+        .schedulable()
+    };
+    let (worker_stop, worker) =
+        spawn_worker(Worker::new(env.connect().await).workflow(wf).concurrency(8));
+    let mut ticker = Running::start(
+        env.connect().await,
+        &env.config(),
+        Arc::new(ManualClock::frozen(now)),
+    );
+    ticker.wait_active().await;
+    let from = format_instant(instants[0] - chrono::Duration::minutes(1));
+    for key in ["skip", "all"] {
+        let reply = schedules::backfill(&client, "bf-overlap", key, &from, &format_instant(now))
+            .await
+            .unwrap();
+        assert_eq!(reply.instants, 3, "{key}: {reply:?}");
+    }
+    let run = |key: &str, i: usize| run_id_for(&schedule_id("bf-overlap", key), instants[i]);
+
+    // skip: one back-filled run executes (whichever a worker claimed first: fires are handled
+    // concurrently), and the other two are skipped in its favour.
+    eventually("a back-filled run of `skip` started", || async {
+        started
+            .lock()
+            .unwrap()
+            .get("skip")
+            .is_some_and(|s| !s.is_empty())
+    })
+    .await;
+    let first = started.lock().unwrap()["skip"][0].clone();
+    let all_skip: Vec<String> = (0..3).map(|i| run("skip", i)).collect();
+    assert!(all_skip.contains(&first), "{first}");
+    for other in all_skip.iter().filter(|r| **r != first) {
+        let skipped = wait_status(&env.js, "bf-overlap", other, RunStatus::Skipped).await;
+        assert_eq!(skipped.trigger, Trigger::Backfill);
+        assert_eq!(skipped.yielded_to.as_deref(), Some(first.as_str()));
+    }
+    // buffer_all: the three take turns; the gate lets one run finish at a time.
+    for i in 0..3 {
+        eventually(
+            &format!("back-filled run {} of `buffer_all` started", i + 1),
+            || async { started.lock().unwrap().get("all").map_or(0, Vec::len) > i },
+        )
+        .await;
+        let current = started.lock().unwrap()["all"][i].clone();
+        if i == 0 {
+            gate.add_permits(1); // `skip`'s run finishes too (permits go to any waiting run)
+        }
+        gate.add_permits(1);
+        wait_status(&env.js, "bf-overlap", &current, RunStatus::Completed).await;
+    }
+    wait_status(&env.js, "bf-overlap", &first, RunStatus::Completed).await;
+    let mut ran = started.lock().unwrap()["all"].clone();
+    ran.sort();
+    let mut expected: Vec<String> = (0..3).map(|i| run("all", i)).collect();
+    expected.sort();
+    assert_eq!(
+        ran, expected,
+        "buffer_all runs every back-filled instant once"
+    );
+    for r in &expected {
+        let record = run_record(&env.js, "bf-overlap", r).await.unwrap();
+        assert_eq!(
+            (record.status, record.trigger),
+            (RunStatus::Completed, Trigger::Backfill)
+        );
+    }
+    assert_eq!(
+        started.lock().unwrap()["skip"],
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(most[0].load(Ordering::SeqCst), 1);
+    assert_eq!(
+        most[1].load(Ordering::SeqCst),
+        1,
+        "never two of a schedule at once"
+    );
+    eventually("get counts the back-fill and the skips", || async {
+        let view = schedules::get(&client, "bf-overlap", "skip").await.unwrap();
+        view.counters
+            .is_some_and(|c| c.backfilled == Some(3) && c.skipped == 2)
+    })
+    .await;
+
+    ticker.stop().await;
+    let _ = worker_stop.send(());
+    within("worker stops", worker).await.unwrap();
     let _ = api_stop.send(());
     within("API stops", api).await.unwrap();
 }
