@@ -48,7 +48,7 @@ pub fn is_tombstone(headers: Option<&HeaderMap>) -> bool {
     })
 }
 
-/// Why reading a bucket ([`scan`], [`follow`], a watch) failed.
+/// Why reading a bucket (a listing, a followed filter, a watch) failed.
 #[derive(Debug, Error)]
 pub enum ReadError {
     /// The server refused or failed the consumer, or a message of it.
