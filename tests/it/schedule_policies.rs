@@ -871,6 +871,13 @@ async fn the_api_validates_policies_and_stores_them_in_the_record() {
         assert!(message.contains(says), "{fields}: {message}");
     }
     let past = |h: i64| format_instant(Utc::now() - chrono::Duration::hours(h));
+    let yesterday_at = |hour: u32, minute: u32| {
+        (Utc::now() - chrono::Duration::days(1))
+            .date_naive()
+            .and_hms_opt(hour, minute, 0)
+            .unwrap()
+            .and_utc()
+    };
     for ((from, to), says) in [
         ((past(1), past(2)), "must be before"),
         (
@@ -882,9 +889,11 @@ async fn the_api_validates_policies_and_stores_them_in_the_record() {
         ),
         ((past(1), "yesterday".into()), "\"to\""),
         (
+            // Yesterday 09:01 to 09:51: between two instants of `0 9 * * *` whatever the hour
+            // the test runs at.
             (
-                format_instant(Utc::now() - chrono::Duration::minutes(50)),
-                past(0),
+                format_instant(yesterday_at(9, 1)),
+                format_instant(yesterday_at(9, 51)),
             ),
             "nothing to back-fill",
         ),
