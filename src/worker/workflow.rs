@@ -1,5 +1,5 @@
 //! Declaring a workflow: an id, how it may be scheduled, and its handler — the Rust form of the
-//! seed's `@workflow(id=..., schedule=...)` decorator.
+//! documented Python API's `@workflow(id=..., schedule=...)` decorator.
 
 use std::future::Future;
 use std::sync::Arc;
