@@ -31,5 +31,7 @@ pub use overlap::{OverlapStore, StoredOverlap};
 pub(crate) use read::follow;
 pub use read::{is_live, is_tombstone, Followed, RawEntry, ReadError};
 pub use runs::{validate_run_id, RunCreated, RunKey, RunListing, RunStore, StoredRun};
-pub use schedules::{Change, InvalidEntry, Listing, ScheduleStore, StoredSchedule, Upserted};
+pub use schedules::{
+    InvalidEntry, Listing, ScheduleChange, ScheduleStore, StoredSchedule, Upserted,
+};
 pub use steps::{StepCreated, StepStore, StoredStep};

@@ -70,7 +70,7 @@ pub struct Upserted {
 #[derive(Debug)]
 // Built once per write attempt and matched at once: boxing the record buys nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Change<T> {
+pub enum ScheduleChange<T> {
     /// Leave the stored value as it is.
     Keep(T),
     /// Store this record (create, or replace what was read).
@@ -174,7 +174,9 @@ impl ScheduleStore {
         mut decide: F,
     ) -> Result<T, StoreError>
     where
-        F: FnMut(Option<Result<ScheduleRecord, RecordError>>) -> Result<Change<T>, StoreError>,
+        F: FnMut(
+            Option<Result<ScheduleRecord, RecordError>>,
+        ) -> Result<ScheduleChange<T>, StoreError>,
     {
         let kv_key = schedule_kv_key(workflow, key);
         for attempt in 0..MAX_CAS_ATTEMPTS {
@@ -187,12 +189,14 @@ impl ScheduleStore {
                 .map(|e| ScheduleRecord::from_kv(&kv_key, &e.value));
             let live = current.is_some();
             let done = match decide(current)? {
-                Change::Keep(out) => return Ok(out),
-                Change::Write(record, out) => {
+                ScheduleChange::Keep(out) => return Ok(out),
+                ScheduleChange::Write(record, out) => {
                     self.cas(&kv_key, &record, expected).await?.map(|_| out)
                 }
-                Change::Delete(out) if !live => return Ok(out),
-                Change::Delete(out) => self.delete_at(&kv_key, expected).await?.then_some(out),
+                ScheduleChange::Delete(out) if !live => return Ok(out),
+                ScheduleChange::Delete(out) => {
+                    self.delete_at(&kv_key, expected).await?.then_some(out)
+                }
             };
             match done {
                 Some(out) => return Ok(out),
@@ -229,7 +233,10 @@ impl ScheduleStore {
         self.reconcile(workflow, key, |current| {
             let created = current.is_none();
             let record = build(current.and_then(Result::ok).as_ref());
-            Ok(Change::Write(record.clone(), Upserted { record, created }))
+            Ok(ScheduleChange::Write(
+                record.clone(),
+                Upserted { record, created },
+            ))
         })
         .await
     }
@@ -246,11 +253,11 @@ impl ScheduleStore {
         F: FnMut(&mut ScheduleRecord),
     {
         self.reconcile(workflow, key, |current| match current {
-            None => Ok(Change::Keep(None)),
+            None => Ok(ScheduleChange::Keep(None)),
             Some(record) => {
                 let mut record = record?;
                 change(&mut record);
-                Ok(Change::Write(record.clone(), Some(record)))
+                Ok(ScheduleChange::Write(record.clone(), Some(record)))
             }
         })
         .await
@@ -291,15 +298,15 @@ impl ScheduleStore {
     ) -> Result<bool, StoreError> {
         self.reconcile(workflow, key, |current| {
             let Some(Ok(mut record)) = current else {
-                return Ok(Change::Keep(false));
+                return Ok(ScheduleChange::Keep(false));
             };
             if record.pause_on_failure != Some(true) || record.paused {
-                return Ok(Change::Keep(false));
+                return Ok(ScheduleChange::Keep(false));
             }
             record.paused = true;
             record.note = Some(note.to_string());
             record.updated_at = Some(now);
-            Ok(Change::Write(record, true))
+            Ok(ScheduleChange::Write(record, true))
         })
         .await
     }
@@ -322,8 +329,8 @@ impl ScheduleStore {
     pub async fn delete(&self, workflow: &str, key: &str) -> Result<bool, StoreError> {
         self.reconcile(workflow, key, |current| {
             Ok(match current {
-                Some(_) => Change::Delete(true),
-                None => Change::Keep(false),
+                Some(_) => ScheduleChange::Delete(true),
+                None => ScheduleChange::Keep(false),
             })
         })
         .await

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::{Schedule, Workflow};
 use crate::model::{RecordError, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY};
-use crate::store::{Change, ScheduleStore, StoreError};
+use crate::store::{ScheduleChange, ScheduleStore, StoreError};
 
 /// What the inline-schedule sync did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +58,19 @@ fn decide(
     workflow: &str,
     current: Option<Result<ScheduleRecord, RecordError>>,
     declared: Option<&Schedule>,
-) -> Change<SyncOutcome> {
+) -> ScheduleChange<SyncOutcome> {
     match (current, declared) {
-        (None, None) => Change::Keep(SyncOutcome::Unchanged),
+        (None, None) => ScheduleChange::Keep(SyncOutcome::Unchanged),
         (Some(Err(e)), _) => {
             // Unreadable: it is not ours to repair (it may be someone's hand-written value).
             warn!(workflow, error = %e, "leaving an unreadable global schedule alone");
-            Change::Keep(SyncOutcome::KeptApiSchedule)
+            ScheduleChange::Keep(SyncOutcome::KeptApiSchedule)
         }
         (Some(Ok(record)), _) if record.source == ScheduleSource::Api => {
             if declared.is_some() {
                 warn!(workflow, "an API-created global schedule exists; the inline schedule in code is not applied (delete the API schedule to let the code own it)");
             }
-            Change::Keep(SyncOutcome::KeptApiSchedule)
+            ScheduleChange::Keep(SyncOutcome::KeptApiSchedule)
         }
         (None, Some(want)) => {
             let now = crate::model::time::now_seconds();
@@ -80,10 +80,10 @@ fn decide(
             record.pause_on_failure = want.pause_on_failure;
             record.created_at = Some(now);
             record.updated_at = Some(now);
-            Change::Write(record, SyncOutcome::Created)
+            ScheduleChange::Write(record, SyncOutcome::Created)
         }
         (Some(Ok(record)), Some(want)) if matches(&record, want) => {
-            Change::Keep(SyncOutcome::Unchanged)
+            ScheduleChange::Keep(SyncOutcome::Unchanged)
         }
         (Some(Ok(mut record)), Some(want)) => {
             // Keep what operators set (pause, note, policies the code leaves unset) and the
@@ -97,11 +97,11 @@ fn decide(
                 record.pause_on_failure = want.pause_on_failure;
             }
             record.updated_at = Some(crate::model::time::now_seconds());
-            Change::Write(record, SyncOutcome::Updated)
+            ScheduleChange::Write(record, SyncOutcome::Updated)
         }
         // As with an API delete, the store purges its state: a schedule declared again later
         // must not inherit the old one's `last_timestamp`.
-        (Some(Ok(_)), None) => Change::Delete(SyncOutcome::Removed),
+        (Some(Ok(_)), None) => ScheduleChange::Delete(SyncOutcome::Removed),
     }
 }
 
