@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use thiserror::Error;
 
-use crate::api::ServeError;
+use crate::api::{ApiServer, ServeError};
 use crate::config::Config;
 use crate::metrics::{bind, HttpAddr, HttpError, Metrics};
 use crate::ticker::{SystemClock, Ticker, TickerError};
@@ -109,16 +109,49 @@ impl Service {
         Ok(format!("http://{local}/"))
     }
 
+    /// Starts the schedules API: when this returns, its subscriptions exist and the server has
+    /// seen them, so a client request sent after it is answered (not "no responders"). What
+    /// `polos scheduler` waits for before it says it is up.
+    pub async fn start(self) -> Result<Started, SchedulerError> {
+        let api =
+            crate::api::start_metered(self.client.clone(), &self.config, self.metrics.clone())
+                .await?;
+        Ok(Started { service: self, api })
+    }
+
+    /// [`Service::start`], then [`Started::run`].
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SchedulerError> {
+        self.start().await?.run(shutdown).await
+    }
+}
+
+/// A [`Service`] whose schedules API answers; the ticker starts with [`Started::run`].
+#[derive(Debug)]
+pub struct Started {
+    /// The connection, configuration and metrics the ticker runs with.
+    service: Service,
+    /// The registered API service.
+    api: ApiServer,
+}
+
+impl Started {
     /// Runs the ticker and the schedules API until `shutdown`. If either fails, both stop, and
     /// the first one's error (the ticker's when both fail) is returned.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SchedulerError> {
-        let Service {
-            client,
-            config,
-            metrics,
+        let Started {
+            service:
+                Service {
+                    client,
+                    config,
+                    metrics,
+                },
+            api,
         } = self;
         // Shared so each part gets its own copy of the same signal; `failed` stops the other
         // part when one returns an error.
@@ -134,9 +167,9 @@ impl Service {
         .map(|_| ())
         .shared();
         let ticker = async {
-            let r = Ticker::new(client.clone(), &config)
+            let r = Ticker::new(client, &config)
                 .clock(Arc::new(SystemClock))
-                .metrics(metrics.clone())
+                .metrics(metrics)
                 .run(stop.clone())
                 .await
                 .map_err(SchedulerError::from);
@@ -146,14 +179,7 @@ impl Service {
             r
         };
         let api = async {
-            let r = async {
-                crate::api::start_metered(client.clone(), &config, metrics.clone())
-                    .await?
-                    .run(stop.clone())
-                    .await
-            }
-            .await
-            .map_err(SchedulerError::from);
+            let r = api.run(stop.clone()).await.map_err(SchedulerError::from);
             if r.is_err() {
                 let _ = failed_tx.send(true);
             }

@@ -48,17 +48,26 @@ pub(super) async fn run(cli: &Cli, args: &SchedulerArgs) -> ExitCode {
         .http
         .clone()
         .or_else(|| Some(config.http.addr.clone()).filter(|a| !a.trim().is_empty()));
-    if let Some(addr) = addr {
-        let url = match service.start_dashboard(&addr, stop.clone()).await {
-            Ok(url) => url,
+    let url = match addr {
+        Some(addr) => match service.start_dashboard(&addr, stop.clone()).await {
+            Ok(url) => Some(url),
             Err(WebError::Http(
                 e @ (HttpError::BadAddr { .. } | HttpError::TokenRequired { .. }),
             )) => return fail(EXIT_INVALID, e),
             Err(e) => return fail(EXIT_UNAVAILABLE, e),
-        };
+        },
+        None => None,
+    };
+    // The line that says where the dashboard is also says the scheduler is up: it comes once
+    // the schedules API answers, so whoever waits for it can send requests at once.
+    let started = match service.start().await {
+        Ok(started) => started,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    if let Some(url) = url {
         println!("polos scheduler: dashboard {url}  metrics {url}metrics");
     }
-    match service.run(stop).await {
+    match started.run(stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_UNAVAILABLE, e),
     }
