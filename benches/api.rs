@@ -1,12 +1,13 @@
-//! The schedules API measured against raw KV compare-and-swap writes (design §10: ≥ 0.5).
+//! The schedules API measured against raw KV compare-and-swap writes (issue 13: ≥ 0.6 with 64 requesters; BENCHMARKS.md).
 
 use futures::StreamExt;
 
 use crate::support::Bench;
 
 /// `n` upserts of distinct schedules through the API (served in-process on its own
-/// connection, like `polos scheduler`), `concurrency` requests in flight; upserts per second.
-pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+/// connection, like `polos scheduler`), `concurrency` requests in flight; upserts per second,
+/// and seconds from the service's start to its first answered create.
+pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<(f64, f64)> {
     // As in production, a worker has registered the workflow as schedulable (an unknown
     // workflow costs every upsert one more KV read to confirm it).
     let record = polos::model::WorkflowRecord {
@@ -31,6 +32,21 @@ pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<
     let client = polos::PolosClient::from_nats(async_nats::connect(b.server.url()).await?);
     // Let the API's registry watch see the registration.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A fresh service reads every key once before it admits creates (the per-workflow count of
+    // `limits.max_schedules_per_workflow`); with a million stored that takes seconds. Measured
+    // here, apart from the steady rate below.
+    let ready = std::time::Instant::now();
+    loop {
+        match polos::schedules::create(&client, "bench", "0 8 * * *", "UTC", "warm-up").await {
+            Ok(_) => break,
+            Err(e) if ready.elapsed() < std::time::Duration::from_secs(60) => {
+                tracing::debug!(error = %e, "API not ready yet");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let ready = ready.elapsed().as_secs_f64() + 0.5;
     let start = std::time::Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -49,5 +65,5 @@ pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<
     let rate = n as f64 / start.elapsed().as_secs_f64();
     let _ = stop.send(());
     serving.await??;
-    Ok(rate)
+    Ok((rate, ready))
 }

@@ -1,4 +1,4 @@
-//! `failover` — a standby fires within the lease TTL + 0.5 s of the leader's death (design §10).
+//! `failover` — a standby fires within the lease TTL + 0.5 s of the leader's death (BENCHMARKS.md).
 //!
 //! Replicas run in-process, each on its own connection, on one wall clock running 60× fast so
 //! a `* * * * *` schedule is due every real second. The leader is killed like a crash (its task

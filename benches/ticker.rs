@@ -1,4 +1,4 @@
-//! Ticker sections (design §10): `fire` — N schedules due at one instant vs raw pipelined publish;
+//! Ticker sections (BENCHMARKS.md): `fire` — N schedules due at one instant vs raw pipelined publish;
 //! `load` — cold start of N schedules vs a raw `watch_with_history` load, memory per schedule and
 //! CPU while nothing is due; `latency` — how long after its instant each fire is acked.
 
@@ -14,11 +14,11 @@ use tokio::sync::{oneshot, watch};
 
 use crate::clock::FastClock;
 use crate::raw;
-use crate::support::{cpu_time, rss_bytes, timed, Bench};
+use crate::support::{cpu_time, profile, rss_bytes, timed, Bench};
 
 /// A ticker on the bench server with a frozen clock at 08:59:59 (schedules fire at 09:00).
-struct Running {
-    status: watch::Receiver<TickerStatus>,
+pub struct Running {
+    pub status: watch::Receiver<TickerStatus>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     clock: ManualClock,
@@ -29,7 +29,7 @@ fn start(b: &Bench) -> Running {
     start_with(b, b.client.clone(), Arc::new(clock.clone()), clock)
 }
 
-fn start_with(
+pub fn start_with(
     b: &Bench,
     client: async_nats::Client,
     ticker_clock: Arc<dyn Clock>,
@@ -57,7 +57,7 @@ fn start_with(
 }
 
 impl Running {
-    async fn shutdown(self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
@@ -87,13 +87,17 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
     t.status
         .wait_for(|s| s.active && s.schedules == n && s.next_fire.is_some())
         .await?;
+    profile(true);
     let started = Instant::now();
     let cpu_ours = cpu_time();
+    let server_ours = b.server_cpu();
     t.clock
         .set(Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap());
     t.status.wait_for(|s| s.fires == n as u64).await?;
     let ours = n as f64 / started.elapsed().as_secs_f64();
     let cpu_ours = cpu_time().saturating_sub(cpu_ours);
+    let server_ours = b.server_cpu().saturating_sub(server_ours);
+    profile(false);
     // Let the fires' state writes finish before the raw run shares the server.
     while state_messages(b).await? < n as u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -102,6 +106,7 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
     // Like the ticker: its own connection, in a spawned task (not the runtime's main thread).
     let js = async_nats::jetstream::new(async_nats::connect(b.server.url()).await?);
     let cpu_raw = cpu_time();
+    let server_raw = b.server_cpu();
     let raw = tokio::spawn(async move {
         raw::publish_throughput(&js, "polos.runs.bench-raw", n)
             .await
@@ -110,6 +115,7 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
     .await?
     .map_err(anyhow::Error::msg)?;
     let cpu_raw = cpu_time().saturating_sub(cpu_raw);
+    let server_raw = b.server_cpu().saturating_sub(server_raw);
     // Wall time on a shared 2-core machine is noisy; the bench process's own CPU per message is
     // not, and shows what the ticker's per-fire work adds (the server's share is not included).
     println!(
@@ -118,6 +124,17 @@ pub async fn fire(b: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
         cpu_ours.as_secs_f64() * 1e6 / n as f64,
         cpu_raw.as_secs_f64() * 1e6 / n as f64
     );
+    println!(
+        "{:<34} ours {:.2} µs/fire, raw {:.2} µs/msg (nats-server CPU)",
+        "",
+        server_ours.as_secs_f64() * 1e6 / n as f64,
+        server_raw.as_secs_f64() * 1e6 / n as f64
+    );
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    crate::support::record("fire", "process_cpu_us_ours", n, per(cpu_ours), "µs");
+    crate::support::record("fire", "process_cpu_us_raw", n, per(cpu_raw), "µs");
+    crate::support::record("fire", "server_cpu_us_ours", n, per(server_ours), "µs");
+    crate::support::record("fire", "server_cpu_us_raw", n, per(server_raw), "µs");
     Ok((ours, raw))
 }
 
@@ -199,9 +216,13 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
         .format("%H")
         .to_string();
     fill_cron(b, "bench-load", n, &format!("0 {hour} * * *")).await?;
+    let (cpu, server) = (cpu_time(), b.server_cpu());
     let raw = raw::kv_load(&b.js, "polos_schedules", n).await?;
+    let (cpu_raw, server_raw) = (cpu_time() - cpu, b.server_cpu() - server);
     let before = rss_bytes();
+    let (cpu, server) = (cpu_time(), b.server_cpu());
     let slow = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    profile(true);
     let (t, ours) = timed(async {
         let unused = ManualClock::frozen(Utc::now());
         let began = Instant::now();
@@ -234,7 +255,23 @@ pub async fn load(b: &Bench, n: usize) -> anyhow::Result<Load> {
         anyhow::Ok(t)
     })
     .await;
+    profile(false);
+    let (cpu_ours, server_ours) = (cpu_time() - cpu, b.server_cpu() - server);
     let t = t?;
+    // Where the time goes: both sides share two cores with the server, so CPU is the limit.
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "{:<34} ours {:.2} µs, raw {:.2} µs (bench process CPU); ours {:.2} µs, raw {:.2} µs (nats-server CPU)",
+        "  CPU per schedule loaded",
+        per(cpu_ours),
+        per(cpu_raw),
+        per(server_ours),
+        per(server_raw)
+    );
+    crate::support::record("load", "process_cpu_us_ours", n, per(cpu_ours), "µs");
+    crate::support::record("load", "process_cpu_us_raw", n, per(cpu_raw), "µs");
+    crate::support::record("load", "server_cpu_us_ours", n, per(server_ours), "µs");
+    crate::support::record("load", "server_cpu_us_raw", n, per(server_raw), "µs");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_schedule = rss_bytes().saturating_sub(before) as f64 / n as f64;
     // Nothing is due for hours: the whole process (ticker, lease renewals, client) should sleep.

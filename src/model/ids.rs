@@ -1,4 +1,4 @@
-//! Identifier rules: workflow ids, schedule keys, schedule ids and run ids (design §3).
+//! Identifier rules: workflow ids, schedule keys, schedule ids and run ids (README, "The contract").
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -81,15 +81,20 @@ pub fn validate_key(key: &str) -> Result<(), ValidationError> {
 /// );
 /// ```
 pub fn schedule_id(workflow: &str, key: &str) -> String {
+    let mut id = String::with_capacity(30);
+    push_schedule_id(&mut id, workflow, key);
+    id
+}
+
+/// Appends [`schedule_id`]`(workflow, key)` to `out` (the ticker reuses one buffer per fire).
+pub(crate) fn push_schedule_id(out: &mut String, workflow: &str, key: &str) {
     let mut hasher = Sha256::new();
     hasher.update(workflow.as_bytes());
     hasher.update([0u8]);
     hasher.update(key.as_bytes());
     let digest = hasher.finalize();
-    let mut id = String::with_capacity(30);
-    id.push_str("sch_");
-    base32_lower_prefix(&digest, 26, &mut id);
-    id
+    out.push_str("sch_");
+    base32_lower_prefix(&digest, 26, out);
 }
 
 /// The run id of a scheduled (or catch-up) fire: `<schedule_id>-<YYYYMMDDTHHMMSSZ>`.

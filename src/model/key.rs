@@ -28,14 +28,19 @@ pub fn encode_key(key: &str) -> String {
 
 /// Decodes what [`encode_key`] produced. Returns `None` for text that no key encodes to.
 pub fn decode_key(encoded: &str) -> Option<String> {
+    decode_key_cow(encoded).map(std::borrow::Cow::into_owned)
+}
+
+/// [`decode_key`] without copying a verbatim key (the ticker decodes one per fire).
+pub(crate) fn decode_key_cow(encoded: &str) -> Option<std::borrow::Cow<'_, str>> {
     match encoded.strip_prefix('=') {
         Some(b64) => {
             let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
             let key = String::from_utf8(bytes).ok()?;
             // Only the canonical form decodes: a verbatim-safe key is never base64-encoded.
-            (!is_verbatim(&key) && !key.is_empty()).then_some(key)
+            (!is_verbatim(&key) && !key.is_empty()).then_some(std::borrow::Cow::Owned(key))
         }
-        None => is_verbatim(encoded).then(|| encoded.to_string()),
+        None => is_verbatim(encoded).then_some(std::borrow::Cow::Borrowed(encoded)),
     }
 }
 

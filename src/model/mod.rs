@@ -23,12 +23,16 @@ pub use backfill::{
     MAX_BACKFILL_INSTANTS, MAX_PENDING_BACKFILLS,
 };
 pub use error::ValidationError;
-pub use fire::{payload, Fire, FireError};
+pub use fire::{payload, Fire, FireEncoder, FireError, PayloadRef};
+#[cfg(feature = "scheduler")]
+pub(crate) use ids::push_schedule_id;
 pub use ids::{
     manual_run_id, run_id_for, schedule_id, validate_key, validate_workflow, DEFAULT_KEY,
     MAX_KEY_BYTES, MAX_WORKFLOW_LEN,
 };
 pub use jitter::{jitter_offset_ms, jitter_seed, jitter_window_ms, MAX_JITTER_SECS};
+#[cfg(feature = "scheduler")]
+pub(crate) use key::decode_key_cow;
 pub use key::{
     decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,
 };

@@ -47,7 +47,7 @@ use super::fence::Leadership;
 use super::index::{due_at, Entry, Index, DEFAULT_WINDOW};
 use super::loader::{self, Backoff, Change};
 use super::phase::{Action, Event, Phase};
-use super::publisher::{Batch, Published, Publisher};
+use super::publisher::{Batch, Outgoing, Published, Publisher};
 use super::rate::Rate;
 use super::state::StateWriter;
 use super::status::TickerStatus;
@@ -55,8 +55,9 @@ use crate::config::SchedulerConfig;
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::{
-    jitter_seed, next_backfill, previous_instant, split_schedule_kv_key, BackfillProgress, Ended,
-    Fire, SchedulePayload, ScheduleRecord, ScheduleState, Trigger,
+    jitter_seed, names::runs_subject, next_backfill, previous_instant, push_schedule_id,
+    split_schedule_kv_key, BackfillProgress, Ended, FireEncoder, PayloadRef, ScheduleRecord,
+    ScheduleState, Trigger,
 };
 
 /// Most fires handed to the publisher and not yet answered. Bounds what a round of a million
@@ -103,6 +104,40 @@ pub(super) struct Due {
     committed: bool,
 }
 
+/// A fire handed to the publisher, with what building it computed.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The fire.
+    due: Due,
+    /// Its schedule's next instant after it (the payload's `upcoming`, `None` when the cron
+    /// has no later instant), so recording the fire does not compute it again.
+    next: Option<DateTime<Utc>>,
+    /// Its schedule id, for the state record's `last_run_id` (hashed once per fire, not twice;
+    /// kept here rather than per schedule, where a million copies would cost 30 MB).
+    id: IdText,
+}
+
+/// A schedule id (`sch_` + 26 base32 characters) kept inline.
+#[derive(Debug, Clone, Copy)]
+struct IdText {
+    bytes: [u8; 30],
+    len: usize,
+}
+
+impl IdText {
+    fn new(id: &str) -> Self {
+        let mut bytes = [0u8; 30];
+        let len = id.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&id.as_bytes()[..len]);
+        IdText { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        // Ids are ASCII, so any prefix of one is UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 /// A background read of every state record for the takeover of one term.
 struct StateRead {
     /// The term it is for.
@@ -110,7 +145,7 @@ struct StateRead {
     /// Failed reads before this one (for the backoff).
     attempt: u32,
     /// The read.
-    task: JoinHandle<Result<HashMap<String, Bytes>, TickerError>>,
+    task: JoinHandle<Result<HashMap<Arc<str>, Bytes>, TickerError>>,
 }
 
 /// What one firing round did, for its summary line.
@@ -130,7 +165,7 @@ pub(super) struct Wiring {
     /// Source of schedule time.
     pub clock: Arc<dyn Clock>,
     /// The publishing task.
-    pub publisher: Publisher<Due>,
+    pub publisher: Publisher<Sent>,
     /// `polos_schedule_state`.
     pub states: Store,
     /// `[scheduler]` settings.
@@ -184,7 +219,14 @@ pub(super) struct Loop {
     /// Back-filling waits until then for the rate (no back-fill dispatch before).
     backfill_wake: Option<Instant>,
     /// The publishing task.
-    publisher: Publisher<Due>,
+    publisher: Publisher<Sent>,
+    /// Writes fire bodies and headers into reused buffers.
+    encoder: FireEncoder,
+    /// The schedule id of the fire being built (a reused buffer).
+    id: String,
+    /// `polos.runs.<workflow>` of the workflow fired last, built once per workflow and round
+    /// rather than once per fire.
+    subject: Option<(Arc<str>, async_nats::Subject)>,
     /// The round being fired, for its summary line.
     round: Round,
     /// Where [`TickerStatus`] snapshots go.
@@ -215,6 +257,9 @@ impl Loop {
             warned_at: None,
             in_flight: 0,
             publisher: w.publisher,
+            encoder: FireEncoder::default(),
+            id: String::with_capacity(32),
+            subject: None,
             round: Round::default(),
             status: w.status,
             metrics: w.metrics,
@@ -252,6 +297,8 @@ impl Loop {
                 }
                 self.dispatch();
             }
+            self.writer
+                .publishing(self.in_flight > 0 || !self.queue.is_empty());
             self.publish_status();
             let timer = match self.index.earliest().filter(|_| self.phase.firing()) {
                 Some(t) => self.clock.sleep_until(t),
@@ -523,6 +570,7 @@ impl Loop {
     fn apply(&mut self, change: Change) {
         match change {
             Change::CaughtUp => self.transition(Event::Loaded),
+            Change::Expect(keys) => self.index.reserve(keys),
             Change::Delete { kv_key } => {
                 if let Some(e) = self.index.remove(&kv_key) {
                     self.metrics
@@ -577,14 +625,13 @@ impl Loop {
     fn upsert(
         &mut self,
         slot: Option<usize>,
-        kv_key: String,
+        kv_key: Arc<str>,
         revision: u64,
         written_at: DateTime<Utc>,
         record: ScheduleRecord,
         cron: Arc<CronSchedule>,
     ) {
         let workflow = self.index.intern(&record.workflow);
-        let timezone = self.index.intern(&record.timezone);
         let slot = match slot {
             Some(slot) => {
                 let Some(e) = self.index.get_mut(slot) else {
@@ -594,7 +641,6 @@ impl Loop {
                 self.metrics
                     .invalid_schedules_changed(-i64::from(e.error.is_some()));
                 e.workflow = workflow;
-                e.timezone = timezone;
                 e.paused = record.paused;
                 e.catchup_policy = record.catchup;
                 e.catchup_window_secs = window_secs(record.catchup_window_secs);
@@ -611,7 +657,7 @@ impl Loop {
                     paused: record.paused,
                     catchup_policy: record.catchup,
                     catchup_window_secs: window_secs(record.catchup_window_secs),
-                    ..new_entry(&kv_key, workflow, timezone, revision, written_at)
+                    ..new_entry(kv_key, workflow, revision, written_at)
                 };
                 apply_policy(&mut e, &record);
                 self.index.insert(e)
@@ -690,9 +736,8 @@ impl Loop {
                 // An unreadable KV key keeps an empty workflow (no id, no key).
                 let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
                 let workflow = self.index.intern(&workflow);
-                let timezone = self.index.intern("UTC");
                 self.index
-                    .insert(new_entry(kv_key, workflow, timezone, revision, written_at))
+                    .insert(new_entry(Arc::from(kv_key), workflow, revision, written_at))
             }
         };
         let Some(e) = self.index.get_mut(slot) else {
@@ -727,9 +772,18 @@ impl Loop {
     /// Becoming the firing leader: continue each schedule where the previous leader stopped
     /// (from the state records just read), apply catch-up for what nobody fired, arm the
     /// timeline.
-    fn take_over(&mut self, term: u64, raw: HashMap<String, Bytes>) {
+    fn take_over(&mut self, term: u64, raw: HashMap<Arc<str>, Bytes>) {
         let now = self.clock.now();
         let (mut catchup_fires, mut missed_total) = (0usize, 0u64);
+        // The plan of the last schedule continued, kept when it was "nothing missed, arm at
+        // `next`" for a schedule without bounds or jitter: `(cron, from, next)`. For another
+        // such schedule of the same cron whose base is in `[from, next)`, `next_after(base)` is
+        // `next` too (no instant lies in `(from, next)`), and `next` was not due at `now`, so
+        // its plan is the same whatever its catch-up policy and window (they only judge due
+        // instants). Only schedules without a policy (no start_at/end_at/max_runs/jitter/
+        // back-fill, no pending fire) and no default jitter share it; a million such schedules
+        // of one cron then cost one plan, not a million.
+        let mut known: Option<(Arc<CronSchedule>, DateTime<Utc>, DateTime<Utc>)> = None;
         for slot in self.index.slots() {
             let Some(e) = self.index.get(slot) else {
                 continue;
@@ -780,7 +834,26 @@ impl Loop {
                 }
                 (Some(cron), false, None) => {
                     let base = takeover_base(e, stored.as_ref());
-                    continue_after(cron, base, now, settings)
+                    let plain = e.policy.is_none() && settings.jitter == Jitter::default();
+                    match &known {
+                        Some((c, from, next))
+                            if plain && Arc::ptr_eq(c, cron) && *from <= base && base < *next =>
+                        {
+                            Step {
+                                next: Some(*next),
+                                ..Step::default()
+                            }
+                        }
+                        _ => {
+                            let step = continue_after(cron, base, now, settings);
+                            if let (true, None, 0, Some(next), false) =
+                                (plain, &step.fire, step.missed, step.next, step.ended)
+                            {
+                                known = Some((cron.clone(), base, next));
+                            }
+                            step
+                        }
+                    }
                 }
                 _ => Step::default(),
             };
@@ -982,8 +1055,9 @@ impl Loop {
                 offset_ms: 0,
                 committed: false,
             };
-            if let Some(fire) = self.build(&due) {
-                fires.push((due, fire));
+            if let Some((next, fire)) = self.build(&due) {
+                let id = IdText::new(&self.id);
+                fires.push((Sent { due, next, id }, fire));
             }
         }
         if !fires.is_empty() {
@@ -1035,8 +1109,9 @@ impl Loop {
                 let Some(due) = self.queue.pop_front() else {
                     break;
                 };
-                if let Some(fire) = self.build(&due) {
-                    fires.push((due, fire));
+                if let Some((next, fire)) = self.build(&due) {
+                    let id = IdText::new(&self.id);
+                    fires.push((Sent { due, next, id }, fire));
                 }
             }
             if fires.is_empty() {
@@ -1057,10 +1132,17 @@ impl Loop {
             .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))
     }
 
-    /// Builds the message for `due`, or `None` when its schedule was deleted or paused since
-    /// (delete and pause stop fires at once; back-fills go on while paused, as requested).
-    fn build(&mut self, due: &Due) -> Option<Fire> {
-        let e = self.entry_of(due)?;
+    /// Builds the message for `due` into reused buffers (its schedule id stays in `self.id`)
+    /// and returns its schedule's next instant after it, or `None` when its schedule was
+    /// deleted or paused since (delete and pause stop fires at once; back-fills go on while
+    /// paused, as requested).
+    fn build(&mut self, due: &Due) -> Option<(Option<DateTime<Utc>>, Outgoing)> {
+        // Not `entry_of`: the entry is borrowed from `index` alone, so the buffers of `self`
+        // can be written while it is.
+        let e = self
+            .index
+            .get(due.slot)
+            .filter(|e| Arc::ptr_eq(&e.kv_key, &due.kv_key))?;
         let backfill = due.trigger == Trigger::Backfill;
         let cron = match (&e.cron, e.paused && !backfill && !due.committed) {
             (Some(cron), false) => cron.clone(),
@@ -1081,37 +1163,58 @@ impl Loop {
                 return None;
             }
         };
-        let key = e.key();
         let last_timestamp = if backfill {
             // What it would have been had this instant fired on time.
             previous_instant(due.instant, |t| cron.next_after(t))
         } else {
             e.last
         };
-        let payload = SchedulePayload {
+        let next = cron.next_after(due.instant);
+        let key = e.key_cow();
+        self.id.clear();
+        push_schedule_id(&mut self.id, &e.workflow, &key);
+        let body = self.encoder.body(PayloadRef {
             timestamp: due.instant,
             last_timestamp,
-            timezone: e.timezone.to_string(),
-            schedule_id: crate::model::schedule_id(&e.workflow, &key),
-            key,
-            upcoming: cron.next_after(due.instant).unwrap_or(due.instant),
+            timezone: cron.timezone().name(),
+            schedule_id: &self.id,
+            key: &key,
+            upcoming: next.unwrap_or(due.instant),
+        });
+        let headers = self
+            .encoder
+            .scheduled_headers(&self.id, due.instant, due.trigger);
+        let subject = match &self.subject {
+            Some((workflow, subject)) if Arc::ptr_eq(workflow, &e.workflow) => subject.clone(),
+            _ => {
+                let subject = async_nats::Subject::from(runs_subject(&e.workflow));
+                self.subject = Some((e.workflow.clone(), subject.clone()));
+                subject
+            }
         };
-        Some(Fire::scheduled(&e.workflow, due.trigger, payload))
+        Some((
+            next,
+            Outgoing {
+                subject,
+                headers,
+                body,
+            },
+        ))
     }
 
     /// Results from the publisher.
-    fn published(&mut self, results: Vec<(Due, Published)>) {
+    fn published(&mut self, results: Vec<(Sent, Published)>) {
         self.in_flight = self.in_flight.saturating_sub(results.len());
         let now = self.clock.now();
         let (fired_before, backfilled_before) = (self.round.fired, self.round.backfilled);
         let mut again = Vec::new();
         let (mut stored, mut failed, mut first_error) = (false, false, None);
-        for (due, outcome) in results {
+        for (Sent { due, next, id }, outcome) in results {
             let current = self.phase == Phase::Leading(due.term);
             match outcome {
                 Published::Stored { duplicate } => {
                     stored = true;
-                    self.stored(&due, duplicate, current, now);
+                    self.stored(&due, next, id, duplicate, current, now);
                 }
                 Published::Held if current => again.push(due),
                 Published::Failed(error) if current => {
@@ -1165,8 +1268,17 @@ impl Loop {
         }
     }
 
-    /// The stream stored a fire.
-    fn stored(&mut self, due: &Due, duplicate: bool, current: bool, now: DateTime<Utc>) {
+    /// The stream stored a fire; `next` is what its schedule's cron gives after it (computed
+    /// when it was built), `id` its schedule id.
+    fn stored(
+        &mut self,
+        due: &Due,
+        next: Option<DateTime<Utc>>,
+        id: IdText,
+        duplicate: bool,
+        current: bool,
+        now: DateTime<Utc>,
+    ) {
         // Lateness counts from the jittered time: the offset is a choice, not a delay.
         let late = now - due_at(due.instant, due.offset_ms);
         let late_ms = late.num_milliseconds();
@@ -1191,13 +1303,17 @@ impl Loop {
             self.backfill_stored(due, duplicate, current);
             return;
         }
-        let base = if e.revision == due.revision {
+        let same = e.revision == due.revision;
+        let base = if same {
             due.instant
         } else {
             // A change made while this fire was out takes effect after the moment it was
             // written.
             due.instant.max(e.written_at)
         };
+        // The version it was built from, with no bounds to check: `next_from` would give
+        // `cron.next_after(due.instant)`, which building the fire computed.
+        let known_next = (same && e.policy.is_none()).then_some(next);
         let Some(e) = self.index.get_mut(due.slot) else {
             return;
         };
@@ -1218,12 +1334,16 @@ impl Loop {
         r.last = r.last.max(Some(due.instant));
         r.worst_late_ms = r.worst_late_ms.max(late_ms);
         if current {
-            let (next, ended) = match self.index.get(due.slot) {
-                Some(e) => self.next_from(e, base),
-                None => (None, None),
+            let (next, ended) = match (self.index.get(due.slot), known_next) {
+                (Some(e), Some(next)) if e.cron.is_some() && !e.paused => (next, None),
+                (Some(e), _) => self.next_from(e, base),
+                (None, _) => (None, None),
             };
             self.set_next(due.slot, next, ended);
-            self.write_state(due.slot);
+            if let Some(e) = self.index.get(due.slot) {
+                self.writer
+                    .put(e.kv_key.clone(), e.state_with_id(id.as_str()));
+            }
             self.queue_backfill(due.slot);
         }
     }
@@ -1276,7 +1396,7 @@ impl Loop {
     }
 }
 
-type ReadResult = Result<HashMap<String, Bytes>, TickerError>;
+type ReadResult = Result<HashMap<Arc<str>, Bytes>, TickerError>;
 
 /// Awaits the takeover's state read, if one runs; pending forever otherwise.
 async fn join_read(read: &mut Option<StateRead>) -> (u64, u32, ReadResult) {
@@ -1348,17 +1468,15 @@ fn secs(s: u64) -> chrono::Duration {
 /// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
 /// caller fills in what its value says.
 fn new_entry(
-    kv_key: &str,
+    kv_key: Arc<str>,
     workflow: Arc<str>,
-    timezone: Arc<str>,
     revision: u64,
     written_at: DateTime<Utc>,
 ) -> Entry {
     Entry {
-        kv_key: Arc::from(kv_key),
+        kv_key,
         workflow,
         cron: None,
-        timezone,
         paused: false,
         firing: false,
         catchup_policy: None,
@@ -1420,13 +1538,7 @@ mod tests {
     fn entry(revision: u64, written_at: DateTime<Utc>, last: Option<DateTime<Utc>>) -> Entry {
         Entry {
             last,
-            ..new_entry(
-                "wf.k",
-                Arc::from("wf"),
-                Arc::from("UTC"),
-                revision,
-                written_at,
-            )
+            ..new_entry(Arc::from("wf.k"), Arc::from("wf"), revision, written_at)
         }
     }
 

@@ -6,6 +6,7 @@
 //! interned by `(expression, zone)` behind an `Arc`, so a million per-user schedules that share a
 //! handful of crons each hold a pointer, not a parsed expression.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cron::{CronError, CronSchedule};
 use crate::model::{
-    decode_key, run_id_for, schedule_id, Backfill, BackfillProgress, CatchupPolicy, Ended,
+    decode_key_cow, run_id_for, schedule_id, Backfill, BackfillProgress, CatchupPolicy, Ended,
     ScheduleState,
 };
 
@@ -30,8 +31,6 @@ pub(crate) struct Entry {
     pub workflow: Arc<str>,
     /// The compiled cron; `None` while the stored value is invalid.
     pub cron: Option<Arc<CronSchedule>>,
-    /// The zone as the record spells it (payload `timezone`), interned.
-    pub timezone: Arc<str>,
     /// Paused schedules stay in the table but not on the timeline.
     pub paused: bool,
     /// Its instant `next` has been handed to publishing (queued, in flight or waiting for a
@@ -122,23 +121,39 @@ impl Entry {
     /// The schedule key, verbatim (payload `key`): decoded from the KV key rather than stored
     /// twice. Empty for a value whose KV key names no valid schedule.
     pub fn key(&self) -> String {
+        self.key_cow().into_owned()
+    }
+
+    /// [`Entry::key`], borrowed from the KV key when it is written verbatim (most keys).
+    pub fn key_cow(&self) -> Cow<'_, str> {
         if self.workflow.is_empty() {
-            return String::new();
+            return Cow::Borrowed("");
         }
         self.kv_key
             .get(self.workflow.len() + 1..)
-            .and_then(decode_key)
+            .and_then(decode_key_cow)
             .unwrap_or_default()
     }
 
     /// The state record that describes this entry.
     pub fn state(&self) -> ScheduleState {
+        self.state_with(|| self.schedule_id())
+    }
+
+    /// [`Entry::state`] when the caller already knows the schedule id (a fire just built it).
+    pub fn state_with_id(&self, schedule_id: &str) -> ScheduleState {
+        self.state_with(|| schedule_id.to_string())
+    }
+
+    /// The state, asking for the schedule id only when a run id is written (never fired: no
+    /// hash, which a takeover of a million new schedules would otherwise pay).
+    fn state_with(&self, schedule_id: impl FnOnce() -> String) -> ScheduleState {
         ScheduleState {
             last_timestamp: self.last,
             next: self.next,
             fires: self.fires,
             missed: self.missed,
-            last_run_id: self.last.map(|t| run_id_for(&self.schedule_id(), t)),
+            last_run_id: self.last.map(|t| run_id_for(&schedule_id(), t)),
             error: self.error.as_deref().map(str::to_string),
             schedule_revision: Some(self.revision),
             backfilled: self.policy.as_ref().map_or(0, |p| p.backfilled),
@@ -184,12 +199,25 @@ pub(crate) struct Index {
     crons: HashMap<Box<str>, HashMap<Box<str>, Arc<CronSchedule>>>,
     /// Interned workflow ids and zone names.
     strings: HashMap<Box<str>, Arc<str>>,
+    /// The cron found last, checked before the map: a million per-user schedules loaded in a
+    /// row mostly share one (and hashing two strings per schedule showed in the cold start).
+    last_cron: Option<Arc<CronSchedule>>,
+    /// The strings interned last (workflow ids), for the same reason.
+    last_strings: [Option<Arc<str>>; 2],
 }
 
 impl Index {
     /// The compiled cron for `(expr, timezone)`, parsing it once.
     pub fn cron(&mut self, expr: &str, timezone: &str) -> Result<Arc<CronSchedule>, CronError> {
+        if let Some(c) = self
+            .last_cron
+            .as_ref()
+            .filter(|c| c.expr() == expr && c.timezone().name() == timezone)
+        {
+            return Ok(c.clone());
+        }
         if let Some(c) = self.crons.get(timezone).and_then(|m| m.get(expr)) {
+            self.last_cron = Some(c.clone());
             return Ok(c.clone());
         }
         let compiled = Arc::new(CronSchedule::parse(expr, timezone)?);
@@ -197,17 +225,32 @@ impl Index {
             .entry(timezone.into())
             .or_default()
             .insert(expr.into(), compiled.clone());
+        self.last_cron = Some(compiled.clone());
         Ok(compiled)
     }
 
     /// An interned copy of `text`.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(s) = self.strings.get(text) {
+        if let Some(s) = self.last_strings.iter().flatten().find(|s| ***s == *text) {
             return s.clone();
         }
-        let s: Arc<str> = Arc::from(text);
-        self.strings.insert(text.into(), s.clone());
+        let s = match self.strings.get(text) {
+            Some(s) => s.clone(),
+            None => {
+                let s: Arc<str> = Arc::from(text);
+                self.strings.insert(text.into(), s.clone());
+                s
+            }
+        };
+        self.last_strings.swap(0, 1);
+        self.last_strings[0] = Some(s.clone());
         s
+    }
+
+    /// Makes room for `schedules` more entries at once (a cold start knows how many come).
+    pub fn reserve(&mut self, schedules: usize) {
+        self.slots.reserve(schedules);
+        self.by_key.reserve(schedules);
     }
 
     /// The slot of `kv_key`.
@@ -257,6 +300,9 @@ impl Index {
     /// Drops the interned cron when `old` was its last user (besides the interner).
     pub fn release_cron(&mut self, old: Option<&Arc<CronSchedule>>) {
         if let Some(old) = old {
+            if self.last_cron.as_ref().is_some_and(|c| Arc::ptr_eq(c, old)) {
+                self.last_cron = None;
+            }
             // 2 = the caller's entry + the interner's copy.
             if Arc::strong_count(old) <= 2 {
                 // Find it by identity: the zone it was interned under is the name it was given.
@@ -362,7 +408,6 @@ mod tests {
             kv_key: Arc::from(kv_key),
             workflow: index.intern("wf"),
             cron: Some(index.cron(cron, "UTC").unwrap()),
-            timezone: index.intern("UTC"),
             paused: false,
             firing: false,
             catchup_policy: None,
@@ -442,9 +487,9 @@ mod size {
     #[test]
     fn entry_stays_small() {
         // The inline part of an entry; with its strings, map and timeline slots a schedule costs
-        // roughly 350 bytes (design §10 aims at ≤ 300: see the report).
+        // under 300 bytes (BENCHMARKS.md, the cold start's memory per schedule).
         let size = std::mem::size_of::<Option<super::Entry>>();
         eprintln!("Entry: {size} bytes");
-        assert!(size <= 152, "Entry is {size} bytes");
+        assert!(size <= 136, "Entry is {size} bytes");
     }
 }

@@ -1,4 +1,4 @@
-//! Reading a KV bucket completely, then following it live (design §9).
+//! Reading a KV bucket completely, then following it live (ARCHITECTURE.md, "The scheduler").
 //!
 //! A last-per-subject read (`watch_with_history(">")`, or the ordered pull consumer `follow`
 //! uses for the schedules) first delivers the latest value of every key (tombstones too) and
@@ -8,6 +8,7 @@
 //! have caught up.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
@@ -29,8 +30,8 @@ use crate::model::{Limits, ScheduleRecord};
 pub(crate) enum Change {
     /// A key was written.
     Put {
-        /// The KV key.
-        kv_key: String,
+        /// The KV key (shared: the ticker keeps it as the schedule's name).
+        kv_key: Arc<str>,
         /// Its revision (stream sequence).
         revision: u64,
         /// The value read as a schedule record (parsed here, on the loader's task, so a cold
@@ -44,33 +45,40 @@ pub(crate) enum Change {
     /// A key was deleted or purged.
     Delete {
         /// The KV key.
-        kv_key: String,
+        kv_key: Arc<str>,
     },
+    /// About this many keys are about to be delivered (the bucket's subject count): the table
+    /// makes room for them at once instead of growing a million times.
+    Expect(usize),
     /// Every value that existed when the watch started has been delivered.
     CaughtUp,
 }
 
-/// The bucket's last stream sequence and whether it holds any message.
-async fn last_sequence(kv: &Store) -> Result<(u64, bool), TickerError> {
+/// The bucket's last stream sequence, whether it holds any message, and how many keys.
+async fn last_sequence(kv: &Store) -> Result<(u64, bool, u64), TickerError> {
     let mut stream = kv.stream.clone();
     let info = stream.info().await.map_err(|e| TickerError::Watch {
         bucket: kv.name.clone(),
         message: e.to_string(),
     })?;
-    Ok((info.state.last_sequence, info.state.messages > 0))
+    Ok((
+        info.state.last_sequence,
+        info.state.messages > 0,
+        info.state.subjects_count,
+    ))
 }
 
 /// One bucket message as read off the wire, before its value is parsed.
 enum Raw {
     /// A key was written: its value still as bytes.
     Put {
-        kv_key: String,
+        kv_key: Arc<str>,
         revision: u64,
         value: Bytes,
         written: SystemTime,
     },
     /// A key was deleted or purged.
-    Delete { kv_key: String },
+    Delete { kv_key: Arc<str> },
     /// The initial data ends here.
     CaughtUp,
 }
@@ -78,12 +86,20 @@ enum Raw {
 /// Reads a bucket message the way the KV watcher does: key from the subject, operation from the
 /// `KV-Operation` header (or a server marker), revision and time from the reply subject.
 fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
-    let info = message.info().map_err(|e| e.to_string())?;
+    let (stream_sequence, nanos, pending) = match message.reply.as_deref().and_then(ack_fields) {
+        Some(fields) => fields,
+        // Whatever the short parse does not know, async-nats decides (and names the error).
+        None => {
+            let info = message.info().map_err(|e| e.to_string())?;
+            let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+            (info.stream_sequence, nanos, info.pending)
+        }
+    };
     let kv_key = message
         .subject
         .strip_prefix(kv.prefix.as_str())
-        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?
-        .to_string();
+        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?;
+    let kv_key = Arc::<str>::from(kv_key);
     let deleted = message.headers.as_ref().is_some_and(|h| {
         h.get(KV_OPERATION)
             .map(|op| op.as_str() != "PUT")
@@ -94,15 +110,41 @@ fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
     } else {
         Raw::Put {
             kv_key,
-            revision: info.stream_sequence,
+            revision: stream_sequence,
             value: message.payload.clone(),
-            written: SystemTime::UNIX_EPOCH
-                + Duration::from_nanos(
-                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
-                ),
+            written: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
         }
     };
-    Ok((raw, info.stream_sequence, info.pending))
+    Ok((raw, stream_sequence, pending))
+}
+
+/// The stream sequence, stored time (ns since the epoch) and pending count of a JetStream
+/// message, read from its reply subject (ADR-15: `$JS.ACK.[<domain>.<account hash>.]<stream>.
+/// <consumer>.<delivered>.<stream seq>.<consumer seq>.<nanos>.<pending>[.<token>]`, the same
+/// token rules as async-nats' `Message::info`) without building that `Info`: the ordered
+/// consumer already parses every reply subject once, and a second full parse (its timestamp as
+/// an i128 turned into a date) was ≈ 2.5 % of the process's CPU in the cold start of a million
+/// schedules (BENCHMARKS.md). `None` for anything else.
+fn ack_fields(reply: &str) -> Option<(u64, u64, u64)> {
+    let mut tokens = [""; 10];
+    let mut n = 0;
+    for (slot, token) in tokens
+        .iter_mut()
+        .zip(reply.strip_prefix("$JS.ACK.")?.split('.'))
+    {
+        *slot = token;
+        n += 1;
+    }
+    let first = match n {
+        7 => 0,
+        9.. => 2,
+        _ => return None,
+    };
+    Some((
+        tokens[first + 3].parse().ok()?,
+        tokens[first + 5].parse().ok()?,
+        tokens[first + 6].parse().ok()?,
+    ))
 }
 
 /// The header naming a KV operation (`PUT`, `DEL`, `PURGE`).
@@ -177,7 +219,7 @@ async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
 /// A value beyond one of the `limits` (key, cron or note size) is passed on as invalid.
 pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Limits) {
     let mut delay = Backoff::default();
-    let (last_seq, any) = loop {
+    let (last_seq, any, keys) = loop {
         match last_sequence(&kv).await {
             Ok(found) => break found,
             Err(e) => {
@@ -190,7 +232,12 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Lim
         }
     };
     let mut caught_up = !any;
-    if caught_up && tx.send(vec![Change::CaughtUp]).await.is_err() {
+    let first = if caught_up {
+        Change::CaughtUp
+    } else {
+        Change::Expect(usize::try_from(keys).unwrap_or(0))
+    };
+    if tx.send(vec![first]).await.is_err() {
         return;
     }
     let mut messages = loop {
@@ -273,9 +320,9 @@ const READ_STALL: Duration = Duration::from_secs(10);
 
 /// Reads the latest value of every live key of `kv` once, with the same pull consumer and
 /// tombstone rule as [`follow`].
-pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<String, Bytes>, TickerError> {
-    let (last_seq, any) = last_sequence(kv).await?;
-    let mut out = HashMap::new();
+pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<Arc<str>, Bytes>, TickerError> {
+    let (last_seq, any, keys) = last_sequence(kv).await?;
+    let mut out = HashMap::with_capacity(usize::try_from(keys).unwrap_or(0));
     if !any {
         return Ok(out);
     }
@@ -297,7 +344,7 @@ pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<String, Bytes>, Ticke
                 out.insert(kv_key, value);
             }
             Raw::Delete { kv_key } => {
-                out.remove(&kv_key);
+                out.remove(&*kv_key);
             }
             Raw::CaughtUp => {}
         }
@@ -323,5 +370,30 @@ impl Backoff {
         let d = self.0;
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_fields;
+
+    #[test]
+    fn ack_fields_read_both_reply_subject_forms() {
+        // Stream sequence 42, stored at 1_777_000_000_123_456_789 ns, 7 pending.
+        let stamp = 1_777_000_000_123_456_789u64;
+        let v1 = format!("$JS.ACK.KV_polos_schedules.c1.1.42.3.{stamp}.7");
+        let v2 = format!("$JS.ACK._.ACCHASH.KV_polos_schedules.c1.1.42.3.{stamp}.7.tok");
+        let v2_short = format!("$JS.ACK.dom.ACCHASH.KV_polos_schedules.c1.1.42.3.{stamp}.7");
+        for reply in [&v1, &v2, &v2_short] {
+            assert_eq!(ack_fields(reply), Some((42, stamp, 7)), "{reply}");
+        }
+        for bad in [
+            "$JS.ACK.S.c.1.42.3.9",
+            "_INBOX.x.y",
+            "$JS.ACK.S.c.1.x.3.9.7",
+            "$JS.ACK.S.c.1.42.3.-5.7",
+        ] {
+            assert_eq!(ack_fields(bad), None, "{bad}");
+        }
     }
 }

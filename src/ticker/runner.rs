@@ -54,7 +54,7 @@ where
 /// The scheduler's ticker, configured and ready to [`run`](Ticker::run).
 ///
 /// It competes for the lease in `polos_leases` with every other replica; while it leads, it
-/// fires every schedule of `polos_schedules` at its instants (design §5) and keeps
+/// fires every schedule of `polos_schedules` at its instants (README, "The scheduler") and keeps
 /// `polos_schedule_state` current. Schedule times come from its [`Clock`]
 /// ([`SystemClock`](super::SystemClock) unless set). The buckets must exist
 /// (`polos streams apply`).
@@ -115,7 +115,7 @@ impl Ticker {
         F: Future<Output = ()>,
     {
         self.config.validate().map_err(TickerError::Config)?;
-        let js = jetstream::new(self.client);
+        let js = jetstream::new(self.client.clone());
         let schedules = open(&js, SCHEDULES_BUCKET).await?;
         let states = open(&js, SCHEDULE_STATE_BUCKET).await?;
         let leases = open(&js, LEASES_BUCKET).await?;
@@ -138,7 +138,7 @@ impl Ticker {
             tokio::spawn(lease.run()),
             tokio::spawn(loader::follow(schedules, change_tx, self.limits)),
         ]);
-        let publisher = Publisher::spawn(js, leadership_rx.clone());
+        let publisher = Publisher::spawn(self.client, leadership_rx.clone());
         let mut ticker = Loop::new(Wiring {
             clock: self.clock,
             publisher,

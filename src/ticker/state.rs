@@ -4,6 +4,12 @@
 //! changes per key (only the newest state of a schedule is written) and writes a batch with many
 //! puts in flight. So 100,000 fires at one instant do not wait for 100,000 KV round trips.
 //!
+//! While fires are being published the writer holds its writes back, for at most
+//! [`MAX_DEFER`]: a state write costs the server as much as a fire, and on shared cores a round
+//! of 100,000 fires interleaved with 100,000 state writes took twice as long (BENCHMARKS.md).
+//! The writes then go out together right after the round (or every [`MAX_DEFER`] during a
+//! longer one).
+//!
 //! A write that fails (a stream electing its leader, a reconnect, a timeout) stays pending and is
 //! retried with backoff until it lands, unless a newer state of the same schedule replaced it.
 //! Writes only go out while this replica leads and its lease deadline has not passed (the same
@@ -21,7 +27,8 @@
 //!   recorded is at most the fires of its last moments (a crash between an ack and the write of
 //!   its state, or writes pending when the lease was lost). A successor takes over within the
 //!   lease TTL, far inside the duplicate window, so those re-publishes are absorbed; it never
-//!   skips an instant that was not fired.
+//!   skips an instant that was not fired. Holding writes back during a round widens the window
+//!   by at most [`MAX_DEFER`] (2 s against the 2-minute duplicate window).
 //! - A graceful stop flushes the writer before releasing the lease.
 //! - A fire of a schedule with `max_runs` is the exception that must not be re-planned from a
 //!   lagging record (its count would drift by the fire in between): it is written *ahead*, as
@@ -41,7 +48,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -50,6 +57,9 @@ use crate::model::ScheduleState;
 
 /// Most state writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 512;
+
+/// Longest a state write waits for a firing round to finish before it goes out anyway.
+pub(crate) const MAX_DEFER: Duration = Duration::from_secs(2);
 
 /// First retry delay of a failed write; doubles per failed round up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -70,6 +80,10 @@ type Change<T> = (Arc<str>, Write, Option<T>);
 pub(crate) struct StateWriter<T> {
     /// Changes for the writer; unbounded so the ticker never blocks on KV.
     tx: mpsc::UnboundedSender<Change<T>>,
+    /// Whether fires are being published (writes wait, up to [`MAX_DEFER`]).
+    publishing: watch::Sender<bool>,
+    /// Rung by [`StateWriter::put_then`]: a fire waits for that write, so it goes out at once.
+    urgent: Arc<Notify>,
     /// The writer task, awaited on close so a clean stop leaves state current.
     task: JoinHandle<()>,
     /// Tokens of [`StateWriter::put_then`] writes that landed (or were superseded by a newer
@@ -82,12 +96,31 @@ impl<T: Send + 'static> StateWriter<T> {
     /// Starts the writer on bucket `kv`; it writes while `leadership` says this replica may.
     pub fn spawn(kv: Store, leadership: watch::Receiver<Leadership>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (publishing, publishing_rx) = watch::channel(false);
         let (confirm_tx, confirmed) = mpsc::unbounded_channel();
+        let urgent = Arc::new(Notify::new());
         StateWriter {
             tx,
-            task: tokio::spawn(write_loop(kv, rx, leadership, confirm_tx)),
+            publishing,
+            urgent: urgent.clone(),
+            task: tokio::spawn(write_loop(
+                kv,
+                rx,
+                leadership,
+                Hold {
+                    publishing: publishing_rx,
+                    urgent,
+                },
+                confirm_tx,
+            )),
             confirmed,
         }
+    }
+
+    /// Tells the writer whether fires are being published right now.
+    pub fn publishing(&self, busy: bool) {
+        self.publishing
+            .send_if_modified(|b| std::mem::replace(b, busy) != busy);
     }
 
     /// Queues `state` for `kv_key`.
@@ -99,6 +132,7 @@ impl<T: Send + 'static> StateWriter<T> {
     /// (or a newer state of the same key) is stored.
     pub fn put_then(&self, kv_key: Arc<str>, state: ScheduleState, token: T) {
         let _ = self.tx.send((kv_key, Write::Put(state), Some(token)));
+        self.urgent.notify_one();
     }
 
     /// Queues the removal of `kv_key`'s state (its schedule was deleted).
@@ -109,12 +143,21 @@ impl<T: Send + 'static> StateWriter<T> {
     /// Writes everything queued, then stops (bounded by `limit`).
     pub async fn close(self, limit: Duration) {
         drop(self.tx);
+        drop(self.publishing);
         let mut task = self.task;
         if tokio::time::timeout(limit, &mut task).await.is_err() {
             warn!("schedule state writer did not finish within {limit:?}; some state records lag (the next scheduler re-plans from them safely)");
             task.abort();
         }
     }
+}
+
+/// What holds writes back while fires are published.
+struct Hold {
+    /// Whether a round is publishing.
+    publishing: watch::Receiver<bool>,
+    /// A write a fire waits for was queued: stop holding.
+    urgent: Arc<Notify>,
 }
 
 /// The newest write of a key and the tokens waiting for it.
@@ -138,6 +181,7 @@ async fn write_loop<T: Send + 'static>(
     kv: Store,
     mut rx: mpsc::UnboundedReceiver<Change<T>>,
     mut leadership: watch::Receiver<Leadership>,
+    mut hold: Hold,
     confirm: mpsc::UnboundedSender<T>,
 ) {
     let mut pending: Pending<T> = HashMap::new();
@@ -151,6 +195,20 @@ async fn write_loop<T: Send + 'static>(
             match rx.recv().await {
                 Some(change) => merge(&mut pending, change),
                 None => return,
+            }
+            // Hold back while a round publishes, at most MAX_DEFER after this first write.
+            // What arrives meanwhile waits in the channel: coalescing it now would put a hash
+            // of every fire's key into the round. A write a fire waits for (`max_runs`) never
+            // waits: holding it would delay that fire.
+            let deadline = tokio::time::Instant::now() + MAX_DEFER;
+            let awaited = pending.values().any(|(_, tokens)| !tokens.is_empty());
+            while !awaited && *hold.publishing.borrow_and_update() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = hold.urgent.notified() => break,
+                    // Closed: the writer is being flushed.
+                    changed = hold.publishing.changed() => if changed.is_err() { break },
+                }
             }
         }
         while let Ok(change) = rx.try_recv() {

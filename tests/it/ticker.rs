@@ -1195,3 +1195,64 @@ async fn real_clock_end_to_end() {
     );
     t.stop().await;
 }
+
+/// A takeover shares one plan among the schedules of one cron (a million identical schedules
+/// cost one plan, not a million), but only among schedules without policies: a plain schedule
+/// planned first must not arm a later one of the same cron before its `start_at` or after its
+/// `end_at`. Checked from outside: exactly the fires the bounds allow reach the stream.
+#[tokio::test]
+async fn a_takeover_shares_plans_only_among_schedules_without_bounds() {
+    let env = TestEnv::start().await;
+    let clock = ManualClock::frozen(at("2026-05-01T08:55:00Z"));
+    let log = PublishLog::start(&env.client).await;
+    let every10 = serde_json::json!("*/10 * * * *");
+    // Loaded in this order, so the plain schedule is planned first.
+    put(
+        &env,
+        "shared",
+        "plain",
+        serde_json::json!({ "cron": every10 }),
+    )
+    .await;
+    put(
+        &env,
+        "shared",
+        "later",
+        serde_json::json!({ "cron": every10, "start_at": "2026-05-01T09:20:00Z" }),
+    )
+    .await;
+    put(
+        &env,
+        "shared",
+        "over",
+        serde_json::json!({ "cron": every10, "end_at": "2026-05-01T08:50:00Z" }),
+    )
+    .await;
+    let mut t = Running::start(env.connect().await, &config(&env), Arc::new(clock.clone()));
+    t.wait_active().await;
+    let mut expected = Vec::new();
+    for (time, keys) in [
+        ("09:00", &["plain"][..]),
+        ("09:10", &["plain"][..]),
+        ("09:20", &["plain", "later"][..]),
+    ] {
+        let instant = at(&format!("2026-05-01T{time}:00Z"));
+        clock.set(instant);
+        for key in keys {
+            expected.push(format!(
+                "{}@{}",
+                schedule_id("shared", key),
+                polos::model::time::format_instant(instant)
+            ));
+        }
+        let n = expected.len() as u64;
+        t.wait(&format!("the fires of {time}"), |s| s.fires == n)
+            .await;
+        assert_eq!(stored_fires(&env).await, n, "fires stored by {time}");
+    }
+    let mut published: Vec<String> = log.all().into_iter().map(|(id, _)| id).collect();
+    published.sort();
+    expected.sort();
+    assert_eq!(published, expected);
+    t.stop().await;
+}
