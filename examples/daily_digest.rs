@@ -1,4 +1,4 @@
-//! The seed's per-user schedules: `daily-digest` is schedulable, and `setup_user_schedule`
+//! The documentation's per-user schedules: `daily-digest` is schedulable, and `setup_user_schedule`
 //! gives each user their own 8 AM schedule in their own zone (`user_123` in New York,
 //! `user_456` in London). Calling it again with the same user updates, never duplicates.
 //!

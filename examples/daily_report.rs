@@ -1,4 +1,4 @@
-//! The seed's first example: `daily-report`, an inline cron schedule (every day at 9:00 UTC)
+//! The documentation's first example: `daily-report`, an inline cron schedule (every day at 9:00 UTC)
 //! with three durable steps.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The seed's `end-of-day-sync`: an inline schedule with a time zone — 5:00 PM New York time,
+//! The documentation's `end-of-day-sync`: an inline schedule with a time zone — 5:00 PM New York time,
 //! following daylight saving time. It also shows retry policies: the warehouse copy is tried 3
 //! times in place before the attempt fails, and the run up to 5 times, a minute apart at first.
 //!

@@ -1,4 +1,4 @@
-//! The seed's "Managing schedules via API": a global schedule for `cleanup-task`, a per-user one
+//! The documentation's "Managing schedules via API": a global schedule for `cleanup-task`, a per-user one
 //! for `user-notification`, then the same call again with a new time — which updates it (same
 //! schedule id) instead of creating a second one. A client only: no worker runs here.
 //!
@@ -13,7 +13,7 @@ use polos::{schedules, PolosClient};
 async fn main() -> Result<(), polos::client::MainError> {
     let (config, nats) = polos::client::connect_from_env().await?;
     polos::cli::init_logging(&config);
-    let client = PolosClient::from_nats(nats); // the seed's PolosClient()
+    let client = PolosClient::from_nats(nats); // the documentation's PolosClient()
 
     // Global schedule (one per workflow)
     let schedule_id =

@@ -1,4 +1,4 @@
-//! The seed's Timezones example: `morning-report` at 9 AM Eastern, adjusting for DST
+//! The documentation's Timezones example: `morning-report` at 9 AM Eastern, adjusting for DST
 //! automatically (13:00 UTC in summer, 14:00 UTC in winter).
 
 use polos::model::SchedulePayload;

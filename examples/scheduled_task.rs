@@ -1,4 +1,4 @@
-//! The seed's `scheduled-task` (every 6 hours): prints every field of the `SchedulePayload`.
+//! The documentation's `scheduled-task` (every 6 hours): prints every field of the `SchedulePayload`.
 //!
 //! ```text
 //! cargo run --example scheduled_task

@@ -1,4 +1,4 @@
-//! The seed's `user-reminder`: a workflow marked schedulable, plus a program that creates a
+//! The documentation's `user-reminder`: a workflow marked schedulable, plus a program that creates a
 //! per-user schedule for it through the API (8:00 AM Los Angeles time for `user_123`).
 //!
 //! ```text

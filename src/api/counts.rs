@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::model::names::SCHEDULES_BUCKET;
 use crate::model::{validate_workflow, LimitError, Limits};
+use crate::store::is_tombstone;
 
 /// How long a create waits for the first full read of the bucket before it is refused as
 /// `internal` (retry): well inside a client's request timeout.
@@ -243,11 +244,7 @@ async fn read(
         let kv_key = message.subject.as_str().strip_prefix(prefix).unwrap_or("");
         let workflow = kv_key.split_once('.').map_or("", |(w, _)| w);
         if validate_workflow(workflow).is_ok() {
-            let deleted = message.headers.as_ref().is_some_and(|h| {
-                h.get("KV-Operation")
-                    .map(|op| op.as_str() != "PUT")
-                    .unwrap_or_else(|| h.get(async_nats::header::NATS_MARKER_REASON).is_some())
-            });
+            let deleted = is_tombstone(message.headers.as_ref());
             let mut table = lock(table);
             let hash = table.hash(kv_key);
             if deleted {

@@ -5,7 +5,7 @@ use crate::cron::CronError;
 use crate::model::{Limit, LimitError, ValidationError};
 use crate::store::StoreError;
 
-/// The error codes of the contract (design §3), as they appear in `{"error":{"code"}}`.
+/// The error codes of the contract (README, "The contract"), as they appear in `{"error":{"code"}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -79,6 +79,7 @@ pub struct ApiError {
 }
 
 /// The reply body of a failed request: `{"error":{"code","message"}}`.
+#[cfg(feature = "scheduler")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ErrorBody {
     /// The error.
@@ -156,35 +157,61 @@ impl From<LimitError> for ApiError {
     }
 }
 
+/// A run id that is not one is the caller's mistake; every other store failure is ours.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
-    }
-}
-
-impl From<crate::store::RunStoreError> for ApiError {
-    fn from(e: crate::store::RunStoreError) -> Self {
         match e {
-            crate::store::RunStoreError::InvalidRunId { .. } => {
-                ApiError::invalid_request(e.to_string())
-            }
+            StoreError::InvalidRunId { .. } => ApiError::invalid_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }
 }
 
+/// Why the server did not confirm that it processed everything a connection sent.
+#[cfg(feature = "scheduler")]
+#[derive(Debug, Error)]
+pub enum RoundTripError {
+    /// Subscribing to the echo inbox failed.
+    #[error("{0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// Publishing the echo failed.
+    #[error("{0}")]
+    Publish(#[from] async_nats::PublishError),
+    /// The connection closed before the echo came back.
+    #[error("the connection closed")]
+    Closed,
+    /// No echo within the timeout.
+    #[error("no echo from the server within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
 /// Why the API service could not start or stopped with an error.
+#[cfg(feature = "scheduler")]
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The KV buckets could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The run, cancel or overlap buckets could not be opened.
-    #[error(transparent)]
-    RunStore(#[from] crate::store::RunStoreError),
-    /// The micro service or one of its endpoints could not be registered.
-    #[error("cannot start the NATS micro service polos: {0}")]
-    Service(String),
+    /// The micro service could not be registered.
+    #[error("cannot start the NATS micro service polos: {source}")]
+    Service {
+        /// async-nats' error.
+        source: async_nats::Error,
+    },
+    /// One endpoint of the micro service could not be registered.
+    #[error("cannot start the NATS micro service polos: endpoint {endpoint}: {source}")]
+    Endpoint {
+        /// The endpoint (`upsert`, `list`, …).
+        endpoint: &'static str,
+        /// async-nats' error.
+        source: async_nats::Error,
+    },
+    /// The server did not confirm the service's subscriptions.
+    #[error("cannot start the NATS micro service polos: registering subscriptions: {source}")]
+    Register {
+        /// Why the confirmation failed.
+        source: RoundTripError,
+    },
     /// NATS refused a subscription of the service (its endpoints or `$SRV` discovery).
     #[error("cannot serve the schedules API: {0} (check the scheduler's NATS permissions)")]
     Denied(crate::nats::PermissionDenied),

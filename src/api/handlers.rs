@@ -21,8 +21,8 @@ use crate::model::{
     ScheduleState, Trigger, MAX_BACKFILL_INSTANTS, MAX_JITTER_SECS, MAX_PENDING_BACKFILLS,
 };
 use crate::store::{
-    validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, RunStoreError,
-    ScheduleStore, StoreError,
+    validate_run_id, CancelStore, InvalidEntry, OverlapStore, RunKey, RunStore, ScheduleStore,
+    StoreError,
 };
 
 /// How many upcoming instants `upsert` and `get` reply with in `next`.
@@ -426,7 +426,7 @@ impl Handlers {
     /// A run-store call that fails at once, naming the subject, when NATS refuses it.
     async fn guarded<T>(
         &self,
-        call: impl std::future::Future<Output = Result<T, RunStoreError>>,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, ApiError> {
         self.store
             .denials()
@@ -537,22 +537,19 @@ impl Handlers {
         validate_workflow(&request.workflow)?;
         validate_key(&request.key)?;
         let record = self.existing(&request.workflow, &request.key).await?;
-        self.limits.check_record(&record).map_err(|e| {
-            let mut error = ApiError::from(e);
-            error.message = format!(
+        // The code stays the one the same input gets at upsert; the message says it is stored.
+        let cannot_fire = |error: ApiError| ApiError {
+            message: format!(
                 "the stored schedule cannot fire: {}; fix it with an upsert",
                 error.message
-            );
-            error
-        })?;
-        let cron = CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| {
-            let mut error = ApiError::from(e);
-            error.message = format!(
-                "the stored schedule cannot fire: {}; fix it with an upsert",
-                error.message
-            );
-            error
-        })?;
+            ),
+            ..error
+        };
+        self.limits
+            .check_record(&record)
+            .map_err(|e| cannot_fire(e.into()))?;
+        let cron = CronSchedule::parse(&record.cron, &record.timezone)
+            .map_err(|e| cannot_fire(e.into()))?;
         let last = self
             .store
             .state(&request.workflow, &request.key)

@@ -1,4 +1,6 @@
-//! The schedules API: the NATS micro service `polos` (design §3), hosted by `polos scheduler`.
+//! The schedules API: the request and reply bodies and error codes every client uses, and (feature
+//! `scheduler`) the NATS micro service `polos` that `polos scheduler` hosts (README, "The
+//! contract").
 //!
 //! Every replica joins the same queue group, so a request is answered by exactly one of them.
 //! Validation lives only here (the Rust client, the CLI and other-language clients all send plain
@@ -26,17 +28,25 @@
 //! cron and note sizes, and schedules per workflow, counted by `counts` from a live view of
 //! the bucket (its module doc argues how exact that count is).
 
+#[cfg(feature = "scheduler")]
 mod counts;
+#[cfg(feature = "scheduler")]
 mod decode;
 mod error;
+#[cfg(feature = "scheduler")]
 mod handlers;
+#[cfg(feature = "scheduler")]
 mod registry;
+#[cfg(feature = "scheduler")]
 mod service;
 mod types;
 
 pub use crate::store::InvalidEntry;
-pub use error::{ApiError, ErrorCode, ServeError};
-pub use service::{serve, start, start_metered, ApiServer, MAX_NOTE_BYTES, MAX_REQUEST_BYTES};
+pub use error::{ApiError, ErrorCode};
+#[cfg(feature = "scheduler")]
+pub use error::{RoundTripError, ServeError};
+#[cfg(feature = "scheduler")]
+pub use service::{serve, start, start_metered, ApiServer};
 pub use types::{
     BackfillReply, BackfillRequest, CancelReply, CancelRequest, DeleteReply, KeyRequest, ListReply,
     ListRequest, PauseRequest, RecentRun, ScheduleCounters, ScheduleView, TriggerReply,

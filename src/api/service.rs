@@ -21,23 +21,19 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::counts::Counts;
-use super::error::{ApiError, ErrorBody, ServeError};
+use super::error::{ApiError, ErrorBody, RoundTripError, ServeError};
 use super::handlers::Handlers;
 use super::registry::Registry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::names::{SCHEDULES_BUCKET, SERVICE_NAME};
+use crate::model::names::{
+    HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, SCHEDULES_BUCKET, SERVICE_NAME,
+};
 use crate::model::DEFAULT_KEY;
 use crate::nats::permissions::stream_info;
 use crate::nats::{Action, Denials, Refusals};
 use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore, StoreError};
 
-/// The default largest request body (64 KiB; `limits.max_request_bytes`); larger ones are
-/// `invalid_request`. Every valid request is far smaller, and the cap bounds the work a single
-/// message can cause.
-pub const MAX_REQUEST_BYTES: usize = crate::model::limits::DEFAULT_MAX_REQUEST_BYTES;
-/// The default largest `note`, in bytes (`limits.max_note_bytes`).
-pub const MAX_NOTE_BYTES: usize = crate::model::limits::DEFAULT_MAX_NOTE_BYTES;
 /// Number of sequential write workers.
 const SHARDS: usize = 128;
 /// Requests queued per write worker before the dispatcher waits (backpressure).
@@ -121,7 +117,7 @@ impl std::fmt::Debug for ApiServer {
     }
 }
 
-/// Opens the buckets and registers the micro service `polos` with every endpoint of design §3.
+/// Opens the buckets and registers the micro service `polos` with every endpoint of the README's "The contract".
 ///
 /// `config.limits` says what requests it accepts (sizes, schedules per workflow).
 pub async fn start(client: async_nats::Client, config: &Config) -> Result<ApiServer, ServeError> {
@@ -167,7 +163,7 @@ pub async fn start_metered(
         )
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| ServeError::Service(e.to_string()))?;
+        .map_err(|source| ServeError::Service { source })?;
     let schedules = service.group("polos").group("schedules");
     let workflows = service.group("polos").group("workflows");
     let run = service.group("polos").group("run");
@@ -187,7 +183,10 @@ pub async fn start_metered(
         let endpoint = group
             .endpoint(name)
             .await
-            .map_err(|e| ServeError::Service(format!("endpoint {name}: {e}")))?;
+            .map_err(|source| ServeError::Endpoint {
+                endpoint: name,
+                source,
+            })?;
         streams.push(endpoint.map(move |request| (op, request)).boxed());
     }
     // A refused subscription is only reported on the connection, so a scheduler without the
@@ -197,11 +196,10 @@ pub async fn start_metered(
     let registered = async {
         round_trip(&client).await?;
         tokio::time::sleep(SUBSCRIBE_SETTLE).await;
-        Ok::<(), String>(())
+        Ok::<(), RoundTripError>(())
     };
     tokio::select! {
-        done = registered => done
-            .map_err(|e| ServeError::Service(format!("registering subscriptions: {e}")))?,
+        done = registered => done.map_err(|source| ServeError::Register { source })?,
         denied = refusals.next_of(Action::Subscribe, &SERVICE_SUBJECTS) => return Err(ServeError::Denied(denied)),
     }
     Ok(ApiServer {
@@ -325,22 +323,14 @@ impl ApiServer {
 /// Waits until the server has processed everything this connection sent so far (subscribes,
 /// unsubscribes): a message to our own inbox comes back only after them. `flush` alone only
 /// empties our socket buffer, which leaves another connection's request free to race ahead.
-async fn round_trip(client: &async_nats::Client) -> Result<(), String> {
+async fn round_trip(client: &async_nats::Client) -> Result<(), RoundTripError> {
     let inbox = client.new_inbox();
-    let mut echo = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .publish(inbox, Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
     match tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err("the connection closed".to_string()),
-        Err(_) => Err(format!(
-            "no echo from the server within {ROUND_TRIP_TIMEOUT:?}"
-        )),
+        Ok(None) => Err(RoundTripError::Closed),
+        Err(_) => Err(RoundTripError::Timeout(ROUND_TRIP_TIMEOUT)),
     }
 }
 
@@ -403,9 +393,9 @@ async fn handle(handlers: &Handlers, op: Op, request: Request) {
         Ok(body) => request.respond(Ok(body)).await,
         Err(error) => {
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Service-Error", header_text(&error).as_str());
+            headers.insert(HEADER_SERVICE_ERROR, header_text(&error).as_str());
             headers.insert(
-                "Nats-Service-Error-Code",
+                HEADER_SERVICE_ERROR_CODE,
                 error.code.status().to_string().as_str(),
             );
             let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
@@ -447,6 +437,7 @@ fn header_text(error: &ApiError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::limits::DEFAULT_MAX_REQUEST_BYTES;
 
     /// `polos scheduler` spawns the API next to the ticker: the future must be `Send`. This
     /// does not compile otherwise.
@@ -459,18 +450,21 @@ mod tests {
     fn writes_of_one_schedule_share_a_worker() {
         let a = shard_of(
             br#"{"workflow":"wf","cron":"0 8 * * *","key":"user_1"}"#,
-            MAX_REQUEST_BYTES,
+            DEFAULT_MAX_REQUEST_BYTES,
         );
         let b = shard_of(
             br#"{"key":"user_1","workflow":"wf","note":"x"}"#,
-            MAX_REQUEST_BYTES,
+            DEFAULT_MAX_REQUEST_BYTES,
         );
         assert_eq!(a, b);
         // No key means the default key.
         assert_eq!(
-            shard_of(br#"{"workflow":"wf"}"#, MAX_REQUEST_BYTES),
-            shard_of(br#"{"workflow":"wf","key":"global"}"#, MAX_REQUEST_BYTES)
+            shard_of(br#"{"workflow":"wf"}"#, DEFAULT_MAX_REQUEST_BYTES),
+            shard_of(
+                br#"{"workflow":"wf","key":"global"}"#,
+                DEFAULT_MAX_REQUEST_BYTES
+            )
         );
-        assert!((0..SHARDS).contains(&shard_of(b"not json", MAX_REQUEST_BYTES)));
+        assert!((0..SHARDS).contains(&shard_of(b"not json", DEFAULT_MAX_REQUEST_BYTES)));
     }
 }

@@ -1,9 +1,10 @@
-//! Request and reply bodies of every endpoint (design §3). The Rust client serializes the same
+//! Request and reply bodies of every endpoint (README, "The contract"). The Rust client serializes the same
 //! types the service decodes, so the two cannot drift apart.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "scheduler")]
 use super::decode::{ApiRequest, Field, Kind};
 use crate::model::{
     CatchupPolicy, OverlapPolicy, OverlapRun, RunStatus, ScheduleRecord, ScheduleState, Trigger,
@@ -109,6 +110,7 @@ impl UpsertRequest {
     }
 }
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for UpsertRequest {
     const EXAMPLE: &'static str = r#"{"workflow":"user-reminder","cron":"0 8 * * *","timezone":"America/Los_Angeles","key":"user_123"}"#;
     const FIELDS: &'static [Field] = &[
@@ -162,6 +164,7 @@ pub struct KeyRequest {
     pub key: String,
 }
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for KeyRequest {
     const EXAMPLE: &'static str = r#"{"workflow":"user-reminder","key":"user_123"}"#;
     const FIELDS: &'static [Field] = &[
@@ -187,6 +190,7 @@ pub struct BackfillRequest {
     pub to: String,
 }
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for BackfillRequest {
     const EXAMPLE: &'static str = r#"{"workflow":"daily-report","key":"global","from":"2026-05-01T00:00:00Z","to":"2026-05-07T23:59:59Z"}"#;
     const FIELDS: &'static [Field] = &[
@@ -229,6 +233,7 @@ pub struct PauseRequest {
     pub note: Option<String>,
 }
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for PauseRequest {
     const EXAMPLE: &'static str =
         r#"{"workflow":"user-reminder","key":"user_123","note":"user on holiday"}"#;
@@ -262,6 +267,7 @@ pub struct ListRequest {
 /// the 1 MiB default max payload.
 pub const MAX_LIST_PAGE: u64 = 500;
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for ListRequest {
     const EXAMPLE: &'static str = r#"{"workflow":"user-reminder"}"#;
     const FIELDS: &'static [Field] = &[
@@ -277,6 +283,7 @@ impl ApiRequest for ListRequest {
 #[serde(deny_unknown_fields)]
 pub struct WorkflowsRequest {}
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for WorkflowsRequest {
     const EXAMPLE: &'static str = "{}";
     const FIELDS: &'static [Field] = &[];
@@ -396,6 +403,7 @@ pub struct CancelRequest {
     pub reason: Option<String>,
 }
 
+#[cfg(feature = "scheduler")]
 impl ApiRequest for CancelRequest {
     const EXAMPLE: &'static str =
         r#"{"run_id":"sch_4xv32vp3oro5c6puhza43mst5t-20261126T090000Z","reason":"wrong data"}"#;

@@ -1,4 +1,4 @@
-//! `polos cron next`: how anyone checks the cron and DST semantics (design §4).
+//! `polos cron next`: how anyone checks the cron and DST semantics (README, "Cron and time zones").
 
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{fail, Cli, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE};
 use crate::model::{validate_workflow, RunRecord, RunStatus, StepRecord};
-use crate::store::{RunStore, RunStoreError, StepStore};
+use crate::store::{RunStore, StepStore, StoreError};
 
 /// `polos runs …`
 #[derive(Debug, Subcommand)]
@@ -195,9 +195,9 @@ async fn cancel(
 }
 
 /// The exit code for a store error: bad input is the user's to fix, the rest is NATS.
-fn store_failure(e: RunStoreError) -> (u8, String) {
+fn store_failure(e: StoreError) -> (u8, String) {
     match e {
-        RunStoreError::InvalidRunId { .. } | RunStoreError::BadValue { .. } => {
+        StoreError::InvalidRunId { .. } | StoreError::BadValue { .. } => {
             (EXIT_INVALID, e.to_string())
         }
         other => (

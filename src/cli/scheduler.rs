@@ -1,18 +1,15 @@
-//! `polos scheduler`: the long-running service — the ticker, the schedules API and, when asked
-//! for, the dashboard with `/metrics`.
+//! `polos scheduler`: applies the streams, then runs [`crate::scheduler::Service`] (the ticker,
+//! the schedules API and, when asked for, the dashboard with `/metrics`) until a signal.
 
-use std::future::Future;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use futures::FutureExt;
 
 use super::{fail, Cli, EXIT_INVALID, EXIT_UNAVAILABLE};
-use crate::config::Config;
-use crate::metrics::{bind, HttpAddr, HttpError, Metrics};
+use crate::metrics::HttpError;
 use crate::nats::streams::apply;
-use crate::ticker::{SystemClock, Ticker};
+use crate::scheduler::Service;
 use crate::web::WebError;
 
 /// Arguments of `polos scheduler`.
@@ -45,103 +42,35 @@ pub(super) async fn run(cli: &Cli, args: &SchedulerArgs) -> ExitCode {
             )
         }
     }
-    let metrics = Metrics::new();
+    let service = Service::new(client, &config);
     let stop = stop_signal().shared();
     let addr = args
         .http
         .clone()
         .or_else(|| Some(config.http.addr.clone()).filter(|a| !a.trim().is_empty()));
-    if let Some(addr) = addr {
-        let url = match start_dashboard(&client, &config, &addr, &metrics, stop.clone()).await {
-            Ok(url) => url,
+    let url = match addr {
+        Some(addr) => match service.start_dashboard(&addr, stop.clone()).await {
+            Ok(url) => Some(url),
             Err(WebError::Http(
                 e @ (HttpError::BadAddr { .. } | HttpError::TokenRequired { .. }),
             )) => return fail(EXIT_INVALID, e),
             Err(e) => return fail(EXIT_UNAVAILABLE, e),
-        };
+        },
+        None => None,
+    };
+    // The line that says where the dashboard is also says the scheduler is up: it comes once
+    // the schedules API answers, so whoever waits for it can send requests at once.
+    let started = match service.start().await {
+        Ok(started) => started,
+        Err(e) => return fail(EXIT_UNAVAILABLE, e),
+    };
+    if let Some(url) = url {
         println!("polos scheduler: dashboard {url}  metrics {url}metrics");
     }
-    match serve(client, &config, metrics, stop).await {
+    match started.run(stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_UNAVAILABLE, e),
     }
-}
-
-/// Binds `addr` and serves the dashboard and `/metrics` on it until `shutdown`; returns the
-/// base URL (`http://127.0.0.1:4280/`).
-pub(crate) async fn start_dashboard(
-    client: &async_nats::Client,
-    config: &Config,
-    addr: &str,
-    metrics: &Metrics,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<String, WebError> {
-    let addr = HttpAddr::parse(addr)?;
-    let token = config.http.token.clone();
-    let listener = bind(&addr, token.as_deref()).await?;
-    let local = listener.local_addr().map_err(|source| HttpError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
-    let dashboard = crate::web::Dashboard::start(client.clone(), metrics.clone()).await?;
-    tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, dashboard, token.as_deref(), shutdown).await {
-            tracing::error!(error = %e, "the dashboard stopped");
-        }
-    });
-    Ok(format!("http://{local}/"))
-}
-
-/// Runs every service of `polos scheduler` until `shutdown`: the ticker (fires while this
-/// replica holds the lease) and the schedules API (answers on every replica, queue group
-/// `polos`), both counting into `metrics`. If either fails, both stop.
-pub async fn serve(
-    client: async_nats::Client,
-    config: &Config,
-    metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    // Shared so each service gets its own copy of the same signal; `failed` stops the other
-    // service when one returns an error.
-    let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
-    let stop = futures::future::select(
-        shutdown.boxed(),
-        async move {
-            let mut failed_rx = failed_rx;
-            let _ = failed_rx.wait_for(|f| *f).await;
-        }
-        .boxed(),
-    )
-    .map(|_| ())
-    .shared();
-    let ticker = async {
-        let r = Ticker::new(client.clone(), config)
-            .clock(Arc::new(SystemClock))
-            .metrics(metrics.clone())
-            .run(stop.clone())
-            .await
-            .map_err(|e| e.to_string());
-        if r.is_err() {
-            let _ = failed_tx.send(true);
-        }
-        r
-    };
-    let api = async {
-        let r = async {
-            crate::api::start_metered(client.clone(), config, metrics.clone())
-                .await?
-                .run(stop.clone())
-                .await
-        }
-        .await
-        .map_err(|e| e.to_string());
-        if r.is_err() {
-            let _ = failed_tx.send(true);
-        }
-        r
-    };
-    let (ticker, api) = tokio::join!(ticker, api);
-    ticker.and(api)
 }
 
 /// Ctrl-C, or SIGTERM on Unix (how process supervisors stop services). The handlers are

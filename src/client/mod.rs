@@ -1,4 +1,4 @@
-//! The Rust client of the schedules API, mirroring the seed's `PolosClient` and `schedules`.
+//! The Rust client of the schedules API, mirroring the documented Python API's `PolosClient` and `schedules`.
 //!
 //! It sends plain NATS requests to the micro service `polos`, so validation lives in one place
 //! (the service) and Rust programs see exactly what other languages see.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::ClientError;
 use crate::api::{ApiError, ErrorCode, WorkflowsReply, WorkflowsRequest};
 use crate::config::Config;
-use crate::model::names::API_WORKFLOWS_LIST;
+use crate::model::names::{API_WORKFLOWS_LIST, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
 use crate::nats::Denials;
 
 /// How long a request waits for the service's reply unless [`PolosClient::with_timeout`] says
@@ -36,7 +36,7 @@ impl PolosClient {
     }
 
     /// Loads the configuration (defaults, `polos.toml`, `POLOS_*` variables) and connects: the
-    /// Rust spelling of the seed's `PolosClient()`.
+    /// Rust spelling of the documented Python API's `PolosClient()`.
     pub async fn from_env() -> Result<PolosClient, ClientError> {
         PolosClient::connect(&Config::from_env()?).await
     }
@@ -104,14 +104,14 @@ impl PolosClient {
         if let Some(status) = reply
             .headers
             .as_ref()
-            .and_then(|h| h.get("Nats-Service-Error-Code"))
+            .and_then(|h| h.get(HEADER_SERVICE_ERROR_CODE))
         {
             return Err(api_error(
                 status.as_str(),
                 reply
                     .headers
                     .as_ref()
-                    .and_then(|h| h.get("Nats-Service-Error"))
+                    .and_then(|h| h.get(HEADER_SERVICE_ERROR))
                     .map(|v| v.as_str().to_string()),
                 &reply.payload,
             ));

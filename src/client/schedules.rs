@@ -1,4 +1,4 @@
-//! `polos::schedules`: create, read and manage schedules — the seed's `schedules` module.
+//! `polos::schedules`: create, read and manage schedules — the documented Python API's `schedules` module.
 //!
 //! Each function is one request to the schedules API. Errors the service reports come back as
 //! [`ClientError::Api`] with an [`ErrorCode`].

@@ -1,28 +1,15 @@
 //! A schedule in words: the cron in plain English ([`describe`]) and notes a user should read
 //! before relying on it ([`schedule_notes`]): what each daylight-saving change of the coming
-//! year does to it, and the seed documentation's advice against firing every minute.
+//! year does to it, and the scheduled-workflows documentation's advice against firing every minute.
 //!
 //! Pure like the rest of the layer: the caller passes "now".
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 
 use super::fields::{Fields, ALL_DOM, ALL_DOW, DAY_NAMES};
+use super::parse::MONTH_LONG;
 use super::{parse, zone, CronSchedule};
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 const WEEKDAYS: [&str; 7] = [
     "Sunday",
     "Monday",
@@ -66,7 +53,7 @@ pub fn describe(schedule: &CronSchedule) -> String {
     }
 }
 
-/// Notes to show beside a schedule: the seed's advice for a schedule that fires every minute,
+/// Notes to show beside a schedule: the documentation's advice for a schedule that fires every minute,
 /// then one note per daylight-saving change in the next [`DST_HORIZON_DAYS`] that touches a
 /// wall time the schedule would fire at.
 pub fn schedule_notes(schedule: &CronSchedule, now: DateTime<Utc>) -> Vec<String> {
@@ -180,7 +167,7 @@ const ALL_HOURS: u32 = (1 << 24) - 1;
 /// Every month (bits 1..=12).
 const ALL_MONTHS: u16 = 0x1FFE;
 
-/// Whether the wall time matches the expression (the cron rules of design §4).
+/// Whether the wall time matches the expression (README, "Cron and time zones").
 fn wall_matches(f: &Fields, wall: &NaiveDateTime) -> bool {
     let dom = f.dom & (1 << wall.day()) != 0;
     let dow = f.dow & (1 << wall.weekday().num_days_from_sunday()) != 0;
@@ -327,8 +314,8 @@ fn day_phrase(f: &Fields) -> String {
     }
     let months = set_bits(u64::from(f.months), 1, 12);
     let month = |m: u32| {
-        MONTHS
-            .get((m as usize).saturating_sub(1))
+        MONTH_LONG
+            .get(m as usize)
             .map_or_else(String::new, |s| s.to_string())
     };
     let in_months = format!("in {}", named_ranges(&months, month));

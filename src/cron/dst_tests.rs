@@ -2,7 +2,7 @@
 //!
 //! The oracle uses only chrono-tz and plain field sets (its own tiny parser for the subset the
 //! tests write), never the engine's parser, zone segments or saffron. It walks UTC minutes and
-//! applies design §4 literally: interval schedules fire at every real minute whose wall time
+//! applies the README's "Cron and time zones" rules literally: interval schedules fire at every real minute whose wall time
 //! matches; fixed-time schedules fire at a matching wall only the first time that wall occurs
 //! (wall > the highest wall seen so far), and at the first instant after a spring gap when a
 //! matching wall was skipped by it.

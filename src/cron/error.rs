@@ -24,14 +24,6 @@ pub enum CronError {
 }
 
 impl CronError {
-    /// The contract's API error code (`invalid_cron` or `invalid_timezone`).
-    pub fn code(&self) -> &'static str {
-        match self {
-            CronError::InvalidCron { .. } => "invalid_cron",
-            CronError::InvalidTimezone { .. } => "invalid_timezone",
-        }
-    }
-
     /// The human-readable message without the code prefix.
     pub fn message(&self) -> &str {
         match self {

@@ -1,5 +1,5 @@
 //! The parsed form of a cron expression: one bitset per field plus, per field, whether its text
-//! starts with `*`. Those flags decide two rules of design §4: the day-of-month/day-of-week
+//! starts with `*`. Those flags decide two rules of the README's "Cron and time zones": the day-of-month/day-of-week
 //! combination (OR only when both are restricted) and interval versus fixed-time schedules.
 
 /// Bit set for "field text starts with `*`", indexed like [`Field`].
@@ -136,7 +136,7 @@ impl Fields {
         self.stars & field.star_bit() != 0
     }
 
-    /// Interval schedule (design §4): the minute or hour field starts with `*`.
+    /// Interval schedule (README, "Cron and time zones"): the minute or hour field starts with `*`.
     pub(crate) fn is_interval(&self) -> bool {
         self.stars & (STAR_MINUTE | STAR_HOUR) != 0
     }
@@ -151,8 +151,8 @@ impl Fields {
 mod tests {
     use super::*;
 
-    /// Each field's star lands where the two rules of design §4 read it: a star in the minute or
-    /// the hour makes an interval schedule, a star in either day field turns the day rule from
+    /// Each field's star lands where the two rules (README, "Cron and time zones") read it: a
+    /// star in the minute or the hour makes an interval schedule, a star in either day field turns the day rule from
     /// "either matches" into "both match", and a star in the month changes neither. (Two fields
     /// sharing a bit, or a bit read under the wrong field, fails one of these.)
     #[test]

@@ -1,4 +1,4 @@
-//! The cron and time-zone engine: pure code, no clock, no I/O (design §4).
+//! The cron and time-zone engine: pure code, no clock, no I/O (README, "Cron and time zones"; ARCHITECTURE.md, "Cron").
 //!
 //! | file | what |
 //! |---|---|

@@ -1,4 +1,4 @@
-//! Parsing the 5-field cron dialect of design §4 into [`Fields`].
+//! Parsing the 5-field cron dialect of the README's "Cron and time zones" into [`Fields`].
 //!
 //! The grammar per field is a comma list of items; an item is `*`, `*/n`, `a`, `a-b`, `a-b/n` or
 //! `a/n` (`a/n` = from `a` to the field's maximum in steps of `n`); values are numbers or, in the
@@ -202,7 +202,8 @@ fn parse_value(field: Field, text: &str) -> Result<u32, String> {
 
 /// Days in each month at most (February 29 exists in leap years).
 const MAX_DAYS: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-const MONTH_LONG: [&str; 13] = [
+/// Month names by number (index 0 unused), for messages and descriptions.
+pub(super) const MONTH_LONG: [&str; 13] = [
     "",
     "January",
     "February",
@@ -266,7 +267,7 @@ mod tests {
         match parse(expr) {
             Ok(f) => panic!("{expr:?} should be rejected, got {f:?}"),
             Err(e) => {
-                assert_eq!(e.code(), "invalid_cron");
+                assert!(matches!(e, CronError::InvalidCron { .. }), "{e:?}");
                 let message = e.message().to_string();
                 assert!(
                     message.contains(&format!("{expr:?}")),

@@ -1,4 +1,5 @@
-//! Rendering [`Fields`] into saffron's dialect (design §4, "saffron facts to neutralize").
+//! Rendering [`Fields`] into saffron's dialect (ARCHITECTURE.md, "Cron": what saffron does
+//! differently).
 //!
 //! saffron never sees the user's text. It gets explicit comma lists of single values — never a
 //! range, so its descending-range bug cannot bite — with days of the week as names (it numbers

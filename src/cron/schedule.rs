@@ -87,7 +87,7 @@ impl CronSchedule {
     }
 
     /// The next fire instant strictly after `after` (whole seconds), following the DST rules of
-    /// design §4. `None` only when nothing matches before year 10000.
+    /// the README's "Cron and time zones". `None` only when nothing matches before year 10000.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.next_after_secs(after.timestamp())
             .and_then(|s| DateTime::from_timestamp(s, 0))

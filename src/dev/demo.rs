@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{schedules, ClientError, PolosClient};
 
-/// The demo schedule's workflow (the seed's `user-reminder`, from `examples/user_reminder.rs`).
+/// The demo schedule's workflow (the documentation's `user-reminder`, from `examples/user_reminder.rs`).
 pub const DEMO_WORKFLOW: &str = "user-reminder";
 /// The demo schedule's key.
 pub const DEMO_KEY: &str = "dev-demo";

@@ -24,11 +24,23 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Starts the server (finding or installing `nats-server` like the tests do).
+    /// Starts the server (finding or installing `nats-server` like the tests do) and waits
+    /// until it accepts clients. Installing and waiting block, so they run on tokio's blocking
+    /// pool, not on the async worker that awaits this.
     ///
     /// `port`: `None` means [`DEFAULT_PORT`] if it is free, else any free port; `Some(0)` any
     /// free port; `Some(p)` exactly `p`.
-    pub fn start(data_dir: &Path, port: Option<u16>) -> Result<EmbeddedServer, DevError> {
+    pub async fn start(data_dir: &Path, port: Option<u16>) -> Result<EmbeddedServer, DevError> {
+        let dir = data_dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || EmbeddedServer::start_blocking(&dir, port)).await
+        {
+            Ok(started) => started,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(DevError::Interrupted),
+        }
+    }
+
+    fn start_blocking(data_dir: &Path, port: Option<u16>) -> Result<EmbeddedServer, DevError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let store_dir =
             std::path::absolute(data_dir.join("nats")).unwrap_or_else(|_| data_dir.join("nats"));

@@ -13,6 +13,9 @@ pub enum DevError {
         /// Why.
         source: crate::nats::server::ServerError,
     },
+    /// The runtime shut down while the embedded server was starting.
+    #[error("polos dev stopped while the embedded nats-server was starting")]
+    Interrupted,
     /// The data directory could not be created or written.
     #[error("cannot use the data directory {path}: {source}")]
     DataDir {
@@ -34,10 +37,10 @@ pub enum DevError {
     Connect(#[from] crate::nats::ConnectError),
     /// The buckets and stream could not be applied.
     #[error("cannot apply the JetStream buckets and stream: {0}")]
-    Streams(String),
+    Streams(#[source] crate::nats::streams::StreamsError),
     /// The scheduler (ticker or API) stopped with an error.
     #[error("the scheduler stopped: {0}")]
-    Scheduler(String),
+    Scheduler(#[source] crate::scheduler::SchedulerError),
     /// The example worker stopped with an error.
     #[error("the example worker stopped: {0}")]
     Worker(#[from] crate::worker::WorkerError),
@@ -45,11 +48,11 @@ pub enum DevError {
     #[error("cannot start the dashboard: {0}; choose another address with --http ADDR")]
     Dashboard(#[from] crate::web::WebError),
     /// The `polos_runs` bucket could not be watched.
-    #[error("cannot watch the runs bucket {bucket}: {reason}")]
+    #[error("cannot watch the runs bucket {bucket}: {source}")]
     Watch {
         /// The bucket.
         bucket: &'static str,
         /// Why.
-        reason: String,
+        source: crate::store::StoreError,
     },
 }

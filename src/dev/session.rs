@@ -4,10 +4,10 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use super::{demo, watch, DevError, EmbeddedServer};
-use crate::cli::scheduler::start_dashboard;
 use crate::client::PolosClient;
 use crate::config::{Config, DEFAULT_NATS_URL};
 use crate::metrics::{HttpAddr, HttpError, Metrics};
+use crate::scheduler::Service;
 use crate::web::WebError;
 use crate::worker::{Worker, Workflow};
 
@@ -38,8 +38,8 @@ impl Default for DevOptions {
 }
 
 /// Runs `polos dev` until `shutdown` resolves: starts an embedded server unless
-/// `config.nats` names one, applies the streams, runs the scheduler (`polos scheduler`'s
-/// [`serve`](crate::cli::scheduler::serve)) and a worker with `workflows`, creates the demo
+/// `config.nats` names one, applies the streams, runs the scheduler
+/// ([`Service`], as `polos scheduler` does) and a worker with `workflows`, creates the demo
 /// schedule and prints each run's status changes. Everything stops when `shutdown` resolves or
 /// one part fails; the embedded server is stopped last and its data kept.
 pub async fn run(
@@ -51,7 +51,7 @@ pub async fn run(
     let server = if config.nats.is_configured() {
         None
     } else {
-        let server = EmbeddedServer::start(&options.data_dir, options.port)?;
+        let server = EmbeddedServer::start(&options.data_dir, options.port).await?;
         config.nats.url = server.url().to_string();
         Some(server)
     };
@@ -77,7 +77,7 @@ async fn serve(
     let js = async_nats::jetstream::new(client.clone());
     crate::nats::streams::apply(&js, &config.storage)
         .await
-        .map_err(|e| DevError::Streams(e.to_string()))?;
+        .map_err(DevError::Streams)?;
     let ids: Vec<String> = workflows.iter().map(|w| w.id().to_string()).collect();
 
     // One stop signal for every part: the caller's shutdown, or any part failing.
@@ -90,7 +90,8 @@ async fn serve(
     };
     // One registry for the scheduler, the API and the worker: one /metrics for all of dev.
     let metrics = Metrics::new();
-    let dashboard = dashboard(&client, config, options, &metrics, &stopped).await?;
+    let service = Service::new(client.clone(), config).metrics(metrics.clone());
+    let dashboard = dashboard(&service, config, options, &stopped).await?;
     print!("{}", banner(config, server, &ids, &dashboard));
     let stop_all = |failed: bool| {
         if failed {
@@ -110,9 +111,7 @@ async fn serve(
         }
     };
     let scheduler = async {
-        let r = crate::cli::scheduler::serve(client.clone(), config, metrics.clone(), stopped())
-            .await
-            .map_err(DevError::Scheduler);
+        let r = service.run(stopped()).await.map_err(DevError::Scheduler);
         stop_all(r.is_err());
         r
     };
@@ -159,10 +158,9 @@ async fn serve(
 /// back to a free port when taken (another `polos dev`, say); an address the user chose must
 /// be free.
 async fn dashboard<F: Future<Output = ()> + Send + 'static>(
-    client: &async_nats::Client,
+    service: &Service,
     config: &Config,
     options: &DevOptions,
-    metrics: &Metrics,
     stopped: impl Fn() -> F,
 ) -> Result<String, DevError> {
     let chosen = options
@@ -172,13 +170,13 @@ async fn dashboard<F: Future<Output = ()> + Send + 'static>(
     let addr = chosen
         .clone()
         .unwrap_or_else(|| DEFAULT_DASHBOARD.to_string());
-    match start_dashboard(client, config, &addr, metrics, stopped()).await {
+    match service.start_dashboard(&addr, stopped()).await {
         Ok(url) => Ok(url),
         Err(WebError::Http(HttpError::Bind { .. })) if chosen.is_none() => {
             let any = HttpAddr::parse(DEFAULT_DASHBOARD)
                 .map(|a| a.with_port(0).to_string())
                 .unwrap_or_else(|_| "0".into());
-            Ok(start_dashboard(client, config, &any, metrics, stopped()).await?)
+            Ok(service.start_dashboard(&any, stopped()).await?)
         }
         Err(e) => Err(e.into()),
     }

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use super::DevError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{RunRecord, RunStatus};
-use crate::store::{RunStore, RunStoreError};
+use crate::store::{RunStore, StoreError};
 
 /// Turns `polos_runs` updates into printable lines, skipping updates that change neither the
 /// status nor the attempt (so each run prints `running`, maybe a retry, then its outcome).
@@ -64,19 +64,19 @@ fn status_text(status: RunStatus) -> &'static str {
 
 /// Prints a line for every run status change from now on, until the watch ends.
 pub(super) async fn print_runs(js: &async_nats::jetstream::Context) -> Result<(), DevError> {
-    let fail = |reason: String| DevError::Watch {
+    let fail = |source: StoreError| DevError::Watch {
         bucket: RUNS_BUCKET,
-        reason,
+        source,
     };
-    let runs = RunStore::open(js).await.map_err(|e| fail(e.to_string()))?;
-    let mut updates = runs.watch().await.map_err(|e| fail(e.to_string()))?;
+    let runs = RunStore::open(js).await.map_err(fail)?;
+    let mut updates = runs.watch().await.map_err(fail)?;
     let mut printer = RunPrinter::default();
     while let Some(update) = updates.next().await {
         let record = match update {
             Ok(record) => record,
             // A record another version wrote differently is skipped rather than stopping the watch.
-            Err(RunStoreError::BadValue { .. }) => continue,
-            Err(e) => return Err(fail(e.to_string())),
+            Err(StoreError::BadValue { .. }) => continue,
+            Err(e) => return Err(fail(e)),
         };
         if let Some(line) = printer.line(&record) {
             println!("{line}");

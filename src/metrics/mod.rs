@@ -4,7 +4,8 @@
 //! | file | concept |
 //! |---|---|
 //! | `registry` | [`Metrics`]: the metric definitions and one typed method per thing recorded |
-//! | `http` | [`HttpAddr`], [`bind`], the token check and the `/metrics` route, [`serve_metrics`] |
+//! | `addr` | [`HttpAddr`], [`bind`]: where to listen; a reachable address needs a token |
+//! | `http` | the token check and the `/metrics` route, `serve_metrics` (feature `http`: axum) |
 //! | `error` | [`HttpError`] |
 //!
 //! A [`Metrics`] is a cheap handle (`Clone` shares the same registry). `polos scheduler` hands one
@@ -25,13 +26,16 @@
 //! Labels are bounded by what code declares (workflows, steps, endpoints, error codes): schedule
 //! keys and run ids never become labels, so 100,000 per-user schedules cost no extra series.
 
+mod addr;
 mod error;
+#[cfg(feature = "http")]
 mod http;
 mod registry;
 
+pub use addr::{bind, HttpAddr};
 pub use error::HttpError;
-pub use http::{
-    bind, check_token, metrics_router, require_token, serve_metrics, HttpAddr, TOKEN_COOKIE,
-};
+#[cfg(feature = "http")]
+pub use http::{check_token, metrics_router, require_token, serve_metrics, TOKEN_COOKIE};
+#[cfg(feature = "http")]
 pub(crate) use http::{serve_router, urlencode};
 pub use registry::{InFlight, Metrics, RunOutcome, OPENMETRICS_CONTENT_TYPE};

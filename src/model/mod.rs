@@ -1,6 +1,8 @@
 //! The contract: identifiers, KV key encoding, the JSON records stored in JetStream and the
 //! `SchedulePayload` delivered to workflows. Every name and field here is part of what users,
-//! other-language clients and the `nats` CLI depend on (design §3); change nothing casually.
+//! other-language clients and the `nats` CLI depend on (README, "The contract"); change nothing
+//! casually. Names, subjects and headers are in [`names`], limits and their defaults in
+//! [`limits`].
 
 mod backfill;
 mod error;
@@ -22,12 +24,14 @@ pub use backfill::{
 };
 pub use error::ValidationError;
 pub use fire::{payload, Fire, FireEncoder, FireError, PayloadRef};
+#[cfg(feature = "scheduler")]
 pub(crate) use ids::push_schedule_id;
 pub use ids::{
     manual_run_id, run_id_for, schedule_id, validate_key, validate_workflow, DEFAULT_KEY,
     MAX_KEY_BYTES, MAX_WORKFLOW_LEN,
 };
 pub use jitter::{jitter_offset_ms, jitter_seed, jitter_window_ms, MAX_JITTER_SECS};
+#[cfg(feature = "scheduler")]
 pub(crate) use key::decode_key_cow;
 pub use key::{
     decode_key, encode_key, run_kv_key, schedule_kv_key, split_schedule_kv_key, step_kv_key,

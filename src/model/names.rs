@@ -1,4 +1,9 @@
-//! JetStream resource names and subjects of the contract (design §3).
+//! The names of the contract (README, "The contract") in one place: buckets, the stream,
+//! subjects and message headers. The scheduler, the API service, the client, the worker and the
+//! permission sets all take them from here. (Limits and their defaults: [`super::limits`].)
+//!
+//! The integration tests spell these names out literally on purpose: a test that imported them
+//! would still pass after a rename that breaks every other-language client.
 
 /// KV bucket of schedule definitions, keyed `<workflow>.<encoded key>`.
 pub const SCHEDULES_BUCKET: &str = "polos_schedules";
@@ -10,6 +15,10 @@ pub const WORKFLOWS_BUCKET: &str = "polos_workflows";
 pub const RUNS_BUCKET: &str = "polos_runs";
 /// KV bucket of durable step results, keyed `<run_id>.<encoded step>`.
 pub const STEPS_BUCKET: &str = "polos_steps";
+/// KV bucket of the scheduler's lease, one key ([`LEASE_KEY`]); written by the ticker only.
+pub const LEASES_BUCKET: &str = "polos_leases";
+/// The key of the lease in [`LEASES_BUCKET`].
+pub const LEASE_KEY: &str = "scheduler";
 /// KV bucket of per-schedule overlap records (the run executing, runs waiting, skips), keyed
 /// like [`SCHEDULES_BUCKET`]; written by workers.
 pub const OVERLAP_BUCKET: &str = "polos_overlap";
@@ -20,6 +29,8 @@ pub const CANCELS_BUCKET: &str = "polos_cancels";
 pub const RUNS_STREAM: &str = "POLOS_RUNS";
 /// Prefix of the runs stream subjects.
 pub const RUNS_SUBJECT_PREFIX: &str = "polos.runs";
+/// Every subject of the runs stream (what the stream captures and the scheduler publishes to).
+pub const RUNS_SUBJECTS: &str = "polos.runs.>";
 
 /// The subject a workflow's fires are published to: `polos.runs.<workflow>`.
 pub fn runs_subject(workflow: &str) -> String {
@@ -51,6 +62,13 @@ pub const API_RUN_CANCEL: &str = "polos.run.cancel";
 pub const API_BACKFILL: &str = "polos.schedules.backfill";
 /// `{}` → `{"workflows":[...]}`.
 pub const API_WORKFLOWS_LIST: &str = "polos.workflows.list";
+/// Every `polos.schedules.*` endpoint, for permission sets.
+pub const API_SCHEDULES_ALL: &str = "polos.schedules.*";
+
+/// Reply header of a refused API request: the error's message (NATS micro convention).
+pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
+/// Reply header of a refused API request: the HTTP-like status (`400`, `404`, `409`, `500`).
+pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 
 /// Message header carrying the de-duplication id `<schedule_id>@<timestamp>`.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";

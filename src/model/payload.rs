@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::time::{rfc3339, rfc3339_opt};
 
-/// Timing information delivered to a scheduled workflow — exactly the seed's fields.
+/// Timing information delivered to a scheduled workflow — exactly the fields of the documented Python
+/// API (README, "The contract").
 ///
 /// This is also the body of every message on `polos.runs.<workflow>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

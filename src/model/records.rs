@@ -1,4 +1,4 @@
-//! The JSON values stored in the KV buckets (design §3). Field names are the contract.
+//! The JSON values stored in the KV buckets (README, "The contract"). Field names are the contract.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::error::shorten;
 use super::time::{rfc3339, rfc3339_opt};
-use super::{schedule_id, split_schedule_kv_key, DEFAULT_KEY};
+use super::{schedule_id, split_schedule_kv_key};
 
 /// Who owns a schedule record: the API (users) or a worker's inline declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -317,11 +317,6 @@ impl ScheduleRecord {
         record.schedule_id = id;
         Ok(record)
     }
-
-    /// Whether this record uses the default key `global`.
-    pub fn is_global(&self) -> bool {
-        self.key == DEFAULT_KEY
-    }
 }
 
 /// What the scheduler knows about a schedule, in `polos_schedule_state` (same key).
@@ -524,6 +519,35 @@ pub struct RunRecord {
     /// For a `skipped` run: the run of the same schedule that was executing and made it skip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub yielded_to: Option<String>,
+}
+
+impl RunRecord {
+    /// The first record of a run of `fire`, delivered as `POLOS_RUNS` sequence `fire_seq`:
+    /// `status` at `attempt`, started at `at`; nothing finished, no output, no error.
+    pub fn of_fire(
+        fire: &super::Fire,
+        fire_seq: u64,
+        status: RunStatus,
+        attempt: u32,
+        at: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: fire.run_id.clone(),
+            workflow: fire.workflow.clone(),
+            schedule_id: fire.payload.schedule_id.clone(),
+            key: fire.payload.key.clone(),
+            trigger: fire.trigger,
+            scheduled_for: fire.payload.timestamp,
+            status,
+            attempt,
+            started_at: at,
+            finished_at: None,
+            output: None,
+            error: None,
+            fire_seq: Some(fire_seq),
+            yielded_to: None,
+        }
+    }
 }
 
 /// One run named by an overlap record: the one executing, or one waiting its turn.

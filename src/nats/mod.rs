@@ -9,11 +9,12 @@
 //! | `denied.rs` | permission violations as errors within a second: [`Denials`], [`PermissionDenied`] |
 //! | `permissions.rs` | least-privilege subjects per role, `polos permissions`, `deploy/nats/` |
 //! | `streams.rs` | the JetStream definitions of `streams/` and `polos streams apply` |
-//! | `server.rs` | a `nats-server` child process (dev, tests, benchmarks) |
+//! | `server.rs` | a `nats-server` child process (dev, tests, benchmarks; feature `server`) |
 
 mod connect;
 mod denied;
 pub mod permissions;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod streams;
 mod url;

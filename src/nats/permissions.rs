@@ -23,11 +23,11 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::model::names::{
-    API_RUN_CANCEL, CANCELS_BUCKET, OVERLAP_BUCKET, RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET,
+    API_RUN_CANCEL, API_SCHEDULES_ALL, API_WORKFLOWS_LIST, CANCELS_BUCKET, LEASES_BUCKET,
+    OVERLAP_BUCKET, RUNS_BUCKET, RUNS_STREAM, RUNS_SUBJECTS, SCHEDULES_BUCKET,
     SCHEDULE_STATE_BUCKET, STEPS_BUCKET, WORKFLOWS_BUCKET,
 };
 use crate::model::{validate_workflow, ValidationError, DEFAULT_KEY};
-use crate::ticker::LEASES_BUCKET;
 
 /// A kind of polos process (or person), each with its own NATS user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,11 +65,6 @@ impl Role {
             Role::Client => "client",
             Role::Operator => "operator",
         }
-    }
-
-    /// The role of a name given on the command line.
-    pub fn from_name(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 
@@ -254,13 +249,13 @@ impl Role {
                 publish.push(direct_get(CANCELS_BUCKET, ">"));
                 publish.push(kv_write(CANCELS_BUCKET, ">"));
                 // Fires, and manual triggers through the API.
-                publish.push("polos.runs.>".to_string());
+                publish.push(RUNS_SUBJECTS.to_string());
                 // The API confirms its subscriptions with an echo through its own inbox.
                 publish.push(inbox);
                 subscribe.extend(
                     [
-                        "polos.schedules.*",
-                        "polos.workflows.list",
+                        API_SCHEDULES_ALL,
+                        API_WORKFLOWS_LIST,
                         API_RUN_CANCEL,
                         // NATS micro discovery: `nats micro ls|info|stats`.
                         "$SRV.*",
@@ -329,7 +324,7 @@ impl Role {
             }
             Role::Client => {
                 publish.extend(
-                    ["polos.schedules.*", "polos.workflows.list", API_RUN_CANCEL].map(String::from),
+                    [API_SCHEDULES_ALL, API_WORKFLOWS_LIST, API_RUN_CANCEL].map(String::from),
                 );
             }
             Role::Operator => {

@@ -363,11 +363,6 @@ impl NatsServer {
         self.spawn()
     }
 
-    /// Whether the child is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
     /// The server's process id, `None` while it is stopped.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -74,12 +74,12 @@ pub enum StreamsError {
         source: serde_json::Error,
     },
     /// The server refused a create or update (for example 3 replicas on a single server).
-    #[error("cannot apply stream {stream}: {message}")]
+    #[error("cannot apply stream {stream}: {source}")]
     Server {
         /// The stream name.
         stream: String,
         /// The server's error.
-        message: String,
+        source: async_nats::Error,
     },
 }
 
@@ -110,25 +110,29 @@ pub async fn apply(
     let mut outcomes = Vec::new();
     for (raw, config) in definitions(storage)? {
         let name = config.name.clone();
-        let server_err = |e: &dyn std::fmt::Display| StreamsError::Server {
+        let server_err = |e: async_nats::Error| StreamsError::Server {
             stream: name.clone(),
-            message: e.to_string(),
+            source: e,
         };
         let outcome = match js.get_stream(&name).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| server_err(&e))?;
+                let info = existing.info().await.map_err(|e| server_err(e.into()))?;
                 if matches_definition(&raw, &info.config) {
                     Outcome::Unchanged
                 } else {
-                    js.update_stream(config).await.map_err(|e| server_err(&e))?;
+                    js.update_stream(config)
+                        .await
+                        .map_err(|e| server_err(e.into()))?;
                     Outcome::Updated
                 }
             }
             Err(e) if is_not_found(&e) => {
-                js.create_stream(config).await.map_err(|e| server_err(&e))?;
+                js.create_stream(config)
+                    .await
+                    .map_err(|e| server_err(e.into()))?;
                 Outcome::Created
             }
-            Err(e) => return Err(server_err(&e)),
+            Err(e) => return Err(server_err(e.into())),
         };
         outcomes.push((name, outcome));
     }

@@ -1,19 +1,14 @@
-//! [`Bucket`]: the KV primitives the run and step stores share — one tombstone rule, create
-//! over a tombstone, compare-and-swap, and a size check against the server's `max_payload`.
+//! [`Bucket`]: the KV primitives the run and step stores share — create over a tombstone,
+//! compare-and-swap, and a size check against the server's `max_payload` (reads and the
+//! tombstone rule: `read.rs`).
 
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Store, UpdateErrorKind};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::run_error::{RunStoreError, HEADER_ROOM};
-use super::scan::{scan, RawEntry};
-
-/// Whether a KV entry is a value: a `Delete` or `Purge` marker reads as "absent", for every
-/// reader of `polos_runs` and `polos_steps` alike.
-pub(crate) fn is_live(operation: Operation) -> bool {
-    operation == Operation::Put
-}
+use super::error::{StoreError, HEADER_ROOM};
+use super::read::{is_live, scan, RawEntry};
 
 /// The outcome of [`Bucket::create`].
 #[derive(Debug)]
@@ -45,16 +40,22 @@ pub(super) struct Bucket {
     pub client: async_nats::Client,
 }
 
+// A KV handle prints its stream's whole config; the name says all a log needs.
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bucket {
     /// Opens an existing bucket.
-    pub async fn open(js: &Context, name: &'static str) -> Result<Bucket, RunStoreError> {
-        let kv = js
-            .get_key_value(name)
-            .await
-            .map_err(|e| RunStoreError::Open {
-                bucket: name,
-                source: e.into(),
-            })?;
+    pub async fn open(js: &Context, name: &'static str) -> Result<Bucket, StoreError> {
+        let kv = js.get_key_value(name).await.map_err(|e| StoreError::Open {
+            bucket: name,
+            source: e.into(),
+        })?;
         Ok(Bucket {
             name,
             kv,
@@ -63,15 +64,15 @@ impl Bucket {
     }
 
     /// JSON of `value`, refused when it would not fit in one message.
-    pub fn encode<T: Serialize>(&self, kv_key: &str, value: &T) -> Result<Bytes, RunStoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| RunStoreError::Encode {
+    pub fn encode<T: Serialize>(&self, kv_key: &str, value: &T) -> Result<Bytes, StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
             bucket: self.name,
             kv_key: kv_key.to_string(),
             source,
         })?;
         let max_payload = self.client.max_payload();
         if bytes.len() + HEADER_ROOM > max_payload {
-            return Err(RunStoreError::TooLarge {
+            return Err(StoreError::TooLarge {
                 bucket: self.name,
                 kv_key: kv_key.to_string(),
                 size: bytes.len(),
@@ -82,7 +83,7 @@ impl Bucket {
     }
 
     /// The live value of `kv_key` and its revision; `None` when absent, deleted or purged.
-    pub async fn get(&self, kv_key: &str) -> Result<Option<(Bytes, u64)>, RunStoreError> {
+    pub async fn get(&self, kv_key: &str) -> Result<Option<(Bytes, u64)>, StoreError> {
         let entry = self
             .kv
             .entry(kv_key)
@@ -96,7 +97,7 @@ impl Bucket {
     /// Writes `value` unless a live value exists. One round trip when the key was never
     /// written (the common case); a deleted or purged key is overwritten by compare-and-swap on
     /// its marker.
-    pub async fn create(&self, kv_key: &str, value: Bytes) -> Result<Created, RunStoreError> {
+    pub async fn create(&self, kv_key: &str, value: Bytes) -> Result<Created, StoreError> {
         let mut expected = 0;
         // Two rounds: the first finds out what is there; the second acts on it. A third would
         // only be needed if the key changed twice in between, which is reported as a conflict.
@@ -128,55 +129,47 @@ impl Bucket {
                 None => expected = 0,
             }
         }
-        Err(RunStoreError::Conflict {
+        Err(StoreError::Conflict {
             bucket: self.name,
             kv_key: kv_key.to_string(),
             revision: expected,
         })
     }
 
-    /// Replaces the value at `revision` (compare-and-swap); [`RunStoreError::Conflict`] when
+    /// Replaces the value at `revision` (compare-and-swap); [`StoreError::Conflict`] when
     /// the key changed since.
     pub async fn update(
         &self,
         kv_key: &str,
         value: Bytes,
         revision: u64,
-    ) -> Result<u64, RunStoreError> {
+    ) -> Result<u64, StoreError> {
         match self.kv.update(kv_key, value, revision).await {
             Ok(revision) => Ok(revision),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                Err(RunStoreError::Conflict {
-                    bucket: self.name,
-                    kv_key: kv_key.to_string(),
-                    revision,
-                })
-            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(StoreError::Conflict {
+                bucket: self.name,
+                kv_key: kv_key.to_string(),
+                revision,
+            }),
             Err(e) => Err(self.write_error(kv_key, e.into())),
         }
     }
 
     /// The latest live value of every key matching `filter`, in one pass.
-    pub async fn scan(&self, filter: &str) -> Result<Vec<RawEntry>, RunStoreError> {
-        scan(&self.client, &self.kv.stream, self.name, filter)
-            .await
-            .map_err(|e| RunStoreError::Scan {
-                bucket: self.name,
-                filter: filter.to_string(),
-                reason: e.to_string(),
-            })
+    pub async fn scan(&self, filter: &str) -> Result<Vec<RawEntry>, StoreError> {
+        scan(&self.client, &self.kv.stream, self.name, filter).await
     }
 
-    fn read_error(&self, kv_key: &str, source: async_nats::Error) -> RunStoreError {
-        RunStoreError::Read {
+    fn read_error(&self, kv_key: &str, source: async_nats::Error) -> StoreError {
+        StoreError::Read {
             bucket: self.name,
             kv_key: kv_key.to_string(),
             source,
         }
     }
 
-    fn write_error(&self, kv_key: &str, source: async_nats::Error) -> RunStoreError {
-        RunStoreError::Write {
+    fn write_error(&self, kv_key: &str, source: async_nats::Error) -> StoreError {
+        StoreError::Write {
             bucket: self.name,
             kv_key: kv_key.to_string(),
             source,

@@ -10,28 +10,22 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
-use super::follow::{follow, Followed};
-use super::run_error::RunStoreError;
+use super::read::{follow, Followed, ReadError};
 use super::runs::RunKey;
+use super::StoreError;
 use crate::model::names::CANCELS_BUCKET;
 use crate::model::CancelRecord;
 
 /// Typed reads and create-only writes of `polos_cancels`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CancelStore {
     /// `polos_cancels`.
     bucket: Arc<Bucket>,
 }
 
-impl std::fmt::Debug for CancelStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelStore").finish_non_exhaustive()
-    }
-}
-
 impl CancelStore {
     /// Opens `polos_cancels`; it must exist (`polos streams apply` creates it).
-    pub async fn open(js: &Context) -> Result<CancelStore, RunStoreError> {
+    pub async fn open(js: &Context) -> Result<CancelStore, StoreError> {
         Ok(CancelStore {
             bucket: Arc::new(Bucket::open(js, CANCELS_BUCKET).await?),
         })
@@ -39,11 +33,7 @@ impl CancelStore {
 
     /// Asks for run `key` to be cancelled. Returns `false` when it already was (the first
     /// request, and its reason, stay).
-    pub async fn request(
-        &self,
-        key: &RunKey,
-        record: &CancelRecord,
-    ) -> Result<bool, RunStoreError> {
+    pub async fn request(&self, key: &RunKey, record: &CancelRecord) -> Result<bool, StoreError> {
         let value = self.bucket.encode(key.kv_key(), record)?;
         Ok(matches!(
             self.bucket.create(key.kv_key(), value).await?,
@@ -52,13 +42,13 @@ impl CancelStore {
     }
 
     /// The cancel request of run `key`, if there is one.
-    pub async fn get(&self, key: &RunKey) -> Result<Option<CancelRecord>, RunStoreError> {
+    pub async fn get(&self, key: &RunKey) -> Result<Option<CancelRecord>, StoreError> {
         match self.bucket.get(key.kv_key()).await? {
             None => Ok(None),
             Some((value, _)) => {
                 serde_json::from_slice(&value)
                     .map(Some)
-                    .map_err(|source| RunStoreError::BadValue {
+                    .map_err(|source| StoreError::BadValue {
                         bucket: CANCELS_BUCKET,
                         kv_key: key.kv_key().to_string(),
                         what: "cancel",
@@ -68,9 +58,9 @@ impl CancelStore {
         }
     }
 
-    /// Follows the cancel requests of `workflow` (see `store/follow.rs`) until following fails;
+    /// Follows the cancel requests of `workflow` (see `store/read.rs`) until following fails;
     /// returns why.
-    pub async fn follow(&self, workflow: &str, sink: impl FnMut(Followed)) -> String {
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(Followed)) -> ReadError {
         follow(
             &self.bucket.client,
             &self.bucket.kv.stream,

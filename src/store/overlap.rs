@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
-use super::run_error::RunStoreError;
+use super::StoreError;
 use crate::model::names::OVERLAP_BUCKET;
 use crate::model::{schedule_kv_key, OverlapRecord};
 
@@ -24,21 +24,15 @@ pub struct StoredOverlap {
 }
 
 /// Typed reads and compare-and-swap writes of `polos_overlap`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OverlapStore {
     /// `polos_overlap`.
     bucket: Arc<Bucket>,
 }
 
-impl std::fmt::Debug for OverlapStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OverlapStore").finish_non_exhaustive()
-    }
-}
-
 impl OverlapStore {
     /// Opens `polos_overlap`; it must exist (`polos streams apply` creates it).
-    pub async fn open(js: &Context) -> Result<OverlapStore, RunStoreError> {
+    pub async fn open(js: &Context) -> Result<OverlapStore, StoreError> {
         Ok(OverlapStore {
             bucket: Arc::new(Bucket::open(js, OVERLAP_BUCKET).await?),
         })
@@ -47,7 +41,7 @@ impl OverlapStore {
     /// The record of schedule `workflow` + `key`: an empty one when there is none. A value that
     /// is not an overlap record (written by hand) also reads as empty, with its revision, so the
     /// next write replaces it; it is logged.
-    pub async fn get(&self, workflow: &str, key: &str) -> Result<StoredOverlap, RunStoreError> {
+    pub async fn get(&self, workflow: &str, key: &str) -> Result<StoredOverlap, StoreError> {
         let kv_key = schedule_kv_key(workflow, key);
         Ok(match self.bucket.get(&kv_key).await? {
             None => StoredOverlap {
@@ -62,7 +56,7 @@ impl OverlapStore {
     }
 
     /// Writes `record` if the key is still at `revision` (`None`: if it holds no value).
-    /// Returns the new revision, or [`RunStoreError::Conflict`] when another writer got there
+    /// Returns the new revision, or [`StoreError::Conflict`] when another writer got there
     /// first.
     pub async fn put(
         &self,
@@ -70,14 +64,14 @@ impl OverlapStore {
         key: &str,
         record: &OverlapRecord,
         revision: Option<u64>,
-    ) -> Result<u64, RunStoreError> {
+    ) -> Result<u64, StoreError> {
         let kv_key = schedule_kv_key(workflow, key);
         let value = self.bucket.encode(&kv_key, record)?;
         match revision {
             Some(revision) => self.bucket.update(&kv_key, value, revision).await,
             None => match self.bucket.create(&kv_key, value).await? {
                 Created::New { revision, .. } => Ok(revision),
-                Created::Exists { .. } => Err(RunStoreError::Conflict {
+                Created::Exists { .. } => Err(StoreError::Conflict {
                     bucket: OVERLAP_BUCKET,
                     kv_key,
                     revision: 0,

@@ -2,7 +2,7 @@
 //!
 //! A run record is created once and from then on only replaced by compare-and-swap on the
 //! revision its writer read, so two executions of one run can never both believe they wrote
-//! the last word: the one whose revision is stale gets [`RunStoreError::Conflict`]. A deleted or
+//! the last word: the one whose revision is stale gets [`StoreError::Conflict`]. A deleted or
 //! purged key reads as absent (the rule every reader here shares).
 
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 use futures::{Stream, StreamExt};
 
-use super::bucket::{is_live, Bucket, Created};
-use super::run_error::RunStoreError;
+use super::bucket::{Bucket, Created};
+use super::read::{is_live, ReadError};
+use super::StoreError;
 use crate::model::names::RUNS_BUCKET;
 use crate::model::{run_kv_key, validate_workflow, RunRecord};
 
@@ -29,8 +30,8 @@ pub struct RunKey {
 impl RunKey {
     /// The key of run `run_id` of `workflow`; refuses ids that do not follow the contract, so a
     /// hand-published fire cannot address another key (or none).
-    pub fn new(workflow: &str, run_id: &str) -> Result<RunKey, RunStoreError> {
-        validate_workflow(workflow).map_err(|_| RunStoreError::InvalidRunId {
+    pub fn new(workflow: &str, run_id: &str) -> Result<RunKey, StoreError> {
+        validate_workflow(workflow).map_err(|_| StoreError::InvalidRunId {
             run_id: format!("{workflow}.{run_id}"),
             reason: "the workflow id is not [A-Za-z0-9_-]{1,128}",
         })?;
@@ -68,8 +69,8 @@ impl RunKey {
 /// assert!(validate_run_id("sch_4xv32vp3oro5c6puhza43mst5t-2026").is_err());
 /// assert!(validate_run_id("hello").is_err());
 /// ```
-pub fn validate_run_id(run_id: &str) -> Result<(), RunStoreError> {
-    let invalid = |reason| RunStoreError::InvalidRunId {
+pub fn validate_run_id(run_id: &str) -> Result<(), StoreError> {
+    let invalid = |reason| StoreError::InvalidRunId {
         run_id: shorten(run_id),
         reason,
     };
@@ -135,7 +136,7 @@ pub enum RunCreated {
     /// A record exists (nothing was written); `Err` when its value is not a run record.
     Exists {
         /// The stored record, or why it is unreadable.
-        record: Result<RunRecord, RunStoreError>,
+        record: Result<RunRecord, StoreError>,
         /// Its revision (to replace it by compare-and-swap).
         revision: u64,
     },
@@ -147,33 +148,27 @@ pub struct RunListing {
     /// Readable records, in KV key order.
     pub runs: Vec<RunRecord>,
     /// Values that are not run records.
-    pub invalid: Vec<RunStoreError>,
+    pub invalid: Vec<StoreError>,
 }
 
 /// Typed reads and compare-and-swap writes of `polos_runs`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RunStore {
     /// `polos_runs`.
     /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
     bucket: Arc<Bucket>,
 }
 
-impl std::fmt::Debug for RunStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunStore").finish_non_exhaustive()
-    }
-}
-
 impl RunStore {
     /// Opens `polos_runs`; it must exist (`polos streams apply` creates it).
-    pub async fn open(js: &Context) -> Result<RunStore, RunStoreError> {
+    pub async fn open(js: &Context) -> Result<RunStore, StoreError> {
         Ok(RunStore {
             bucket: Arc::new(Bucket::open(js, RUNS_BUCKET).await?),
         })
     }
 
     /// The run's record; `None` when there is none (never written, deleted or purged).
-    pub async fn get(&self, key: &RunKey) -> Result<Option<StoredRun>, RunStoreError> {
+    pub async fn get(&self, key: &RunKey) -> Result<Option<StoredRun>, StoreError> {
         let Some((value, revision)) = self.bucket.get(key.kv_key()).await? else {
             return Ok(None);
         };
@@ -185,11 +180,7 @@ impl RunStore {
 
     /// Writes the run's first record, unless one exists (then returns it, read in the same
     /// call). One round trip on a run's first delivery.
-    pub async fn create(
-        &self,
-        key: &RunKey,
-        record: &RunRecord,
-    ) -> Result<RunCreated, RunStoreError> {
+    pub async fn create(&self, key: &RunKey, record: &RunRecord) -> Result<RunCreated, StoreError> {
         let value = self.bucket.encode(key.kv_key(), record)?;
         Ok(match self.bucket.create(key.kv_key(), value).await? {
             Created::New {
@@ -206,20 +197,20 @@ impl RunStore {
         })
     }
 
-    /// Replaces the record at `revision`; [`RunStoreError::Conflict`] when another writer
-    /// changed it since, [`RunStoreError::TooLarge`] when it does not fit in a message.
+    /// Replaces the record at `revision`; [`StoreError::Conflict`] when another writer
+    /// changed it since, [`StoreError::TooLarge`] when it does not fit in a message.
     pub async fn update(
         &self,
         key: &RunKey,
         record: &RunRecord,
         revision: u64,
-    ) -> Result<u64, RunStoreError> {
+    ) -> Result<u64, StoreError> {
         let value = self.bucket.encode(key.kv_key(), record)?;
         self.bucket.update(key.kv_key(), value, revision).await
     }
 
     /// The record of `run_id`, whatever its workflow.
-    pub async fn find(&self, run_id: &str) -> Result<Option<RunRecord>, RunStoreError> {
+    pub async fn find(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         validate_run_id(run_id)?;
         let entries = self.bucket.scan(&format!("*.{run_id}")).await?;
         match entries.into_iter().next() {
@@ -229,7 +220,7 @@ impl RunStore {
     }
 
     /// Every run record, or those of one workflow.
-    pub async fn list(&self, workflow: Option<&str>) -> Result<RunListing, RunStoreError> {
+    pub async fn list(&self, workflow: Option<&str>) -> Result<RunListing, StoreError> {
         let filter = workflow.map_or_else(|| ">".to_string(), |w| format!("{w}.>"));
         let mut listing = RunListing::default();
         for entry in self.bucket.scan(&filter).await? {
@@ -242,35 +233,35 @@ impl RunStore {
     }
 
     /// Every run record written from now on, as it is written. Deleted and purged keys are
-    /// skipped; a value that is not a run record arrives as [`RunStoreError::BadValue`] (the
+    /// skipped; a value that is not a run record arrives as [`StoreError::BadValue`] (the
     /// watch goes on); a failed watch ends with another error.
     pub async fn watch(
         &self,
-    ) -> Result<impl Stream<Item = Result<RunRecord, RunStoreError>> + use<>, RunStoreError> {
-        let failed = |reason: String| RunStoreError::Scan {
+    ) -> Result<impl Stream<Item = Result<RunRecord, StoreError>> + use<>, StoreError> {
+        let failed = |e: async_nats::Error| StoreError::Scan {
             bucket: RUNS_BUCKET,
             filter: ">".to_string(),
-            reason,
+            source: ReadError::Consumer(e),
         };
         let updates = self
             .bucket
             .kv
             .watch_all()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.into()))?;
         let store = self.clone();
         Ok(updates.filter_map(move |update| {
             let decoded = match update {
                 Ok(entry) if !is_live(entry.operation) => None,
                 Ok(entry) => Some(store.decode(&entry.key, &entry.value)),
-                Err(e) => Some(Err(failed(e.to_string()))),
+                Err(e) => Some(Err(failed(e.into()))),
             };
             std::future::ready(decoded)
         }))
     }
 
-    fn decode(&self, kv_key: &str, value: &[u8]) -> Result<RunRecord, RunStoreError> {
-        serde_json::from_slice(value).map_err(|source| RunStoreError::BadValue {
+    fn decode(&self, kv_key: &str, value: &[u8]) -> Result<RunRecord, StoreError> {
+        serde_json::from_slice(value).map_err(|source| StoreError::BadValue {
             bucket: RUNS_BUCKET,
             kv_key: kv_key.to_string(),
             what: "run",

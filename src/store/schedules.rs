@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{DeleteErrorKind, Store, UpdateErrorKind};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::scan::{scan, RawEntry};
+use super::read::{is_live, scan, RawEntry, ReadError};
 use super::StoreError;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::{schedule_kv_key, RecordError, ScheduleRecord, ScheduleState, WorkflowRecord};
@@ -53,8 +53,6 @@ impl std::fmt::Debug for ScheduleStore {
 pub struct StoredSchedule {
     /// `<workflow>.<encoded key>`.
     pub kv_key: String,
-    /// The entry's revision.
-    pub revision: u64,
     /// The record, or why the stored value is not one.
     pub record: Result<ScheduleRecord, RecordError>,
 }
@@ -64,10 +62,21 @@ pub struct StoredSchedule {
 pub struct Upserted {
     /// What is now stored.
     pub record: ScheduleRecord,
-    /// Its revision.
-    pub revision: u64,
     /// Whether no live value existed before (a create, not an update).
     pub created: bool,
+}
+
+/// What [`ScheduleStore::reconcile`] does with a stored schedule, and what it then returns.
+#[derive(Debug)]
+// Built once per write attempt and matched at once: boxing the record buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum ScheduleChange<T> {
+    /// Leave the stored value as it is.
+    Keep(T),
+    /// Store this record (create, or replace what was read).
+    Write(ScheduleRecord, T),
+    /// Delete the live value (and purge its state record); nothing when there is none.
+    Delete(T),
 }
 
 /// A stored value a listing skipped because it is not a valid record.
@@ -145,20 +154,62 @@ impl ScheduleStore {
         let kv_key = schedule_kv_key(workflow, key);
         let entry = self.entry(&kv_key).await?;
         Ok(entry
-            .filter(|e| e.operation == Operation::Put)
+            .filter(|e| is_live(e.operation))
             .map(|e| StoredSchedule {
                 record: ScheduleRecord::from_kv(&kv_key, &e.value),
-                revision: e.revision,
                 kv_key,
             }))
+    }
+
+    /// The one read-decide-write loop every change of a schedule goes through: `decide` sees
+    /// the stored record (`None`: no live value; `Some(Err)`: a value that is not a record) and
+    /// says what to do; a write or delete is a compare-and-swap on what `decide` saw, and a lost
+    /// race calls `decide` again with the winner's value. So concurrent writers (the API, every
+    /// replica, workers syncing their inline schedules) never overwrite each other blindly, and
+    /// whatever `decide` keeps from the current record (`created_at`) is never lost.
+    pub async fn reconcile<T, F>(
+        &self,
+        workflow: &str,
+        key: &str,
+        mut decide: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(
+            Option<Result<ScheduleRecord, RecordError>>,
+        ) -> Result<ScheduleChange<T>, StoreError>,
+    {
+        let kv_key = schedule_kv_key(workflow, key);
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let entry = self.entry(&kv_key).await?;
+            // A tombstone has a revision too: expecting it makes re-creating a deleted key a
+            // CAS as well. Revision 0 means "the key must not exist".
+            let expected = entry.as_ref().map_or(0, |e| e.revision);
+            let current = entry
+                .filter(|e| is_live(e.operation))
+                .map(|e| ScheduleRecord::from_kv(&kv_key, &e.value));
+            let live = current.is_some();
+            let done = match decide(current)? {
+                ScheduleChange::Keep(out) => return Ok(out),
+                ScheduleChange::Write(record, out) => {
+                    self.cas(&kv_key, &record, expected).await?.map(|_| out)
+                }
+                ScheduleChange::Delete(out) if !live => return Ok(out),
+                ScheduleChange::Delete(out) => {
+                    self.delete_at(&kv_key, expected).await?.then_some(out)
+                }
+            };
+            match done {
+                Some(out) => return Ok(out),
+                None => backoff(attempt).await,
+            }
+        }
+        Err(self.contended(kv_key))
     }
 
     /// Creates or updates `workflow` + `key` with compare-and-swap.
     ///
     /// `build` receives the current record (`None` when there is none or the stored value is
-    /// unreadable) and returns the record to store. It is called again after every lost race,
-    /// with the winner's record, so whatever it keeps from the current record (`created_at`) is
-    /// never lost and concurrent upserts converge to one of the written values.
+    /// unreadable) and returns the record to store; see [`ScheduleStore::reconcile`].
     pub async fn upsert<F>(
         &self,
         workflow: &str,
@@ -168,38 +219,26 @@ impl ScheduleStore {
     where
         F: FnMut(Option<&ScheduleRecord>) -> ScheduleRecord,
     {
-        let kv_key = schedule_kv_key(workflow, key);
         // Optimistic create first: a new schedule then costs one KV round trip instead of a
         // read plus a write. If the key has any history (a value or a tombstone) the write is
-        // refused and the read-modify-CAS loop below takes over.
+        // refused and the read-modify-CAS loop takes over.
         let record = build(None);
-        if let Some(revision) = self.cas(&kv_key, &record, 0).await? {
+        let kv_key = schedule_kv_key(workflow, key);
+        if self.cas(&kv_key, &record, 0).await?.is_some() {
             return Ok(Upserted {
                 record,
-                revision,
                 created: true,
             });
         }
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let entry = self.entry(&kv_key).await?;
-            let live = entry.as_ref().filter(|e| e.operation == Operation::Put);
-            let current = live.and_then(|e| ScheduleRecord::from_kv(&kv_key, &e.value).ok());
-            let record = build(current.as_ref());
-            // A tombstone has a revision too: expecting it makes re-creating a deleted key a CAS
-            // as well. Revision 0 means "the key must not exist".
-            let expected = entry.as_ref().map_or(0, |e| e.revision);
-            match self.cas(&kv_key, &record, expected).await? {
-                Some(revision) => {
-                    return Ok(Upserted {
-                        record,
-                        revision,
-                        created: live.is_none(),
-                    })
-                }
-                None => backoff(attempt).await,
-            }
-        }
-        Err(self.contended(kv_key))
+        self.reconcile(workflow, key, |current| {
+            let created = current.is_none();
+            let record = build(current.and_then(Result::ok).as_ref());
+            Ok(ScheduleChange::Write(
+                record.clone(),
+                Upserted { record, created },
+            ))
+        })
+        .await
     }
 
     /// Applies `change` to the stored record with compare-and-swap. `Ok(None)` when there is no
@@ -213,23 +252,15 @@ impl ScheduleStore {
     where
         F: FnMut(&mut ScheduleRecord),
     {
-        let kv_key = schedule_kv_key(workflow, key);
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(entry) = self
-                .entry(&kv_key)
-                .await?
-                .filter(|e| e.operation == Operation::Put)
-            else {
-                return Ok(None);
-            };
-            let mut record = ScheduleRecord::from_kv(&kv_key, &entry.value)?;
-            change(&mut record);
-            match self.cas(&kv_key, &record, entry.revision).await? {
-                Some(_) => return Ok(Some(record)),
-                None => backoff(attempt).await,
+        self.reconcile(workflow, key, |current| match current {
+            None => Ok(ScheduleChange::Keep(None)),
+            Some(record) => {
+                let mut record = record?;
+                change(&mut record);
+                Ok(ScheduleChange::Write(record.clone(), Some(record)))
             }
-        }
-        Err(self.contended(kv_key))
+        })
+        .await
     }
 
     /// Pauses or resumes a schedule, replacing its note when one is given and stamping
@@ -265,36 +296,25 @@ impl ScheduleStore {
         note: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, StoreError> {
-        let kv_key = schedule_kv_key(workflow, key);
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(entry) = self
-                .entry(&kv_key)
-                .await?
-                .filter(|e| e.operation == Operation::Put)
-            else {
-                return Ok(false);
-            };
-            let Ok(mut record) = ScheduleRecord::from_kv(&kv_key, &entry.value) else {
-                return Ok(false);
+        self.reconcile(workflow, key, |current| {
+            let Some(Ok(mut record)) = current else {
+                return Ok(ScheduleChange::Keep(false));
             };
             if record.pause_on_failure != Some(true) || record.paused {
-                return Ok(false);
+                return Ok(ScheduleChange::Keep(false));
             }
             record.paused = true;
             record.note = Some(note.to_string());
             record.updated_at = Some(now);
-            match self.cas(&kv_key, &record, entry.revision).await? {
-                Some(_) => return Ok(true),
-                None => backoff(attempt).await,
-            }
-        }
-        Err(self.contended(kv_key))
+            Ok(ScheduleChange::Write(record, true))
+        })
+        .await
     }
 
-    /// Follows the schedules of `workflow` (see `store/follow.rs`) until following fails;
+    /// Follows the schedules of `workflow` (see `store/read.rs`) until following fails;
     /// returns why.
-    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> String {
-        super::follow::follow(
+    pub async fn follow(&self, workflow: &str, sink: impl FnMut(super::Followed)) -> ReadError {
+        super::read::follow(
             &self.client,
             &self.schedules_stream,
             SCHEDULES_BUCKET,
@@ -307,28 +327,46 @@ impl ScheduleStore {
     /// Deletes a schedule (a KV tombstone, so watchers see the delete) and purges its state.
     /// Returns whether a live value existed.
     pub async fn delete(&self, workflow: &str, key: &str) -> Result<bool, StoreError> {
-        let kv_key = schedule_kv_key(workflow, key);
-        let live = self
-            .entry(&kv_key)
-            .await?
-            .is_some_and(|e| e.operation == Operation::Put);
-        if !live {
-            return Ok(false);
+        self.reconcile(workflow, key, |current| {
+            Ok(match current {
+                Some(_) => ScheduleChange::Delete(true),
+                None => ScheduleChange::Keep(false),
+            })
+        })
+        .await
+    }
+
+    /// Deletes `kv_key` if its last revision is still `revision`; `Ok(false)` when another
+    /// write came first. Then purges its state record: a schedule created again later must not
+    /// inherit the old one's `last_timestamp`. The scheduler owns `polos_schedule_state`; this
+    /// purge is the one write to it from elsewhere, because the deleting writer is the only one
+    /// that knows the definition is gone *before* a replica may re-create it (ARCHITECTURE.md,
+    /// "Buckets and their one owner").
+    async fn delete_at(&self, kv_key: &str, revision: u64) -> Result<bool, StoreError> {
+        let write = kv_write(SCHEDULES_BUCKET, kv_key);
+        let deleted = self
+            .denials
+            .guard(
+                &[&write],
+                self.schedules
+                    .delete_expect_revision(kv_key, Some(revision)),
+            )
+            .await?;
+        match deleted {
+            Ok(()) => {}
+            Err(e) if e.kind() == DeleteErrorKind::WrongLastRevision => return Ok(false),
+            Err(e) => {
+                return Err(StoreError::Write {
+                    bucket: SCHEDULES_BUCKET,
+                    kv_key: kv_key.to_string(),
+                    source: e.into(),
+                })
+            }
         }
-        let write = kv_write(SCHEDULES_BUCKET, &kv_key);
-        self.denials
-            .guard(&[&write], self.schedules.delete(&kv_key))
-            .await?
-            .map_err(|e| StoreError::Write {
-                bucket: SCHEDULES_BUCKET,
-                kv_key: kv_key.clone(),
-                source: e.into(),
-            })?;
-        // A re-created schedule must not inherit the old one's `last_timestamp`.
-        let purge = kv_write(SCHEDULE_STATE_BUCKET, &kv_key);
+        let purge = kv_write(SCHEDULE_STATE_BUCKET, kv_key);
         match self
             .denials
-            .guard(&[&purge], self.state.purge(&kv_key))
+            .guard(&[&purge], self.state.purge(kv_key))
             .await
         {
             Ok(Ok(())) => {}
@@ -340,6 +378,24 @@ impl ScheduleStore {
             }
         }
         Ok(true)
+    }
+
+    /// Writes a worker's registration of its workflow (`polos_workflows`, keyed by workflow id;
+    /// the last start wins, as the registration describes the code that runs now).
+    pub async fn register_workflow(&self, record: &WorkflowRecord) -> Result<(), StoreError> {
+        let kv_key = record.workflow.as_str();
+        let fail = |source: async_nats::Error| StoreError::Write {
+            bucket: WORKFLOWS_BUCKET,
+            kv_key: kv_key.to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec(record).map_err(|e| fail(e.into()))?;
+        let write = kv_write(WORKFLOWS_BUCKET, kv_key);
+        self.denials
+            .guard(&[&write], self.workflows.put(kv_key, bytes.into()))
+            .await?
+            .map_err(|e| fail(e.into()))?;
+        Ok(())
     }
 
     /// Every schedule (or every schedule of `workflow`), split into valid records and values
@@ -455,7 +511,7 @@ impl ScheduleStore {
             .map_err(|e| StoreError::Scan {
                 bucket: WORKFLOWS_BUCKET,
                 filter: ">".to_string(),
-                reason: e.to_string(),
+                source: ReadError::consumer(e),
             })
     }
 

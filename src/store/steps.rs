@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_nats::jetstream::Context;
 
 use super::bucket::{Bucket, Created};
-use super::run_error::RunStoreError;
 use super::runs::validate_run_id;
+use super::StoreError;
 use crate::model::names::STEPS_BUCKET;
 use crate::model::{decode_key, step_kv_key, StepRecord};
 
@@ -24,15 +24,6 @@ pub enum StepCreated {
     Exists(StepRecord),
 }
 
-impl StepCreated {
-    /// The stored record, whoever wrote it.
-    pub fn into_record(self) -> StepRecord {
-        match self {
-            StepCreated::New(r) | StepCreated::Exists(r) => r,
-        }
-    }
-}
-
 /// One stored step of a run.
 #[derive(Debug)]
 pub struct StoredStep {
@@ -41,26 +32,20 @@ pub struct StoredStep {
     /// The revision: steps of one run in revision order are in completion order.
     pub revision: u64,
     /// The record, or why the stored value is not one.
-    pub record: Result<StepRecord, RunStoreError>,
+    pub record: Result<StepRecord, StoreError>,
 }
 
 /// Typed reads and create-only writes of `polos_steps`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StepStore {
     /// `polos_steps`.
     /// Shared: a KV handle carries its stream's whole config, too much to copy per run.
     bucket: Arc<Bucket>,
 }
 
-impl std::fmt::Debug for StepStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepStore").finish_non_exhaustive()
-    }
-}
-
 impl StepStore {
     /// Opens `polos_steps`; it must exist (`polos streams apply` creates it).
-    pub async fn open(js: &Context) -> Result<StepStore, RunStoreError> {
+    pub async fn open(js: &Context) -> Result<StepStore, StoreError> {
         Ok(StepStore {
             bucket: Arc::new(Bucket::open(js, STEPS_BUCKET).await?),
         })
@@ -68,7 +53,7 @@ impl StepStore {
 
     /// The stored result of `step` in `run_id`; `None` when there is none (never stored,
     /// deleted or purged).
-    pub async fn get(&self, run_id: &str, step: &str) -> Result<Option<StepRecord>, RunStoreError> {
+    pub async fn get(&self, run_id: &str, step: &str) -> Result<Option<StepRecord>, StoreError> {
         let kv_key = step_kv_key(run_id, step);
         match self.bucket.get(&kv_key).await? {
             Some((value, _)) => self.decode(&kv_key, &value).map(Some),
@@ -77,13 +62,13 @@ impl StepStore {
     }
 
     /// Stores `record` unless the step already has a result, and returns what is stored, decoded
-    /// from the stored bytes. [`RunStoreError::TooLarge`] when it does not fit in a message.
+    /// from the stored bytes. [`StoreError::TooLarge`] when it does not fit in a message.
     pub async fn create(
         &self,
         run_id: &str,
         step: &str,
         record: &StepRecord,
-    ) -> Result<StepCreated, RunStoreError> {
+    ) -> Result<StepCreated, StoreError> {
         let kv_key = step_kv_key(run_id, step);
         let value = self.bucket.encode(&kv_key, record)?;
         match self.bucket.create(&kv_key, value.clone()).await? {
@@ -93,7 +78,7 @@ impl StepStore {
     }
 
     /// Every stored step of `run_id`, in the order they completed.
-    pub async fn list(&self, run_id: &str) -> Result<Vec<StoredStep>, RunStoreError> {
+    pub async fn list(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError> {
         validate_run_id(run_id)?;
         let prefix = format!("{run_id}.");
         let mut steps: Vec<StoredStep> = self
@@ -114,8 +99,8 @@ impl StepStore {
         Ok(steps)
     }
 
-    fn decode(&self, kv_key: &str, value: &[u8]) -> Result<StepRecord, RunStoreError> {
-        serde_json::from_slice(value).map_err(|source| RunStoreError::BadValue {
+    fn decode(&self, kv_key: &str, value: &[u8]) -> Result<StepRecord, StoreError> {
+        serde_json::from_slice(value).map_err(|source| StoreError::BadValue {
             bucket: STEPS_BUCKET,
             kv_key: kv_key.to_string(),
             what: "step",

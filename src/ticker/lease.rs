@@ -30,9 +30,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::fence::{BootInstant, Leadership};
-
-/// The key every replica competes for.
-pub const LEASE_KEY: &str = "scheduler";
+use crate::model::names::LEASE_KEY;
 
 /// The lease value, readable with `nats kv get polos_leases scheduler`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

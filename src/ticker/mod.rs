@@ -1,5 +1,5 @@
 //! The ticker: fires every schedule on time, exactly once, across restarts, failover and DST
-//! (design §5). Runs inside `polos scheduler`.
+//! (ARCHITECTURE.md, "The scheduler"). Runs inside `polos scheduler`.
 //!
 //! | file | concept |
 //! |---|---|
@@ -35,6 +35,6 @@ mod status;
 pub use catchup::{plan, CatchupPlan, CatchupSettings, Jitter, LATE_GRACE, MAX_SCAN};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::TickerError;
-pub use lease::{LeaseValue, LEASE_KEY};
-pub use runner::{run, Ticker, LEASES_BUCKET};
+pub use lease::LeaseValue;
+pub use runner::{run, Ticker};
 pub use status::TickerStatus;

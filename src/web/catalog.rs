@@ -1,7 +1,7 @@
 //! [`Catalog`]: every schedule and its state in memory, followed live from KV, so a dashboard
 //! page costs a lookup in a sorted map, never a read of the whole bucket.
 //!
-//! Two watches (`polos_schedules`, `polos_schedule_state`) deliver the latest value of every
+//! Two followers (`store::read::follow` over `polos_schedules`, `polos_schedule_state`) deliver the latest value of every
 //! key, then each change. Values are read with the model's own parsers
 //! ([`ScheduleRecord::from_kv`], [`ScheduleState`]); a value that is not a schedule is kept with
 //! its reason and shown as invalid. Identical (cron, zone) pairs share one parsed
@@ -13,11 +13,11 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Operation, Store};
-use futures::StreamExt;
+use async_nats::jetstream::kv::Store;
 
 use crate::cron::CronSchedule;
 use crate::model::{ScheduleRecord, ScheduleState};
+use crate::store::{follow, Followed, ReadError};
 
 /// One stored schedule value.
 #[derive(Debug, Clone)]
@@ -132,12 +132,25 @@ enum Bucket {
 }
 
 impl Catalog {
-    /// Starts following `schedules` and `states`; the returned tasks run until aborted.
-    pub fn follow(schedules: Store, states: Store) -> (Catalog, Vec<tokio::task::JoinHandle<()>>) {
+    /// Starts following `schedules` and `states` over `client`; the returned tasks run until
+    /// aborted.
+    pub fn follow(
+        client: async_nats::Client,
+        schedules: Store,
+        states: Store,
+    ) -> (Catalog, Vec<tokio::task::JoinHandle<()>>) {
         let catalog = Catalog::default();
         let tasks = vec![
-            tokio::spawn(catalog.clone().follow_bucket(schedules, Bucket::Schedules)),
-            tokio::spawn(catalog.clone().follow_bucket(states, Bucket::States)),
+            tokio::spawn(catalog.clone().follow_bucket(
+                client.clone(),
+                schedules,
+                Bucket::Schedules,
+            )),
+            tokio::spawn(
+                catalog
+                    .clone()
+                    .follow_bucket(client, states, Bucket::States),
+            ),
         ];
         (catalog, tasks)
     }
@@ -245,45 +258,42 @@ impl Catalog {
         (t.version, groups)
     }
 
-    async fn follow_bucket(self, kv: Store, bucket: Bucket) {
+    async fn follow_bucket(self, client: async_nats::Client, kv: Store, bucket: Bucket) {
         loop {
-            if let Err(e) = self.follow_once(&kv, bucket).await {
-                tracing::warn!(bucket = %kv.name, error = %e, "dashboard: reading the bucket failed; starting over");
-            }
+            let why = self.follow_once(&client, &kv, bucket).await;
+            tracing::warn!(bucket = %kv.name, error = %why, "dashboard: reading the bucket failed; starting over");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
     /// Reads every key (into a fresh table part, swapped in when complete, so a restarted
-    /// watch also forgets keys deleted meanwhile), then applies changes until the watch ends.
-    async fn follow_once(&self, kv: &Store, bucket: Bucket) -> Result<(), String> {
-        let mut stream = kv.stream.clone();
-        let info = stream.info().await.map_err(|e| e.to_string())?;
-        let (last, any) = (info.state.last_sequence, info.state.messages > 0);
-        let mut watch = kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| e.to_string())?;
+    /// follow also forgets keys deleted meanwhile), then applies changes until following ends;
+    /// returns why it ended. Read the one way every bucket is read (`store::read`).
+    async fn follow_once(
+        &self,
+        client: &async_nats::Client,
+        kv: &Store,
+        bucket: Bucket,
+    ) -> ReadError {
         let mut initial: Vec<(String, Option<bytes::Bytes>)> = Vec::new();
-        let mut caught_up = !any;
-        if caught_up {
-            self.replace(bucket, Vec::new());
-        }
-        while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|e| e.to_string())?;
-            let value = (entry.operation == Operation::Put).then_some(entry.value);
+        let mut caught_up = false;
+        follow(client, &kv.stream, &kv.name, ">", |event| {
+            let (key, value) = match event {
+                Followed::CaughtUp => {
+                    caught_up = true;
+                    self.replace(bucket, std::mem::take(&mut initial));
+                    return;
+                }
+                Followed::Put { kv_key, value } => (kv_key, Some(value)),
+                Followed::Gone { kv_key } => (kv_key, None),
+            };
             if caught_up {
-                self.apply(bucket, entry.key, value);
-                continue;
+                self.apply(bucket, key, value);
+            } else {
+                initial.push((key, value));
             }
-            let done = entry.delta == 0 || entry.revision >= last;
-            initial.push((entry.key, value));
-            if done {
-                caught_up = true;
-                self.replace(bucket, std::mem::take(&mut initial));
-            }
-        }
-        Err("the watch ended".to_string())
+        })
+        .await
     }
 
     fn replace(&self, bucket: Bucket, entries: Vec<(String, Option<bytes::Bytes>)>) {

@@ -21,11 +21,11 @@ const BUDGET: usize = 2_000_000;
 pub struct LoadAhead {
     /// Start of the first minute bucket (the current minute).
     pub minute_start: DateTime<Utc>,
-    /// Fires in each of the next [`MINUTES`] minutes.
+    /// Fires in each of the next 24 × 60 minutes (`MINUTES`).
     pub per_minute: Vec<u64>,
     /// Start of the first hour bucket (the current hour).
     pub hour_start: DateTime<Utc>,
-    /// Fires in each of the next [`HOURS`] hours.
+    /// Fires in each of the next 7 × 24 hours (`HOURS`).
     pub per_hour: Vec<u64>,
     /// The budget ran out: later buckets may be undercounted.
     pub partial: bool,

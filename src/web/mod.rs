@@ -54,9 +54,12 @@ pub use runs::{RunFilter, RunPage, RunReader, StepView};
 
 use crate::client::{schedules, PolosClient};
 use crate::metrics::{metrics_router, require_token, HttpError, Metrics};
-use crate::model::names::{RUNS_BUCKET, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, STEPS_BUCKET};
+use crate::model::names::{
+    LEASES_BUCKET, LEASE_KEY, RUNS_BUCKET, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET,
+};
 use crate::model::{schedule_kv_key, validate_key, validate_workflow, RunStatus, DEFAULT_KEY};
-use crate::ticker::{LeaseValue, LEASES_BUCKET, LEASE_KEY};
+use crate::store::{RunStore, StepStore};
+use crate::ticker::LeaseValue;
 use html::Section;
 
 /// How long an action waits for the catalog to show its effect before redirecting, so the page
@@ -117,17 +120,22 @@ impl Dashboard {
             async move {
                 js.get_key_value(bucket).await.map_err(|e| WebError::Open {
                     bucket,
-                    reason: e.to_string(),
+                    source: e.into(),
                 })
             }
         };
         let (catalog, tasks) = Catalog::follow(
+            client.clone(),
             open(SCHEDULES_BUCKET).await?,
             open(SCHEDULE_STATE_BUCKET).await?,
         );
         let state = AppState {
             catalog,
-            runs: RunReader::new(open(RUNS_BUCKET).await?, open(STEPS_BUCKET).await?),
+            runs: RunReader::new(
+                open(RUNS_BUCKET).await?,
+                RunStore::open(&js).await?,
+                StepStore::open(&js).await?,
+            ),
             api: PolosClient::from_nats(client),
             leases: open(LEASES_BUCKET).await?,
             metrics,
@@ -441,8 +449,12 @@ async fn run_page(State(s): State<Arc<AppState>>, Path(run_id): Path<String>) ->
             .await
         }
         Err(e) => {
-            s.problem(StatusCode::INTERNAL_SERVER_ERROR, Section::Runs, &e)
-                .await
+            s.problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Section::Runs,
+                &e.to_string(),
+            )
+            .await
         }
     }
 }

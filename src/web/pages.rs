@@ -10,6 +10,7 @@ use super::html::{duration, esc, json_block, local, q, relative, utc};
 use super::load::{bar_chart, thousands, LoadAhead};
 use super::runs::{RunFilter, RunPage, StepView};
 use crate::model::{RunRecord, RunStatus};
+use crate::store::ReadError;
 
 /// Schedules per page.
 pub const SCHEDULES_PER_PAGE: usize = 100;
@@ -184,7 +185,7 @@ fn schedule_row(view: &RowView, now: DateTime<Utc>) -> String {
 }
 
 /// `/schedule`: one schedule with its description, notes, next fires, actions and runs.
-pub fn schedule(view: &RowView, runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
+pub fn schedule(view: &RowView, runs: &Result<RunPage, ReadError>, now: DateTime<Utc>) -> String {
     let mut b = String::new();
     let record = match &view.row.record {
         Ok(r) => r,
@@ -361,10 +362,15 @@ fn actions(workflow: &str, key: &str, paused: Option<bool>) -> String {
     out
 }
 
-fn runs_table(runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
+fn runs_table(runs: &Result<RunPage, ReadError>, now: DateTime<Utc>) -> String {
     let page = match runs {
         Ok(page) => page,
-        Err(e) => return format!(r#"<p class="error">cannot read polos_runs: {}</p>"#, esc(e)),
+        Err(e) => {
+            return format!(
+                r#"<p class="error">cannot read polos_runs: {}</p>"#,
+                esc(&e.to_string())
+            )
+        }
     };
     if page.runs.is_empty() {
         return r#"<p class="muted">No runs.</p>"#.to_string();
@@ -397,7 +403,7 @@ fn runs_table(runs: &Result<RunPage, String>, now: DateTime<Utc>) -> String {
 /// `/runs`: the filter form, one page of runs, the pager.
 pub fn runs(
     filter: &RunFilter,
-    page: &Result<RunPage, String>,
+    page: &Result<RunPage, ReadError>,
     workflows: &[(String, usize)],
     now: DateTime<Utc>,
 ) -> String {
@@ -500,6 +506,24 @@ pub fn run(record: &RunRecord, steps: &[StepView], now: DateTime<Utc>) -> String
     b
 }
 
+/// A bar chart of `values`, bar `i` counting the fires from `start + i × step`: its tooltip is
+/// that moment formatted with `format`, its axis label whatever `tick` says for it.
+fn timeline(
+    title: &str,
+    values: &[u64],
+    (start, step): (DateTime<Utc>, TimeDelta),
+    format: &str,
+    tick: impl Fn(DateTime<Utc>) -> Option<String>,
+) -> String {
+    let at = |i: usize| start + step * i32::try_from(i).unwrap_or(i32::MAX);
+    bar_chart(
+        title,
+        values,
+        |i, v| format!("{} UTC: {} fires", at(i).format(format), thousands(v)),
+        |i| tick(at(i)),
+    )
+}
+
 /// `/load`: fires per minute over 24 hours and per hour over 7 days, and the busiest minutes.
 pub fn load(load: &LoadAhead, active: usize, now: DateTime<Utc>) -> String {
     let mut b = String::new();
@@ -525,33 +549,21 @@ pub fn load(load: &LoadAhead, active: usize, now: DateTime<Utc>) -> String {
             thousands(*n)
         );
     }
-    let start = load.minute_start;
     b.push_str("<h2>Next 24 hours, fires per minute</h2>");
-    b.push_str(&bar_chart(
+    b.push_str(&timeline(
         "fires per minute over the next 24 hours",
         &load.per_minute,
-        |i, v| {
-            let t = start + TimeDelta::minutes(i as i64);
-            format!("{} UTC: {} fires", t.format("%H:%M"), thousands(v))
-        },
-        |i| {
-            let t = start + TimeDelta::minutes(i as i64);
-            (t.minute() == 0 && t.hour() % 3 == 0).then(|| t.format("%H:%M").to_string())
-        },
+        (load.minute_start, TimeDelta::minutes(1)),
+        "%H:%M",
+        |t| (t.minute() == 0 && t.hour() % 3 == 0).then(|| t.format("%H:%M").to_string()),
     ));
-    let hour_start = load.hour_start;
     b.push_str("<h2>Next 7 days, fires per hour</h2>");
-    b.push_str(&bar_chart(
+    b.push_str(&timeline(
         "fires per hour over the next 7 days",
         &load.per_hour,
-        |i, v| {
-            let t = hour_start + TimeDelta::hours(i as i64);
-            format!("{} UTC: {} fires", t.format("%a %d %H:00"), thousands(v))
-        },
-        |i| {
-            let t = hour_start + TimeDelta::hours(i as i64);
-            (t.hour() == 0).then(|| t.format("%a %d").to_string())
-        },
+        (load.hour_start, TimeDelta::hours(1)),
+        "%a %d %H:00",
+        |t| (t.hour() == 0).then(|| t.format("%a %d").to_string()),
     ));
     b.push_str("<h2>Busiest minutes (next 24 hours)</h2>");
     if peaks.is_empty() {

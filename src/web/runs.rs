@@ -6,10 +6,11 @@
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::kv::{Operation, Store};
-use futures::{StreamExt, TryStreamExt};
+use async_nats::jetstream::kv::Store;
+use futures::StreamExt;
 
-use crate::model::{decode_key, RunRecord, RunStatus, StepRecord};
+use crate::model::{RunRecord, RunStatus, StepRecord};
+use crate::store::{is_tombstone, validate_run_id, ReadError, RunStore, StepStore, StoreError};
 
 /// Sequences read per window.
 const WINDOW: u64 = 2_000;
@@ -50,10 +51,12 @@ pub struct StepView {
 /// Reads `polos_runs` and `polos_steps`.
 #[derive(Clone)]
 pub struct RunReader {
-    /// `polos_runs`.
+    /// `polos_runs` as a stream, for pages by sequence (the one read no store offers).
     runs: Store,
-    /// `polos_steps`.
-    steps: Store,
+    /// `polos_runs`' owner, for one run.
+    run_store: RunStore,
+    /// `polos_steps`' owner, for a run's steps.
+    step_store: StepStore,
 }
 
 impl std::fmt::Debug for RunReader {
@@ -64,8 +67,12 @@ impl std::fmt::Debug for RunReader {
 
 impl RunReader {
     /// A reader of the two buckets.
-    pub fn new(runs: Store, steps: Store) -> RunReader {
-        RunReader { runs, steps }
+    pub fn new(runs: Store, run_store: RunStore, step_store: StepStore) -> RunReader {
+        RunReader {
+            runs,
+            run_store,
+            step_store,
+        }
     }
 
     /// Up to `limit` runs matching `filter` whose latest update is older than cursor `before`
@@ -75,9 +82,9 @@ impl RunReader {
         filter: &RunFilter,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<RunPage, String> {
+    ) -> Result<RunPage, ReadError> {
         let mut stream = self.runs.stream.clone();
-        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(ReadError::consumer)?;
         let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
         let subject = match &filter.workflow {
             Some(w) => format!("{}{w}.>", self.runs.prefix),
@@ -120,7 +127,7 @@ impl RunReader {
         subject: &str,
         start: u64,
         end: u64,
-    ) -> Result<Vec<(u64, RunRecord)>, String> {
+    ) -> Result<Vec<(u64, RunRecord)>, ReadError> {
         let consumer = self
             .runs
             .stream
@@ -132,29 +139,31 @@ impl RunReader {
                 ..Default::default()
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ReadError::consumer)?;
         let mut out = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
+        let expected = consumer.cached_info().num_pending;
+        if expected == 0 {
             return Ok(out);
         }
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(ReadError::consumer)?;
         loop {
             let message = match tokio::time::timeout(IDLE, messages.next()).await {
-                Err(_) => return Err(format!("polos_runs: no message for {IDLE:?}")),
+                Err(_) => {
+                    return Err(ReadError::Stalled {
+                        idle: IDLE,
+                        read: out.len(),
+                        expected,
+                    })
+                }
                 Ok(None) => return Ok(out),
-                Ok(Some(m)) => m.map_err(|e| e.to_string())?,
+                Ok(Some(m)) => m.map_err(ReadError::consumer)?,
             };
-            let info = message.info().map_err(|e| e.to_string())?;
+            let info = message.info().map_err(ReadError::Consumer)?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq >= end {
                 return Ok(out);
             }
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() != "PUT");
-            if !deleted {
+            if !is_tombstone(message.headers.as_ref()) {
                 if let Ok(record) = serde_json::from_slice::<RunRecord>(&message.payload) {
                     out.push((seq, record));
                 }
@@ -166,73 +175,27 @@ impl RunReader {
     }
 
     /// The run `run_id` and its steps in completion order; `None` when there is no such run.
-    pub async fn run(&self, run_id: &str) -> Result<Option<(RunRecord, Vec<StepView>)>, String> {
-        if run_id.is_empty()
-            || !run_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+    /// Read through the buckets' owners, like `polos runs get`.
+    pub async fn run(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(RunRecord, Vec<StepView>)>, StoreError> {
+        if validate_run_id(run_id).is_err() {
             return Ok(None);
         }
-        let Some(key) = self
-            .keys(&self.runs, &format!("*.{run_id}"))
+        let Some(record) = self.run_store.find(run_id).await? else {
+            return Ok(None);
+        };
+        let steps = self
+            .step_store
+            .list(run_id)
             .await?
             .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let Some(entry) = self
-            .runs
-            .entry(key.as_str())
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        if entry.operation != Operation::Put {
-            return Ok(None);
-        }
-        let record: RunRecord = serde_json::from_slice(&entry.value)
-            .map_err(|e| format!("polos_runs {key} is not a run record: {e}"))?;
-        let mut steps = Vec::new();
-        for key in self.keys(&self.steps, &format!("{run_id}.>")).await? {
-            let Some(entry) = self
-                .steps
-                .entry(key.as_str())
-                .await
-                .map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            if entry.operation != Operation::Put {
-                continue;
-            }
-            let encoded = key.strip_prefix(&format!("{run_id}.")).unwrap_or(&key);
-            let name = decode_key(encoded).unwrap_or_else(|| encoded.to_string());
-            let record = serde_json::from_slice::<StepRecord>(&entry.value)
-                .map_err(|e| format!("polos_steps {key} is not a step record: {e}"));
-            steps.push((entry.revision, StepView { name, record }));
-        }
-        // Revisions are write order: the order the steps completed.
-        steps.sort_by_key(|(revision, _)| *revision);
-        Ok(Some((record, steps.into_iter().map(|(_, s)| s).collect())))
-    }
-
-    /// KV keys of `store` matching a key filter, from the stream's subject index.
-    async fn keys(&self, store: &Store, filter: &str) -> Result<Vec<String>, String> {
-        let prefix = format!("$KV.{}.", store.name);
-        let subjects: Vec<(String, usize)> = store
-            .stream
-            .info_with_subjects(format!("{prefix}{filter}"))
-            .await
-            .map_err(|e| e.to_string())?
-            .try_collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(subjects
-            .into_iter()
-            .filter_map(|(s, _)| s.strip_prefix(&prefix).map(String::from))
-            .collect())
+            .map(|step| StepView {
+                name: step.name,
+                record: step.record.map_err(|e| e.to_string()),
+            })
+            .collect();
+        Ok(Some((record, steps)))
     }
 }

@@ -22,7 +22,7 @@ use tracing::warn;
 use crate::model::names::HEADER_RUN_ID;
 use crate::model::time::now_seconds;
 use crate::model::{Fire, RunRecord, RunStatus};
-use crate::store::{RunCreated, RunKey, RunStore, RunStoreError, StoredRun};
+use crate::store::{RunCreated, RunKey, RunStore, StoreError, StoredRun};
 
 /// How often a claim looks again after losing a compare-and-swap to another claim.
 const CLAIM_ROUNDS: usize = 3;
@@ -56,17 +56,22 @@ pub(crate) struct Owned {
 pub(crate) enum ClaimError {
     /// Reading or writing the run record failed.
     #[error(transparent)]
-    Store(#[from] RunStoreError),
+    Store(#[from] StoreError),
     /// Whether the fire named in the record is still queued could not be checked.
-    #[error("cannot check whether fire {seq} of run {run_id} is still in POLOS_RUNS: {source}")]
-    Stream {
-        /// The stream sequence named in the record.
-        seq: u64,
-        /// The run.
-        run_id: String,
-        /// The server's answer.
-        source: async_nats::Error,
-    },
+    #[error(transparent)]
+    Stream(#[from] QueueCheckError),
+}
+
+/// Whether a run's fire is still queued could not be checked ([`still_queued`]).
+#[derive(Debug, Error)]
+#[error("cannot check whether fire {seq} of run {run_id} is still in POLOS_RUNS: {source}")]
+pub(crate) struct QueueCheckError {
+    /// The stream sequence.
+    seq: u64,
+    /// The run.
+    run_id: String,
+    /// The server's answer.
+    source: async_nats::Error,
 }
 
 /// Claims `key` for `fire`, delivered as stream sequence `seq`.
@@ -78,22 +83,7 @@ pub(crate) async fn claim(
     seq: u64,
     max_attempts: u32,
 ) -> Result<Claim, ClaimError> {
-    let first = RunRecord {
-        run_id: fire.run_id.clone(),
-        workflow: fire.workflow.clone(),
-        schedule_id: fire.payload.schedule_id.clone(),
-        key: fire.payload.key.clone(),
-        trigger: fire.trigger,
-        scheduled_for: fire.payload.timestamp,
-        status: RunStatus::Running,
-        attempt: 1,
-        started_at: now_seconds(),
-        finished_at: None,
-        output: None,
-        error: None,
-        fire_seq: Some(seq),
-        yielded_to: None,
-    };
+    let first = RunRecord::of_fire(fire, seq, RunStatus::Running, 1, now_seconds());
     for _ in 0..CLAIM_ROUNDS {
         let (current, revision) = match runs.create(key, &first).await? {
             RunCreated::New {
@@ -150,11 +140,11 @@ pub(crate) async fn claim(
                 }))
             }
             // Another claim wrote in between: look at what it wrote.
-            Err(RunStoreError::Conflict { .. }) => continue,
+            Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RunStoreError::Conflict {
+    Err(StoreError::Conflict {
         bucket: crate::model::names::RUNS_BUCKET,
         kv_key: key.kv_key().to_string(),
         revision: 0,
@@ -168,14 +158,14 @@ pub(crate) async fn still_queued(
     stream: &JsStream,
     seq: u64,
     run_id: &str,
-) -> Result<bool, ClaimError> {
+) -> Result<bool, QueueCheckError> {
     match stream.get_raw_message(seq).await {
         Ok(message) => Ok(message
             .headers
             .get(HEADER_RUN_ID)
             .is_some_and(|id| id.as_str() == run_id)),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
-        Err(e) => Err(ClaimError::Stream {
+        Err(e) => Err(QueueCheckError {
             seq,
             run_id: run_id.to_string(),
             source: e.into(),

@@ -19,7 +19,6 @@
 //! | any other status ending a request            | backs off before the next request               |
 //! | nothing for a request's lifetime + 2 s       | forgets it (lost with a reconnect) and asks again |
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,12 +28,13 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::StatusCode;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::run::{execute, RunEnv, RunSpec};
+use super::slots::Slots;
 use super::stats::Counter;
 use super::WorkerError;
 use crate::model::names::runs_subject;
@@ -51,8 +51,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest delay between attempts to fetch or to create a lost consumer.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Creates the workflow's consumer, or updates its settings when they changed (design §9:
-/// `create_consumer` updates, `get_or_create_consumer` would keep stale settings).
+/// Creates the workflow's consumer, or updates its settings when they changed (async-nats
+/// 0.51: `create_consumer` updates, `get_or_create_consumer` would keep stale settings).
 pub(crate) async fn ensure(
     stream: &JsStream,
     workflow: &str,
@@ -199,7 +199,7 @@ impl Fetcher {
                     None => break,
                 },
                 Some(_) = self.runs.join_next(), if !self.runs.is_empty() => {}
-                () = self.slots.freed.notified() => {}
+                () = self.slots.freed() => {}
                 () = sleep_until_opt(lost_requests_after) => {
                     debug!(requested = self.requested, "pull requests lost (reconnect?); asking again");
                     self.requested = 0;
@@ -339,36 +339,6 @@ impl Fetcher {
     fn refused(&mut self) {
         self.next_request = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// The slots of one fetch loop, shared with the executions that hold them.
-#[derive(Default, Clone)]
-pub(crate) struct Slots {
-    /// Slots taken now.
-    taken: Arc<AtomicUsize>,
-    /// Wakes the fetch loop when one is given back.
-    freed: Arc<Notify>,
-}
-
-impl Slots {
-    fn taken(&self) -> usize {
-        self.taken.load(Ordering::Acquire)
-    }
-
-    fn take(&self) -> Slot {
-        self.taken.fetch_add(1, Ordering::AcqRel);
-        Slot(self.clone())
-    }
-}
-
-/// One taken slot; dropping it gives it back (when the handler returns, or the task ends).
-pub(crate) struct Slot(Slots);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify_one();
     }
 }
 

@@ -14,7 +14,7 @@ use super::hold::Hold;
 use super::{IntoWorkflowError, RetryPolicy, WorkflowError};
 use crate::metrics::Metrics;
 use crate::model::{step_kv_key, StepRecord, Trigger};
-use crate::store::{RunKey, RunStore, RunStoreError, StepCreated, StepStore};
+use crate::store::{RunKey, RunStore, StepCreated, StepStore, StoreError};
 
 /// First delay before storing a step's output again after a failed write.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -27,7 +27,7 @@ const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 pub struct WorkflowContext {
     /// Identity of the run, shared by clones.
     run: Arc<RunInfo>,
-    /// Durable steps of this run, as in the seed: `ctx.step.run("fetch_data", ...)`.
+    /// Durable steps of this run, as in the documented Python API: `ctx.step.run("fetch_data", ...)`.
     pub step: Step,
 }
 
@@ -371,12 +371,12 @@ impl Step {
         &self,
         name: &str,
         record: &StepRecord,
-    ) -> Result<StepCreated, RunStoreError> {
+    ) -> Result<StepCreated, StoreError> {
         let mut delay = STORE_RETRY_FIRST;
         let give_up = std::time::Instant::now() + STORE_RETRY_FOR;
         loop {
             match self.store.create(&self.run_id, name, record).await {
-                Err(RunStoreError::Write { .. } | RunStoreError::Read { .. })
+                Err(StoreError::Write { .. } | StoreError::Read { .. })
                     if std::time::Instant::now() + delay < give_up =>
                 {
                     tracing::debug!(step = name, retry_in = ?delay, "storing a step's output failed; retrying");
@@ -481,7 +481,7 @@ impl RetryingStep<'_> {
 }
 
 /// A step's store failure as the error the workflow sees: retryable unless retrying cannot help.
-fn store_error(name: &str, doing: &str, e: RunStoreError) -> WorkflowError {
+fn store_error(name: &str, doing: &str, e: StoreError) -> WorkflowError {
     let message = format!("{doing} the output of step {name:?} failed: {e}");
     if e.is_permanent() {
         WorkflowError::terminal(message)

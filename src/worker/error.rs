@@ -272,8 +272,8 @@ pub enum WorkerError {
     Registration {
         /// The workflow.
         workflow: String,
-        /// The KV error.
-        source: async_nats::Error,
+        /// The store's error.
+        source: crate::store::StoreError,
     },
     /// A setting that cannot work.
     #[error("invalid {setting}: {reason}")]

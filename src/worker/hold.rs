@@ -132,7 +132,10 @@ pub(crate) async fn confirm(message: &Message, kind: AckKind) -> Result<(), asyn
 
 /// Sends `kind` without waiting for the server: for naks, whose loss only means the server
 /// redelivers after `ack_wait` instead of after the delay asked for.
-pub(crate) async fn send(message: &Message, kind: AckKind) -> Result<(), async_nats::Error> {
+pub(crate) async fn answer_unconfirmed(
+    message: &Message,
+    kind: AckKind,
+) -> Result<(), async_nats::Error> {
     message.ack_with(kind).await
 }
 

@@ -7,6 +7,7 @@
 //! | `runtime.rs` | [`Worker`]: validation, registration, one fetch loop per workflow, shutdown |
 //! | `registration.rs` | `polos_workflows` record, declarative sync of the inline `global` schedule |
 //! | `consumer.rs` | the shared durable consumer per workflow; the fetch loop (no more fires than free slots, re-creates a lost consumer) |
+//! | `slots.rs` | the fetch loop's free slots, each held by one execution until its handler returns |
 //! | `claim.rs` | who executes a delivered fire: claim the run record by create or compare-and-swap |
 //! | `overlap.rs` | the overlap policy: may a fire start while another run of its schedule executes (`polos_overlap`) |
 //! | `cancel.rs` | a run's cancellation: requested in `polos_cancels`, seen at step boundaries and by the handler |
@@ -53,6 +54,7 @@ mod registration;
 mod retry;
 mod run;
 mod runtime;
+mod slots;
 mod stats;
 mod views;
 mod workflow;

@@ -43,10 +43,10 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use super::claim::still_queued;
+use super::claim::{still_queued, QueueCheckError};
 use crate::model::time::now_seconds;
 use crate::model::{OverlapPolicy, OverlapRecord, OverlapRun};
-use crate::store::{OverlapStore, RunKey, RunStore, RunStoreError};
+use crate::store::{OverlapStore, RunKey, RunStore, StoreError};
 
 /// Most runs of one schedule waiting under `buffer_all`; a fire beyond is skipped (the record
 /// must fit in one message, and a schedule that far behind will not catch up).
@@ -316,17 +316,10 @@ pub(crate) fn wait_delay(delivered: i64) -> Duration {
 pub(crate) enum GateError {
     /// Reading or writing the overlap record or a run record failed.
     #[error(transparent)]
-    Store(#[from] RunStoreError),
+    Store(#[from] StoreError),
     /// Whether a run's fire is still queued could not be checked.
-    #[error("cannot check whether fire {seq} of run {run_id} is still in POLOS_RUNS: {source}")]
-    Stream {
-        /// The stream sequence.
-        seq: u64,
-        /// The run.
-        run_id: String,
-        /// The server's answer.
-        source: async_nats::Error,
-    },
+    #[error(transparent)]
+    Stream(#[from] QueueCheckError),
     /// Other workers changed the record on every round.
     #[error("the overlap record of schedule {workflow}/{key} changed on each of {ROUNDS} compare-and-swap rounds")]
     Contended {
@@ -411,7 +404,7 @@ impl Gate<'_> {
                         Decision::Skip { yielded_to } => Entered::Skip(yielded_to),
                     })
                 }
-                Err(RunStoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -448,7 +441,7 @@ impl Gate<'_> {
                     .await
                 {
                     Ok(_) => return Ok(()),
-                    Err(RunStoreError::Conflict { .. }) => {}
+                    Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -482,7 +475,7 @@ impl Gate<'_> {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(RunStoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -508,20 +501,7 @@ impl Gate<'_> {
     }
 
     async fn queued(&self, seq: u64, run_id: &str) -> Result<bool, GateError> {
-        still_queued(self.stream, seq, run_id)
-            .await
-            .map_err(|e| match e {
-                super::claim::ClaimError::Store(e) => GateError::Store(e),
-                super::claim::ClaimError::Stream {
-                    seq,
-                    run_id,
-                    source,
-                } => GateError::Stream {
-                    seq,
-                    run_id,
-                    source,
-                },
-            })
+        Ok(still_queued(self.stream, seq, run_id).await?)
     }
 
     fn contended(&self) -> GateError {

@@ -1,16 +1,17 @@
 //! Registration: the worker's `polos_workflows` record and the declarative sync of a workflow's
-//! inline schedule (design §5).
+//! inline schedule (ARCHITECTURE.md, "Buckets and their one owner").
 //!
 //! The inline schedule is the `global` schedule with `source: "inline"`. At each start the worker
 //! makes it match the code — created, updated, or deleted when the code no longer declares one —
-//! with compare-and-swap writes so concurrent workers and API calls never overwrite each other
+//! through [`ScheduleStore`], the one writer of `polos_schedules` and `polos_workflows`, whose
+//! compare-and-swap loop keeps concurrent workers and API calls from overwriting each other
 //! blindly. Records with `source: "api"` are never touched.
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use tracing::{info, warn};
 
 use super::{Schedule, Workflow};
-use crate::model::{schedule_kv_key, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY};
+use crate::model::{RecordError, ScheduleRecord, ScheduleSource, WorkflowRecord, DEFAULT_KEY};
+use crate::store::{ScheduleChange, ScheduleStore, StoreError};
 
 /// What the inline-schedule sync did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,24 +28,19 @@ pub enum SyncOutcome {
     KeptApiSchedule,
 }
 
-/// How often a compare-and-swap is retried when others keep writing the same key.
-const CAS_ATTEMPTS: usize = 10;
-
 /// Writes the workflow's `polos_workflows` record.
 pub(crate) async fn register(
-    workflows: &Store,
+    schedules: &ScheduleStore,
     workflow: &Workflow,
-) -> Result<(), async_nats::Error> {
-    let record = WorkflowRecord {
-        workflow: workflow.id.clone(),
-        schedulable: workflow.schedulable,
-        schedule: workflow.inline_schedule(),
-        updated_at: crate::model::time::now_seconds(),
-    };
-    workflows
-        .put(&workflow.id, serde_json::to_vec(&record)?.into())
-        .await?;
-    Ok(())
+) -> Result<(), StoreError> {
+    schedules
+        .register_workflow(&WorkflowRecord {
+            workflow: workflow.id.clone(),
+            schedulable: workflow.schedulable,
+            schedule: workflow.inline_schedule(),
+            updated_at: crate::model::time::now_seconds(),
+        })
+        .await
 }
 
 /// Whether `record` already says what `declared` asks for (policies left unset ask nothing).
@@ -57,108 +53,70 @@ fn matches(record: &ScheduleRecord, declared: &Schedule) -> bool {
             .is_none_or(|p| record.pause_on_failure == Some(p))
 }
 
-/// Makes the workflow's `global` inline schedule match `declared`.
+/// What the code's declaration asks of the stored `global` schedule.
+fn decide(
+    workflow: &str,
+    current: Option<Result<ScheduleRecord, RecordError>>,
+    declared: Option<&Schedule>,
+) -> ScheduleChange<SyncOutcome> {
+    match (current, declared) {
+        (None, None) => ScheduleChange::Keep(SyncOutcome::Unchanged),
+        (Some(Err(e)), _) => {
+            // Unreadable: it is not ours to repair (it may be someone's hand-written value).
+            warn!(workflow, error = %e, "leaving an unreadable global schedule alone");
+            ScheduleChange::Keep(SyncOutcome::KeptApiSchedule)
+        }
+        (Some(Ok(record)), _) if record.source == ScheduleSource::Api => {
+            if declared.is_some() {
+                warn!(workflow, "an API-created global schedule exists; the inline schedule in code is not applied (delete the API schedule to let the code own it)");
+            }
+            ScheduleChange::Keep(SyncOutcome::KeptApiSchedule)
+        }
+        (None, Some(want)) => {
+            let now = crate::model::time::now_seconds();
+            let mut record = ScheduleRecord::new(workflow, DEFAULT_KEY, &want.cron, &want.timezone);
+            record.source = ScheduleSource::Inline;
+            record.overlap = want.overlap;
+            record.pause_on_failure = want.pause_on_failure;
+            record.created_at = Some(now);
+            record.updated_at = Some(now);
+            ScheduleChange::Write(record, SyncOutcome::Created)
+        }
+        (Some(Ok(record)), Some(want)) if matches(&record, want) => {
+            ScheduleChange::Keep(SyncOutcome::Unchanged)
+        }
+        (Some(Ok(mut record)), Some(want)) => {
+            // Keep what operators set (pause, note, policies the code leaves unset) and the
+            // creation time.
+            record.cron = want.cron.clone();
+            record.timezone = want.timezone.clone();
+            if want.overlap.is_some() {
+                record.overlap = want.overlap;
+            }
+            if want.pause_on_failure.is_some() {
+                record.pause_on_failure = want.pause_on_failure;
+            }
+            record.updated_at = Some(crate::model::time::now_seconds());
+            ScheduleChange::Write(record, SyncOutcome::Updated)
+        }
+        // As with an API delete, the store purges its state: a schedule declared again later
+        // must not inherit the old one's `last_timestamp`.
+        (Some(Ok(_)), None) => ScheduleChange::Delete(SyncOutcome::Removed),
+    }
+}
+
+/// Makes the workflow's `global` inline schedule match `declared`, through the schedules'
+/// one writer ([`ScheduleStore::reconcile`]: compare-and-swap, decided again after a lost race).
 pub(crate) async fn sync_inline_schedule(
-    schedules: &Store,
-    state: &Store,
+    schedules: &ScheduleStore,
     workflow: &str,
     declared: Option<&Schedule>,
-) -> Result<SyncOutcome, async_nats::Error> {
-    let key = schedule_kv_key(workflow, DEFAULT_KEY);
-    for _ in 0..CAS_ATTEMPTS {
-        let current = schedules
-            .entry(key.as_str())
-            .await?
-            .filter(|e| e.operation == Operation::Put);
-        let existing = match &current {
-            Some(entry) => match ScheduleRecord::from_kv(&key, &entry.value) {
-                Ok(record) => Some((record, entry.revision)),
-                Err(e) => {
-                    // Unreadable: it is not ours to repair (it may be someone's hand-written value).
-                    warn!(key, error = %e, "leaving an unreadable global schedule alone");
-                    return Ok(SyncOutcome::KeptApiSchedule);
-                }
-            },
-            None => None,
-        };
-        let attempt = match (existing, declared) {
-            (None, None) => return Ok(SyncOutcome::Unchanged),
-            (Some((record, _)), _) if record.source == ScheduleSource::Api => {
-                if declared.is_some() {
-                    warn!(workflow, "an API-created global schedule exists; the inline schedule in code is not applied (delete the API schedule to let the code own it)");
-                }
-                return Ok(SyncOutcome::KeptApiSchedule);
-            }
-            (None, Some(want)) => {
-                let now = crate::model::time::now_seconds();
-                let mut record =
-                    ScheduleRecord::new(workflow, DEFAULT_KEY, &want.cron, &want.timezone);
-                record.source = ScheduleSource::Inline;
-                record.overlap = want.overlap;
-                record.pause_on_failure = want.pause_on_failure;
-                record.created_at = Some(now);
-                record.updated_at = Some(now);
-                match schedules
-                    .create(key.as_str(), serde_json::to_vec(&record)?.into())
-                    .await
-                {
-                    Ok(_) => Ok(SyncOutcome::Created),
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Err(()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            (Some((record, _)), Some(want)) if matches(&record, want) => {
-                return Ok(SyncOutcome::Unchanged);
-            }
-            (Some((mut record, revision)), Some(want)) => {
-                // Keep what operators set (pause, note, policies the code leaves unset) and
-                // the creation time.
-                record.cron = want.cron.clone();
-                record.timezone = want.timezone.clone();
-                if want.overlap.is_some() {
-                    record.overlap = want.overlap;
-                }
-                if want.pause_on_failure.is_some() {
-                    record.pause_on_failure = want.pause_on_failure;
-                }
-                record.updated_at = Some(crate::model::time::now_seconds());
-                match schedules
-                    .update(key.as_str(), serde_json::to_vec(&record)?.into(), revision)
-                    .await
-                {
-                    Ok(_) => Ok(SyncOutcome::Updated),
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            (Some((_, revision)), None) => {
-                match schedules
-                    .delete_expect_revision(key.as_str(), Some(revision))
-                    .await
-                {
-                    Ok(()) => {
-                        // As with an API delete: a schedule declared again later must not
-                        // inherit the old one's `last_timestamp`.
-                        if let Err(e) = state.purge(key.as_str()).await {
-                            warn!(key, error = %e, "could not purge the removed schedule's state");
-                        }
-                        Ok(SyncOutcome::Removed)
-                    }
-                    // Any failure here is most likely a concurrent write: look again.
-                    Err(e) => {
-                        warn!(key, error = %e, "deleting the inline schedule raced; retrying");
-                        Err(())
-                    }
-                }
-            }
-        };
-        if let Ok(outcome) = attempt {
-            info!(workflow, ?outcome, "inline schedule synced");
-            return Ok(outcome);
-        }
-    }
-    Err(format!(
-        "the global schedule of workflow {workflow:?} kept changing during {CAS_ATTEMPTS} compare-and-swap attempts; restart the worker"
-    )
-    .into())
+) -> Result<SyncOutcome, StoreError> {
+    let outcome = schedules
+        .reconcile(workflow, DEFAULT_KEY, |current| {
+            Ok(decide(workflow, current, declared))
+        })
+        .await?;
+    info!(workflow, ?outcome, "inline schedule synced");
+    Ok(outcome)
 }

@@ -47,10 +47,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::cancel::{cancelled_error, Cancellation};
 use super::claim::{claim, Claim, Owned};
-use super::consumer::Slot;
 use super::context::{Owner, Step};
-use super::hold::{confirm, keep, send, Hold};
+use super::hold::{answer_unconfirmed, confirm, keep, Hold};
 use super::overlap::{wait_delay, Entered, Gate, Me, Ticket};
+use super::slots::Slot;
 use super::stats::{Counter, WorkerStats};
 use super::views::{Cancels, Lookup, Policies};
 use super::workflow::{BoxedHandler, Output};
@@ -62,8 +62,7 @@ use crate::model::{
     SchedulePayload,
 };
 use crate::store::{
-    CancelStore, OverlapStore, RunCreated, RunKey, RunStore, RunStoreError, ScheduleStore,
-    StepStore,
+    CancelStore, OverlapStore, RunCreated, RunKey, RunStore, ScheduleStore, StepStore, StoreError,
 };
 
 /// Settings every run of a worker shares.
@@ -337,20 +336,9 @@ impl Execution<'_> {
     async fn skip(&self, fire: &Fire, yielded_to: String, gate: &Gate<'_>) -> Admitted {
         let now = now_seconds();
         let record = RunRecord {
-            run_id: fire.run_id.clone(),
-            workflow: fire.workflow.clone(),
-            schedule_id: fire.payload.schedule_id.clone(),
-            key: fire.payload.key.clone(),
-            trigger: fire.trigger,
-            scheduled_for: fire.payload.timestamp,
-            status: RunStatus::Skipped,
-            attempt: 0,
-            started_at: now,
             finished_at: Some(now),
-            output: None,
-            error: None,
-            fire_seq: Some(self.seq),
             yielded_to: Some(yielded_to.clone()),
+            ..RunRecord::of_fire(fire, self.seq, RunStatus::Skipped, 0, now)
         };
         match self.env.runs.create(&self.key, &record).await {
             Ok(RunCreated::New { .. }) => {
@@ -488,7 +476,7 @@ impl Execution<'_> {
                 self.answer(AckKind::Term).await;
                 true
             }
-            Err(RunStoreError::Conflict { .. }) => {
+            Err(StoreError::Conflict { .. }) => {
                 self.superseded().await;
                 false
             }
@@ -674,7 +662,7 @@ impl Execution<'_> {
                     self.answer(kind).await;
                 }
             }
-            Err(e @ RunStoreError::TooLarge { .. }) if record.status == RunStatus::Completed => {
+            Err(e @ StoreError::TooLarge { .. }) if record.status == RunStatus::Completed => {
                 // Terminal: the same output would be too large on every attempt.
                 record.status = RunStatus::Failed;
                 record.output = None;
@@ -694,11 +682,11 @@ impl Execution<'_> {
                         }
                         self.pause_after_failure(&record).await;
                     }
-                    Err(RunStoreError::Conflict { .. }) => self.superseded().await,
+                    Err(StoreError::Conflict { .. }) => self.superseded().await,
                     Err(e) => self.unwritten(&e).await,
                 }
             }
-            Err(RunStoreError::Conflict { .. }) => self.superseded().await,
+            Err(StoreError::Conflict { .. }) => self.superseded().await,
             Err(e) => self.unwritten(&e).await,
         }
     }
@@ -706,20 +694,20 @@ impl Execution<'_> {
     /// Writes this execution's record over the claim's `revision`. Transient failures are
     /// retried (the fire is kept meanwhile) until the write lands, is refused, or the worker
     /// releases its runs.
-    async fn write(&self, record: &RunRecord, revision: u64) -> Result<(), RunStoreError> {
+    async fn write(&self, record: &RunRecord, revision: u64) -> Result<(), StoreError> {
         let mut delay = Duration::from_millis(100);
         let mut maybe_landed = false;
         loop {
             match self.env.runs.update(&self.key, record, revision).await {
                 Ok(_) => return Ok(()),
-                Err(e @ RunStoreError::Conflict { .. }) if maybe_landed => {
+                Err(e @ StoreError::Conflict { .. }) if maybe_landed => {
                     // An earlier try may have been stored before its answer was lost.
                     return match self.env.runs.get(&self.key).await {
                         Ok(Some(stored)) if same_json(&stored.record, record) => Ok(()),
                         _ => Err(e),
                     };
                 }
-                Err(e) if e.is_permanent() || matches!(e, RunStoreError::Conflict { .. }) => {
+                Err(e) if e.is_permanent() || matches!(e, StoreError::Conflict { .. }) => {
                     return Err(e)
                 }
                 Err(e) => {
@@ -744,7 +732,7 @@ impl Execution<'_> {
         if let Ok(Some(stored)) = self.env.runs.get(&self.key).await {
             if stored.record.status != RunStatus::Running {
                 // Unconfirmed: the owner has most likely answered this very message already.
-                let _ = send(self.message, AckKind::Ack).await;
+                let _ = answer_unconfirmed(self.message, AckKind::Ack).await;
             }
         }
     }
@@ -767,7 +755,7 @@ impl Execution<'_> {
         {
             debug!(run_id = self.run_id(), error = %e, "could not give the attempt back");
         }
-        let _ = send(self.message, AckKind::Nak(None)).await;
+        let _ = answer_unconfirmed(self.message, AckKind::Nak(None)).await;
     }
 
     /// Every attempt was used and the last never finished: record `failed`. Returns the
@@ -803,7 +791,7 @@ impl Execution<'_> {
     }
 
     /// The record could not be written: the fire goes back, and the next delivery resumes.
-    async fn unwritten(&self, e: &RunStoreError) {
+    async fn unwritten(&self, e: &StoreError) {
         warn!(run_id = self.run_id(), error = %e, "cannot write the run record; the run will be delivered again");
         self.nak(Duration::from_secs(1)).await;
     }
@@ -811,7 +799,7 @@ impl Execution<'_> {
     /// An ack or term the server confirms; counted when it does not.
     async fn answer(&self, kind: AckKind) {
         if matches!(kind, AckKind::Nak(_)) {
-            let _ = send(self.message, kind).await;
+            let _ = answer_unconfirmed(self.message, kind).await;
             return;
         }
         if let Err(e) = confirm(self.message, kind).await {
@@ -821,7 +809,7 @@ impl Execution<'_> {
     }
 
     async fn nak(&self, delay: Duration) {
-        if let Err(e) = send(self.message, AckKind::Nak(Some(delay))).await {
+        if let Err(e) = answer_unconfirmed(self.message, AckKind::Nak(Some(delay))).await {
             debug!(run_id = self.run_id(), error = %e, "cannot nak; the fire is redelivered after ack_wait");
         }
     }

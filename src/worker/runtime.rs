@@ -17,10 +17,14 @@ use super::views::{follow_cancels, follow_policies};
 use super::{RetryPolicy, WorkerError, WorkerStats, Workflow};
 use crate::config::{Config, WorkerConfig};
 use crate::cron::CronSchedule;
-use crate::metrics::{serve_metrics, HttpAddr, Metrics};
-use crate::model::names::{RUNS_STREAM, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
+#[cfg(feature = "http")]
+use crate::metrics::serve_metrics;
+use crate::metrics::{HttpAddr, Metrics};
+use crate::model::names::{
+    CANCELS_BUCKET, OVERLAP_BUCKET, RUNS_BUCKET, RUNS_STREAM, SCHEDULES_BUCKET, STEPS_BUCKET,
+};
 use crate::model::validate_workflow;
-use crate::store::{CancelStore, OverlapStore, RunStore, RunStoreError, ScheduleStore, StepStore};
+use crate::store::{CancelStore, OverlapStore, RunStore, ScheduleStore, StepStore, StoreError};
 
 /// How long releasing unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,44 +174,33 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         self.validate()?;
         let js = jetstream::new(self.client.clone());
-        let bucket = |name: &'static str| {
-            let js = js.clone();
-            async move {
-                js.get_key_value(name)
-                    .await
-                    .map_err(|e| WorkerError::Missing {
-                        what: "bucket",
-                        name,
-                        source: e.into(),
-                    })
+        // A missing bucket names itself; any other failure to open one (a refused
+        // permission) names the stores being opened.
+        let missing = |stores: &'static str| {
+            move |e: StoreError| match e {
+                StoreError::Open { bucket, source } => WorkerError::Missing {
+                    what: "bucket",
+                    name: bucket,
+                    source,
+                },
+                other => WorkerError::Missing {
+                    what: "bucket",
+                    name: stores,
+                    source: other.into(),
+                },
             }
         };
-        let workflows_kv = bucket(WORKFLOWS_BUCKET).await?;
-        let schedules_kv = bucket(SCHEDULES_BUCKET).await?;
-        let state_kv = bucket(SCHEDULE_STATE_BUCKET).await?;
-        let missing = |e: RunStoreError| match e {
-            RunStoreError::Open { bucket, source } => WorkerError::Missing {
-                what: "bucket",
-                name: bucket,
-                source,
-            },
-            other => WorkerError::Missing {
-                what: "bucket",
-                name: "polos_runs/polos_steps",
-                source: other.into(),
-            },
-        };
-        let runs = RunStore::open(&js).await.map_err(missing)?;
-        let steps = StepStore::open(&js).await.map_err(missing)?;
-        let overlap = OverlapStore::open(&js).await.map_err(missing)?;
-        let cancels = CancelStore::open(&js).await.map_err(missing)?;
+        let runs = RunStore::open(&js).await.map_err(missing(RUNS_BUCKET))?;
+        let steps = StepStore::open(&js).await.map_err(missing(STEPS_BUCKET))?;
+        let overlap = OverlapStore::open(&js)
+            .await
+            .map_err(missing(OVERLAP_BUCKET))?;
+        let cancels = CancelStore::open(&js)
+            .await
+            .map_err(missing(CANCELS_BUCKET))?;
         let schedules = ScheduleStore::open(&js)
             .await
-            .map_err(|e| WorkerError::Missing {
-                what: "bucket",
-                name: SCHEDULES_BUCKET,
-                source: e.into(),
-            })?;
+            .map_err(missing(SCHEDULES_BUCKET))?;
         let stream = js
             .get_stream(RUNS_STREAM)
             .await
@@ -249,6 +242,15 @@ impl Worker {
             stats: self.stats.clone(),
             metrics: self.metrics.clone(),
         });
+        #[cfg(not(feature = "http"))]
+        if !self.config.metrics_addr.trim().is_empty() {
+            HttpAddr::parse(&self.config.metrics_addr)?;
+            return Err(WorkerError::InvalidSetting {
+                setting: "worker.metrics_addr",
+                reason: "this build of polos serves no HTTP; enable the polos feature \"http\" (polos = { features = [\"http\"] }), or leave metrics_addr empty".to_string(),
+            });
+        }
+        #[cfg(feature = "http")]
         if !self.config.metrics_addr.trim().is_empty() {
             let addr = HttpAddr::parse(&self.config.metrics_addr)?;
             let mut stopped = stop_rx.clone();
@@ -278,13 +280,13 @@ impl Worker {
         let mut loops = JoinSet::new();
         for workflow in &self.workflows {
             let id = workflow.id.clone();
-            register(&workflows_kv, workflow).await.map_err(|source| {
+            register(&env.schedules, workflow).await.map_err(|source| {
                 WorkerError::Registration {
                     workflow: id.clone(),
                     source,
                 }
             })?;
-            sync_inline_schedule(&schedules_kv, &state_kv, &id, workflow.schedule.as_ref())
+            sync_inline_schedule(&env.schedules, &id, workflow.schedule.as_ref())
                 .await
                 .map_err(|source| WorkerError::Registration {
                     workflow: id.clone(),

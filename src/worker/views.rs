@@ -2,7 +2,7 @@
 //! overlap policy of each schedule (`polos_schedules`) and the cancel requests of runs
 //! (`polos_cancels`). A run then learns both without a KV read.
 //!
-//! Each workflow's keys are followed by one task (see `store/follow.rs`). Until a view has
+//! Each workflow's keys are followed by one task (see `store/read.rs`). Until a view has
 //! caught up — at start, and again after following failed and began anew — it answers
 //! [`Lookup::Unknown`], and the caller reads the one key it needs from KV instead. So a fire
 //! arriving before the view is complete never runs with a default it should not have.
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::model::{CancelRecord, OverlapPolicy, ScheduleRecord};
-use crate::store::{CancelStore, Followed, ScheduleStore};
+use crate::store::{CancelStore, Followed, ReadError, ScheduleStore};
 
 /// Pause before following again after following failed; doubles up to [`MAX_REFOLLOW`].
 const FIRST_REFOLLOW: Duration = Duration::from_millis(250);
@@ -93,6 +93,36 @@ impl<V: Clone + Send + Sync + 'static> View<V> {
             .map_or(Lookup::Unknown, |keys| keys.lookup(kv_key))
     }
 
+    /// Starts one task per workflow that follows its keys with `follow` forever (`what` names
+    /// them in logs), applying each value through `parse`.
+    fn start<F, Fut>(
+        what: &'static str,
+        workflows: &[String],
+        parse: fn(&str, &[u8]) -> Option<V>,
+        follow: F,
+    ) -> View<V>
+    where
+        F: Fn(String, Box<dyn FnMut(Followed) + Send>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ReadError> + Send + 'static,
+    {
+        let mut view = View {
+            workflows: HashMap::new(),
+            tasks: Vec::new(),
+        };
+        for workflow in workflows {
+            let keys = Arc::new(Keys::new());
+            view.tasks.push(tokio::spawn(keep_following(
+                what,
+                workflow.clone(),
+                keys.clone(),
+                parse,
+                follow.clone(),
+            )));
+            view.workflows.insert(workflow.clone(), keys);
+        }
+        view
+    }
+
     /// A receiver that sees every change of `workflow`'s keys.
     pub(crate) fn changes(&self, workflow: &str) -> Option<watch::Receiver<()>> {
         self.workflows.get(workflow).map(|k| k.changed.subscribe())
@@ -126,7 +156,7 @@ async fn keep_following<V, F, Fut>(
 ) where
     V: Clone + Send + Sync + 'static,
     F: Fn(String, Box<dyn FnMut(Followed) + Send>) -> Fut,
-    Fut: std::future::Future<Output = String>,
+    Fut: std::future::Future<Output = ReadError>,
 {
     let mut pause = FIRST_REFOLLOW;
     loop {
@@ -148,7 +178,7 @@ async fn keep_following<V, F, Fut>(
             pause = FIRST_REFOLLOW;
         }
         keys.changed.send_replace(());
-        warn!(workflow, what, why, retry_in = ?pause, "stopped following; following again (until then each run reads its key)");
+        warn!(workflow, what, error = %why, retry_in = ?pause, "stopped following; following again (until then each run reads its key)");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_REFOLLOW);
     }
@@ -164,26 +194,11 @@ pub(crate) fn follow_policies(store: &ScheduleStore, workflows: &[String]) -> Po
         let record = ScheduleRecord::from_kv_without_id(kv_key, value).ok()?;
         record.overlap.filter(|p| *p != OverlapPolicy::default())
     }
-    let mut view = View {
-        workflows: HashMap::new(),
-        tasks: Vec::new(),
-    };
-    for workflow in workflows {
-        let keys = Arc::new(Keys::new());
+    let store = store.clone();
+    View::start("schedules", workflows, parse, move |workflow, sink| {
         let store = store.clone();
-        view.tasks.push(tokio::spawn(keep_following(
-            "schedules",
-            workflow.clone(),
-            keys.clone(),
-            parse,
-            move |workflow, sink| {
-                let store = store.clone();
-                async move { store.follow(&workflow, sink).await }
-            },
-        )));
-        view.workflows.insert(workflow.clone(), keys);
-    }
-    view
+        async move { store.follow(&workflow, sink).await }
+    })
 }
 
 /// The cancel requests of the worker's workflows: reason per `<workflow>.<run_id>`.
@@ -201,26 +216,16 @@ pub(crate) fn follow_cancels(store: &CancelStore, workflows: &[String]) -> Cance
             }
         }
     }
-    let mut view = View {
-        workflows: HashMap::new(),
-        tasks: Vec::new(),
-    };
-    for workflow in workflows {
-        let keys = Arc::new(Keys::new());
-        let store = store.clone();
-        view.tasks.push(tokio::spawn(keep_following(
-            "cancel requests",
-            workflow.clone(),
-            keys.clone(),
-            parse,
-            move |workflow, sink| {
-                let store = store.clone();
-                async move { store.follow(&workflow, sink).await }
-            },
-        )));
-        view.workflows.insert(workflow.clone(), keys);
-    }
-    view
+    let store = store.clone();
+    View::start(
+        "cancel requests",
+        workflows,
+        parse,
+        move |workflow, sink| {
+            let store = store.clone();
+            async move { store.follow(&workflow, sink).await }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Declaring a workflow: an id, how it may be scheduled, and its handler — the Rust form of the
-//! seed's `@workflow(id=..., schedule=...)` decorator.
+//! documented Python API's `@workflow(id=..., schedule=...)` decorator.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,7 +120,7 @@ pub struct Workflow {
     pub(crate) id: String,
     /// The inline schedule this code declares; the worker keeps the `global` schedule in sync.
     pub(crate) schedule: Option<Schedule>,
-    /// Whether the API may create schedules for it (`schedule=True` in the seed).
+    /// Whether the API may create schedules for it (`schedule=True` in the documented Python API).
     pub(crate) schedulable: bool,
     /// The handler, erased to one type so a worker can hold many workflows.
     pub(crate) handler: BoxedHandler,
@@ -185,7 +185,7 @@ impl Workflow {
     }
 
     /// Allows schedules for this workflow to be created through the API (one per key: a user,
-    /// an entity), as the seed's `schedule=True`.
+    /// an entity), as the documented Python API's `schedule=True`.
     pub fn schedulable(mut self) -> Self {
         self.schedulable = true;
         self

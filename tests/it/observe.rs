@@ -478,8 +478,9 @@ async fn the_dashboard_in_headless_chromium() {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let scheduler =
-        polos::cli::scheduler::serve(env.client.clone(), &config, metrics.clone(), stopped());
+    let scheduler = polos::scheduler::Service::new(env.client.clone(), &config)
+        .metrics(metrics.clone())
+        .run(stopped());
     let worker = tokio::spawn(
         Worker::new(env.client.clone())
             .workflow(Workflow::new("digest", report).schedulable())

@@ -121,7 +121,7 @@ async fn register(api: &ApiEnv, workflow: &str, schedulable: bool) {
         .unwrap();
 }
 
-/// The seed's "Per-user schedules": `setup_user_schedule` for two users in two zones.
+/// The documentation's "Per-user schedules": `setup_user_schedule` for two users in two zones.
 async fn seed_per_user_setup(api: &ApiEnv) -> Vec<String> {
     register(api, "daily-digest", true).await;
     let mut ids = Vec::new();
@@ -1244,5 +1244,45 @@ async fn a_workflow_registered_as_not_schedulable_is_refused_once_the_change_is_
     // The refused upserts changed nothing.
     let view = schedules::get(&api.client, "flip", "global").await.unwrap();
     assert_eq!(view.record.cron, "0 8 * * *");
+    api.stop().await;
+}
+
+/// One rule for a removed key (ARCHITECTURE.md, "One reader, one tombstone rule"): a key whose
+/// latest message is a server marker (`Nats-Marker-Reason`, as nats-server writes when a key
+/// ages out) is absent for `get` and for `list` alike — not listed as an invalid value.
+#[tokio::test]
+async fn a_key_removed_by_a_server_marker_is_absent_everywhere() {
+    let api = ApiEnv::start().await;
+    register(&api, "marked", true).await;
+    for key in ["gone", "kept"] {
+        schedules::create(&api.client, "marked", "0 9 * * *", "UTC", key)
+            .await
+            .unwrap();
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Marker-Reason", "MaxAge");
+    api.env
+        .js
+        .publish_with_headers(
+            format!("$KV.polos_schedules.{}", schedule_kv_key("marked", "gone")),
+            headers,
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(schedules::get(&api.client, "marked", "gone").await),
+        ErrorCode::NotFound
+    );
+    let list = schedules::list(&api.client, Some("marked")).await.unwrap();
+    let keys: Vec<&str> = list
+        .schedules
+        .iter()
+        .map(|s| s.record.key.as_str())
+        .collect();
+    assert_eq!(keys, ["kept"]);
+    assert!(list.invalid.is_empty(), "{:?}", list.invalid);
     api.stop().await;
 }

@@ -1,4 +1,4 @@
-//! The seed's API sections from another language: nats-py (installed from PyPI by the test
+//! The documentation's API sections from another language: nats-py (installed from PyPI by the test
 //! set-up) talks plain NATS to the API served in-process.
 
 use std::sync::Arc;

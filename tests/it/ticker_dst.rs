@@ -1,4 +1,4 @@
-//! DST days in New York fired end to end with the injected clock, checked against design §4:
+//! DST days in New York fired end to end with the injected clock, checked against the README's "Cron and time zones":
 //! - spring gap: interval schedules skip the missing hour; a fixed-time schedule whose time
 //!   falls in the gap fires once, at the first instant after it (`30 2 * * *` → 03:00 EDT);
 //! - autumn fold: interval schedules fire at both occurrences; fixed-time ones at the first.

@@ -59,7 +59,7 @@ async def main(url: str) -> None:
     js = nc.jetstream()
     kv = await js.key_value("polos_schedules")
 
-    # 1. Upsert by request, exactly like the seed's schedules.create.
+    # 1. Upsert by request, exactly like the documented Python API's schedules.create.
     headers, reply = await request(nc, "polos.schedules.upsert", {
         "workflow": "user-reminder",
         "cron": "0 8 * * *",

@@ -210,5 +210,4 @@ async fn server_restarts_cleanly_and_freezes() {
         }
     })
     .await;
-    assert!(env.server.is_running());
 }
