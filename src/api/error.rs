@@ -111,24 +111,13 @@ impl ApiError {
     }
 }
 
-/// Drops a leading `"<code>: "` from an error's text: the code is already a field of its own.
-fn without_code(text: String, code: ErrorCode) -> String {
-    match text
-        .strip_prefix(code.as_str())
-        .and_then(|t| t.strip_prefix(": "))
-    {
-        Some(rest) => rest.to_string(),
-        None => text,
-    }
-}
-
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         let code = match e {
             ValidationError::InvalidWorkflow { .. } => ErrorCode::InvalidWorkflow,
             ValidationError::InvalidKey { .. } => ErrorCode::InvalidKey,
         };
-        ApiError::new(code, without_code(e.to_string(), code))
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -138,7 +127,7 @@ impl From<CronError> for ApiError {
             CronError::InvalidCron { .. } => ErrorCode::InvalidCron,
             CronError::InvalidTimezone { .. } => ErrorCode::InvalidTimezone,
         };
-        ApiError::new(code, without_code(e.to_string(), code))
+        ApiError::new(code, e.message())
     }
 }
 

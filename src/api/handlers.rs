@@ -66,11 +66,10 @@ fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
 fn fireable(limits: &Limits, record: &ScheduleRecord) -> Result<CronSchedule, String> {
     limits
         .check_record(record)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            CronSchedule::parse(&record.cron, &record.timezone).map_err(|e| e.to_string())
-        })
-        .map_err(|e| format!("{e}; fix it with an upsert"))
+        .map_err(ApiError::from)
+        .and_then(|()| CronSchedule::parse(&record.cron, &record.timezone).map_err(ApiError::from))
+        // The same `code: message` text a refused upsert of this value would get.
+        .map_err(|e| format!("{}: {}; fix it with an upsert", e.code.as_str(), e.message))
 }
 
 /// The counters of `get`; `backfilled` is read from the state's JSON, so a scheduler that

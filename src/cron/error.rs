@@ -2,11 +2,12 @@
 
 use thiserror::Error;
 
-/// A rejected cron expression or time zone. The message names the input and the fix.
+/// A rejected cron expression or time zone. The message names the input and the fix; it
+/// carries no API error code (the API maps each variant to its code, `api::error`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CronError {
     /// The expression does not parse or can never fire.
-    #[error("invalid_cron: {message}")]
+    #[error("invalid cron expression: {message}")]
     InvalidCron {
         /// The expression as given.
         expr: String,
@@ -14,7 +15,7 @@ pub enum CronError {
         message: String,
     },
     /// The zone is not an IANA name chrono-tz knows.
-    #[error("invalid_timezone: {message}")]
+    #[error("{message}")]
     InvalidTimezone {
         /// The zone as given.
         timezone: String,
@@ -24,7 +25,8 @@ pub enum CronError {
 }
 
 impl CronError {
-    /// The human-readable message without the code prefix.
+    /// What is wrong, without the "invalid cron expression" lead-in (the API reply's `code`
+    /// says that).
     pub fn message(&self) -> &str {
         match self {
             CronError::InvalidCron { message, .. } | CronError::InvalidTimezone { message, .. } => {

@@ -2,12 +2,14 @@ use thiserror::Error;
 
 /// An identifier (workflow id or schedule key) that the contract does not allow.
 ///
-/// Each variant's message names the offending input and says how to fix it; `code()` is the
-/// API error code the contract assigns to it.
+/// Each variant's message names the offending input and says how to fix it; the API maps each
+/// variant to its error code (`api::error`), so the message carries none.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
     /// A workflow id outside `[A-Za-z0-9_-]{1,128}`.
-    #[error("invalid_workflow: {reason} in workflow id {workflow:?}; use 1-128 characters from A-Z a-z 0-9 _ -")]
+    #[error(
+        "invalid workflow id {workflow:?}: {reason}; use 1-128 characters from A-Z a-z 0-9 _ -"
+    )]
     InvalidWorkflow {
         /// The rejected workflow id, verbatim.
         workflow: String,
@@ -16,7 +18,7 @@ pub enum ValidationError {
     },
     /// A schedule key that is empty or longer than 256 bytes.
     #[error(
-        "invalid_key: {reason} (key {key:?}); use a non-empty UTF-8 string of at most 256 bytes"
+        "invalid schedule key {key:?}: {reason}; use a non-empty UTF-8 string of at most 256 bytes"
     )]
     InvalidKey {
         /// The rejected key (truncated to 300 characters so logs stay readable).
@@ -24,16 +26,6 @@ pub enum ValidationError {
         /// What exactly is wrong with it.
         reason: String,
     },
-}
-
-impl ValidationError {
-    /// The contract's error code: `invalid_workflow` or `invalid_key`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ValidationError::InvalidWorkflow { .. } => "invalid_workflow",
-            ValidationError::InvalidKey { .. } => "invalid_key",
-        }
-    }
 }
 
 /// `text` as quoted in an error message: at most `max` characters, the middle elided (` … `)

@@ -102,7 +102,7 @@ fn invalid_input_exits_2_with_message_on_stderr() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8(out.stderr)
         .unwrap()
-        .contains("invalid_timezone: unknown time zone \"Europe/Lundon\""));
+        .contains("unknown time zone \"Europe/Lundon\""));
 
     let out = polos(&["cron", "next", "0 0 * * *", "--after", "tomorrow"]);
     assert_eq!(out.status.code(), Some(2));

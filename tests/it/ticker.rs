@@ -1020,11 +1020,15 @@ async fn bad_values_are_skipped_and_reported() {
         ),
         (
             "badcron",
-            &["invalid_cron", "expected 5 fields", "\"not a cron\""][..],
+            &[
+                "invalid cron expression",
+                "expected 5 fields",
+                "\"not a cron\"",
+            ][..],
         ),
         (
             "badzone",
-            &["invalid_timezone", "\"Mars/Olympus\"", "use an IANA name"][..],
+            &["unknown time zone", "\"Mars/Olympus\"", "use an IANA name"][..],
         ),
     ] {
         wait_state(&env, "wf", key, &format!("error for {key}"), |s| {
@@ -1107,12 +1111,18 @@ async fn bad_values_arriving_live_are_skipped_and_reported() {
     // The error names the value (its KV key), what is wrong in it, and the fix.
     for (key, needles) in [
         ("notjson", &["\"wf.notjson\"", "write JSON like"][..]),
-        ("badcron", &["invalid_cron", "day-of-week 8", "0-7"][..]),
+        (
+            "badcron",
+            &["invalid cron expression", "day-of-week 8", "0-7"][..],
+        ),
         (
             "badzone",
-            &["invalid_timezone", "america/new_york", "America/New_York"][..],
+            &["unknown time zone", "america/new_york", "America/New_York"][..],
         ),
-        ("turns-bad", &["invalid_cron", "minute 61", "0-59"][..]),
+        (
+            "turns-bad",
+            &["invalid cron expression", "minute 61", "0-59"][..],
+        ),
     ] {
         wait_state(&env, "wf", key, &format!("error for {key}"), |s| {
             s.error

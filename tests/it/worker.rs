@@ -484,19 +484,19 @@ async fn invalid_declarations_fail_run_naming_the_workflow() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("nightly"), "{e}");
-    assert!(e.to_string().contains("invalid_cron"), "{e}");
+    assert!(e.to_string().contains("invalid cron expression"), "{e}");
     let e = Worker::new(env.client.clone())
         .workflow(Workflow::new("tz", noop).schedule(("0 9 * * *", "Mars/Olympus")))
         .run(async {})
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("invalid_timezone"), "{e}");
+    assert!(e.to_string().contains("unknown time zone"), "{e}");
     let e = Worker::new(env.client.clone())
         .workflow(Workflow::new("a.b", noop))
         .run(async {})
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("invalid_workflow"), "{e}");
+    assert!(e.to_string().contains("invalid workflow id \"a.b\""), "{e}");
 }
 
 // ---- a worker killed with SIGKILL in the middle of a three-step run ----
