@@ -21,8 +21,8 @@ use polos::ticker::ManualClock;
 use polos::worker::{Worker, Workflow, WorkflowContext, WorkflowError};
 use polos::{schedules, PolosClient};
 use serde_json::json;
-use tokio::sync::oneshot;
 
+use super::schedules_api::serve_api;
 use super::ticker::{
     at, config, frozen_at, put, put_digests, state, wait_state, PublishLog, Running,
 };
@@ -51,22 +51,6 @@ fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorCode, String)
         Err(ClientError::Api { code, message }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
-}
-
-/// The API served in-process on its own connection; send on the sender to stop it.
-async fn serve_api(config: &Config) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let client = polos::nats::connect(&config.nats).await.unwrap();
-    let server = polos::api::start(client, config).await.unwrap();
-    let task = tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
 }
 
 /// Every fire the stream stores, in stream order, with its stream sequence: one consumer that

@@ -85,10 +85,17 @@ pub async fn serve_replica_with(
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let mut config = env.config();
     configure(&mut config);
+    serve_api(&config).await
+}
+
+/// The API served in-process on its own connection to `config`'s servers (one or a cluster);
+/// send on the sender to stop it.
+pub async fn serve_api(
+    config: &polos::config::Config,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = polos::api::start(env.connect().await, &config)
-        .await
-        .unwrap();
+    let client = polos::nats::connect(&config.nats).await.unwrap();
+    let server = polos::api::start(client, config).await.unwrap();
     let task = tokio::spawn(async move {
         server
             .run(async {
