@@ -313,10 +313,7 @@ impl Loop {
                 Some(due) = self.writer.confirmed.recv() => self.recorded_ahead(due),
                 changed = self.leadership.changed() => {
                     if changed.is_err() {
-                        return Err(TickerError::Task {
-                            task: "lease",
-                            message: "the lease task ended".into(),
-                        });
+                        return Err(TickerError::Task { task: "lease" });
                     }
                     let l = *self.leadership.borrow_and_update();
                     self.transition(Event::Lease(l.leading().then_some(l.term)));
@@ -326,7 +323,6 @@ impl Loop {
                     let Some(batch) = batch else {
                         return Err(TickerError::Task {
                             task: "schedule loader",
-                            message: "the watch of polos_schedules ended (see the log above)".into(),
                         });
                     };
                     let mut applied = batch.len();
@@ -1405,9 +1401,9 @@ async fn join_read(read: &mut Option<StateRead>) -> (u64, u32, ReadResult) {
     };
     let result = match (&mut r.task).await {
         Ok(result) => result,
-        Err(e) => Err(TickerError::Task {
+        Err(e) => Err(TickerError::TaskFailed {
             task: "state read",
-            message: e.to_string(),
+            source: e,
         }),
     };
     let (term, attempt) = (r.term, r.attempt);

@@ -22,6 +22,7 @@ use tracing::warn;
 
 use super::error::TickerError;
 use crate::model::{Limits, ScheduleRecord};
+use crate::store::{is_tombstone, ReadError};
 
 /// One change of a bucket, in revision order.
 #[derive(Debug)]
@@ -59,7 +60,7 @@ async fn last_sequence(kv: &Store) -> Result<(u64, bool, u64), TickerError> {
     let mut stream = kv.stream.clone();
     let info = stream.info().await.map_err(|e| TickerError::Watch {
         bucket: kv.name.clone(),
-        message: e.to_string(),
+        source: ReadError::consumer(e),
     })?;
     Ok((
         info.state.last_sequence,
@@ -84,13 +85,14 @@ enum Raw {
 }
 
 /// Reads a bucket message the way the KV watcher does: key from the subject, operation from the
-/// `KV-Operation` header (or a server marker), revision and time from the reply subject.
-fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
+/// `KV-Operation` header (or a server marker: `store::is_tombstone`, the one rule), revision
+/// and time from the reply subject. Also returns the revision and the consumer's pending count.
+fn decode_message(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), ReadError> {
     let (stream_sequence, nanos, pending) = match message.reply.as_deref().and_then(ack_fields) {
         Some(fields) => fields,
         // Whatever the short parse does not know, async-nats decides (and names the error).
         None => {
-            let info = message.info().map_err(|e| e.to_string())?;
+            let info = message.info().map_err(ReadError::consumer)?;
             let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
             (info.stream_sequence, nanos, info.pending)
         }
@@ -98,14 +100,11 @@ fn raw_of(kv: &Store, message: &Message) -> Result<(Raw, u64, u64), String> {
     let kv_key = message
         .subject
         .strip_prefix(kv.prefix.as_str())
-        .ok_or_else(|| format!("message on {} outside the bucket", message.subject))?;
+        .ok_or_else(|| {
+            ReadError::consumer(format!("message on {} outside the bucket", message.subject))
+        })?;
     let kv_key = Arc::<str>::from(kv_key);
-    let deleted = message.headers.as_ref().is_some_and(|h| {
-        h.get(KV_OPERATION)
-            .map(|op| op.as_str() != "PUT")
-            .unwrap_or_else(|| h.get(async_nats::header::NATS_MARKER_REASON).is_some())
-    });
-    let raw = if deleted {
+    let raw = if is_tombstone(message.headers.as_ref()) {
         Raw::Delete { kv_key }
     } else {
         Raw::Put {
@@ -147,9 +146,6 @@ fn ack_fields(reply: &str) -> Option<(u64, u64, u64)> {
     ))
 }
 
-/// The header naming a KV operation (`PUT`, `DEL`, `PURGE`).
-const KV_OPERATION: &str = "KV-Operation";
-
 fn to_change(raw: Raw, limits: &Limits) -> Change {
     match raw {
         Raw::Put {
@@ -185,7 +181,7 @@ const RAW_BATCHES: usize = 16;
 
 /// An ordered pull consumer over the whole bucket: the latest value of every key first
 /// (`from == 0`), or every message from revision `from`.
-async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
+async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, ReadError> {
     let deliver_policy = if from == 0 {
         DeliverPolicy::LastPerSubject
     } else {
@@ -201,8 +197,8 @@ async fn subscribe(kv: &Store, from: u64) -> Result<Ordered, String> {
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
-    consumer.messages().await.map_err(|e| e.to_string())
+        .map_err(ReadError::consumer)?;
+    consumer.messages().await.map_err(ReadError::consumer)
 }
 
 /// Streams every key of `kv` and then every change into `tx`, in batches, with one
@@ -272,9 +268,9 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Lim
         // Take whatever is ready, without waiting, up to a batch.
         while let Some(item) = next.take() {
             let read = match item {
-                Some(Ok(message)) => raw_of(&kv, &message),
-                Some(Err(e)) => Err(e.to_string()),
-                None => Err("the consumer ended".to_string()),
+                Some(Ok(message)) => decode_message(&kv, &message),
+                Some(Err(e)) => Err(ReadError::consumer(e)),
+                None => Err(ReadError::Ended),
             };
             match read {
                 Ok((raw, revision, pending)) => {
@@ -326,19 +322,25 @@ pub(crate) async fn load_all(kv: &Store) -> Result<HashMap<Arc<str>, Bytes>, Tic
     if !any {
         return Ok(out);
     }
-    let read_err = |message: String| TickerError::Watch {
+    let read_err = |source: ReadError| TickerError::Watch {
         bucket: kv.name.clone(),
-        message,
+        source,
     };
     let mut messages = subscribe(kv, 0).await.map_err(read_err)?;
     loop {
         let message = match tokio::time::timeout(READ_STALL, messages.next()).await {
             Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(e))) => return Err(read_err(e.to_string())),
-            Ok(None) => return Err(read_err("the consumer ended".into())),
-            Err(_) => return Err(read_err(format!("no message for {READ_STALL:?}"))),
+            Ok(Some(Err(e))) => return Err(read_err(ReadError::consumer(e))),
+            Ok(None) => return Err(read_err(ReadError::Ended)),
+            Err(_) => {
+                return Err(read_err(ReadError::Stalled {
+                    idle: READ_STALL,
+                    read: out.len(),
+                    expected: keys,
+                }))
+            }
         };
-        let (raw, revision, pending) = raw_of(kv, &message).map_err(read_err)?;
+        let (raw, revision, pending) = decode_message(kv, &message).map_err(read_err)?;
         match raw {
             Raw::Put { kv_key, value, .. } => {
                 out.insert(kv_key, value);

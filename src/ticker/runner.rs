@@ -20,11 +20,8 @@ use super::publisher::Publisher;
 use super::status::TickerStatus;
 use crate::config::{Config, SchedulerConfig};
 use crate::metrics::Metrics;
-use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
+use crate::model::names::{LEASES_BUCKET, SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET};
 use crate::model::Limits;
-
-/// KV bucket holding the scheduler lease.
-pub const LEASES_BUCKET: &str = "polos_leases";
 
 /// Runs the scheduler's ticker with `clock` until `shutdown` completes: shorthand for
 /// `Ticker::new(client, config).clock(clock).run(shutdown)`.
@@ -190,13 +187,13 @@ async fn open(js: &jetstream::Context, bucket: &str) -> Result<Store, TickerErro
             Err(e) if e.kind() == KeyValueErrorKind::InvalidStoreName => {
                 return Err(TickerError::Bucket {
                     bucket: bucket.to_string(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })
             }
             Err(e) if is_missing(&e) => {
                 return Err(TickerError::Bucket {
                     bucket: bucket.to_string(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })
             }
             Err(e) => {
