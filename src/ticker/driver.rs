@@ -653,7 +653,7 @@ impl Loop {
                     paused: record.paused,
                     catchup_policy: record.catchup,
                     catchup_window_secs: window_secs(record.catchup_window_secs),
-                    ..new_entry(kv_key, workflow, revision, written_at)
+                    ..Entry::new(kv_key, workflow, revision, written_at)
                 };
                 apply_policy(&mut e, &record);
                 self.index.insert(e)
@@ -732,8 +732,12 @@ impl Loop {
                 // An unreadable KV key keeps an empty workflow (no id, no key).
                 let (workflow, _) = split_schedule_kv_key(kv_key).unwrap_or_default();
                 let workflow = self.index.intern(&workflow);
-                self.index
-                    .insert(new_entry(Arc::from(kv_key), workflow, revision, written_at))
+                self.index.insert(Entry::new(
+                    Arc::from(kv_key),
+                    workflow,
+                    revision,
+                    written_at,
+                ))
             }
         };
         let Some(e) = self.index.get_mut(slot) else {
@@ -1461,34 +1465,6 @@ fn secs(s: u64) -> chrono::Duration {
         .unwrap_or(chrono::Duration::MAX)
 }
 
-/// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
-/// caller fills in what its value says.
-fn new_entry(
-    kv_key: Arc<str>,
-    workflow: Arc<str>,
-    revision: u64,
-    written_at: DateTime<Utc>,
-) -> Entry {
-    Entry {
-        kv_key,
-        workflow,
-        cron: None,
-        paused: false,
-        firing: false,
-        catchup_policy: None,
-        catchup_window_secs: DEFAULT_WINDOW,
-        offset_ms: 0,
-        policy: None,
-        revision,
-        written_at,
-        last: None,
-        next: None,
-        fires: 0,
-        missed: 0,
-        error: None,
-    }
-}
-
 /// A per-schedule window in the compact form the table keeps (over 136 years saturates).
 fn window_secs(secs: Option<u64>) -> u32 {
     secs.map_or(DEFAULT_WINDOW, |s| {
@@ -1534,7 +1510,7 @@ mod tests {
     fn entry(revision: u64, written_at: DateTime<Utc>, last: Option<DateTime<Utc>>) -> Entry {
         Entry {
             last,
-            ..new_entry(Arc::from("wf.k"), Arc::from("wf"), revision, written_at)
+            ..Entry::new(Arc::from("wf.k"), Arc::from("wf"), revision, written_at)
         }
     }
 

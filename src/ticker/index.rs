@@ -107,6 +107,34 @@ impl Policy {
 }
 
 impl Entry {
+    /// A schedule seen for the first time: nothing fired, nothing armed, no error, no cron; the
+    /// caller fills in what its value says.
+    pub fn new(
+        kv_key: Arc<str>,
+        workflow: Arc<str>,
+        revision: u64,
+        written_at: DateTime<Utc>,
+    ) -> Entry {
+        Entry {
+            kv_key,
+            workflow,
+            cron: None,
+            paused: false,
+            firing: false,
+            catchup_policy: None,
+            catchup_window_secs: DEFAULT_WINDOW,
+            offset_ms: 0,
+            policy: None,
+            revision,
+            written_at,
+            last: None,
+            next: None,
+            fires: 0,
+            missed: 0,
+            error: None,
+        }
+    }
+
     /// `sch_…` (payload `schedule_id`, run ids, `Nats-Msg-Id`). Derived on demand rather than
     /// stored: a SHA-256 of a few dozen bytes per fire is cheaper than 60 bytes per schedule
     /// for a million schedules. Empty for a value whose KV key names no valid schedule.
@@ -405,22 +433,8 @@ mod tests {
 
     fn entry(index: &mut Index, kv_key: &str, cron: &str) -> Entry {
         Entry {
-            kv_key: Arc::from(kv_key),
-            workflow: index.intern("wf"),
             cron: Some(index.cron(cron, "UTC").unwrap()),
-            paused: false,
-            firing: false,
-            catchup_policy: None,
-            catchup_window_secs: DEFAULT_WINDOW,
-            offset_ms: 0,
-            policy: None,
-            revision: 1,
-            written_at: Utc::now(),
-            last: None,
-            next: None,
-            fires: 0,
-            missed: 0,
-            error: None,
+            ..Entry::new(Arc::from(kv_key), index.intern("wf"), 1, Utc::now())
         }
     }
 
