@@ -72,12 +72,11 @@ fn fireable(limits: &Limits, record: &ScheduleRecord) -> Result<CronSchedule, St
         .map_err(|e| format!("{}: {}; fix it with an upsert", e.code.as_str(), e.message))
 }
 
-/// The counters of `get`; `backfilled` is read from the state's JSON, so a scheduler that
-/// counts back-filled fires shows them and an older one shows `null`.
+/// The counters of `get`. `backfilled` is `null` where the state record has no `backfilled`
+/// field: none back-filled yet (the record leaves it out at zero) or a scheduler older than
+/// back-fill.
 fn counters(state: Option<&ScheduleState>, skipped: u64) -> ScheduleCounters {
-    let backfilled = state
-        .and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| v.get("backfilled").and_then(serde_json::Value::as_u64));
+    let backfilled = state.map(|s| s.backfilled).filter(|n| *n > 0);
     ScheduleCounters {
         fired: state.map_or(0, |s| s.fires),
         missed: state.map_or(0, |s| s.missed),
@@ -374,13 +373,8 @@ impl Handlers {
         if let Some(workflow) = &request.workflow {
             validate_workflow(workflow)?;
         }
-        // The reason is held to the note's limit; the refusal names the field sent.
         self.limits
-            .check_note(request.reason.as_deref())
-            .map_err(|e| {
-                let e = ApiError::from(e);
-                ApiError::new(e.code, e.message.replace("\"note\"", "\"reason\""))
-            })?;
+            .check_free_text("reason", request.reason.as_deref())?;
         let workflow = match &request.workflow {
             Some(workflow) => workflow.clone(),
             None => match self.guarded(self.runs.find(&request.run_id)).await? {

@@ -239,8 +239,14 @@ impl Limits {
 
     /// A note, when there is one.
     pub fn check_note(&self, note: Option<&str>) -> Result<(), LimitError> {
-        match note {
-            Some(note) => self.check(Limit::NoteBytes, || "field \"note\"".into(), note.len()),
+        self.check_free_text("note", note)
+    }
+
+    /// Free text held to the note's limit (a note, a cancel request's `reason`), when there is
+    /// one; the refusal names `field`.
+    pub fn check_free_text(&self, field: &str, text: Option<&str>) -> Result<(), LimitError> {
+        match text {
+            Some(text) => self.check(Limit::NoteBytes, || format!("field {field:?}"), text.len()),
             None => Ok(()),
         }
     }

@@ -1286,3 +1286,32 @@ async fn allow_all_adds_no_messages_per_run_and_skip_adds_three() {
         "skip sent {skip} per run, allow_all {allow}"
     );
 }
+
+/// A cancel request's `reason` is held to the note's limit (`limits.max_note_bytes`), and the
+/// refusal names the field that was sent; nothing is stored in `polos_cancels`.
+#[tokio::test]
+async fn a_cancel_reason_over_the_note_limit_is_refused_naming_the_field() {
+    let nats = Nats::single().await;
+    let (client, _api) = nats.api().await;
+    let run_id = fire_at("cancel-limit", "global", 0).run_id;
+    let long = "x".repeat(4097);
+    match runs::cancel(&client, &run_id, Some("cancel-limit"), Some(&long)).await {
+        Err(polos::client::ClientError::Api { code, message }) => {
+            assert_eq!(code, polos::api::ErrorCode::InvalidRequest);
+            for needle in ["field \"reason\" is 4097 bytes", "limits.max_note_bytes"] {
+                assert!(message.contains(needle), "{needle:?} in {message}");
+            }
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let cancels = nats.js.get_key_value("polos_cancels").await.unwrap();
+    assert!(cancels
+        .get(format!("cancel-limit.{run_id}"))
+        .await
+        .unwrap()
+        .is_none());
+    let ok = runs::cancel(&client, &run_id, Some("cancel-limit"), Some(&long[..4096]))
+        .await
+        .unwrap();
+    assert!(ok.cancel_requested, "a reason at the limit is accepted");
+}
