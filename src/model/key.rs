@@ -53,11 +53,18 @@ pub fn schedule_kv_key(workflow: &str, key: &str) -> String {
 /// Splits a `polos_schedules` KV key back into `(workflow, key)`. `None` when the KV key was not
 /// written by [`schedule_kv_key`] (for example garbage put there by hand).
 pub fn split_schedule_kv_key(kv_key: &str) -> Option<(String, String)> {
+    split_schedule_kv_key_cow(kv_key)
+        .map(|(workflow, key)| (workflow.to_string(), key.into_owned()))
+}
+
+/// [`split_schedule_kv_key`] without copying: the workflow and a verbatim key are slices of
+/// the KV key.
+pub(crate) fn split_schedule_kv_key_cow(kv_key: &str) -> Option<(&str, std::borrow::Cow<'_, str>)> {
     let (workflow, encoded) = kv_key.split_once('.')?;
     super::validate_workflow(workflow).ok()?;
-    let key = decode_key(encoded)?;
+    let key = decode_key_cow(encoded)?;
     super::validate_key(&key).ok()?;
-    Some((workflow.to_string(), key))
+    Some((workflow, key))
 }
 
 /// `<workflow>.<run_id>`: the key of a run in `polos_runs`.

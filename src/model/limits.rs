@@ -269,9 +269,19 @@ impl Limits {
     /// size does not apply to stored values, and the schedule count is the API's admission
     /// check: see the README's Limits section.)
     pub fn check_record(&self, record: &ScheduleRecord) -> Result<(), LimitError> {
-        self.check_key(&record.key)?;
-        self.check_cron(&record.cron)?;
-        self.check_note(record.note.as_deref())
+        self.check_stored(&record.key, &record.cron, record.note.as_deref())
+    }
+
+    /// [`Limits::check_record`] of a record's key, cron and note.
+    pub(crate) fn check_stored(
+        &self,
+        key: &str,
+        cron: &str,
+        note: Option<&str>,
+    ) -> Result<(), LimitError> {
+        self.check_key(key)?;
+        self.check_cron(cron)?;
+        self.check_note(note)
     }
 
     /// Checks that the limits can work, naming the setting that cannot.

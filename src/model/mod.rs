@@ -38,6 +38,7 @@ pub use key::{
 };
 pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
+pub(crate) use records::ScheduleRecordRef;
 pub use records::{
     Backfill, BackfillProgress, CancelRecord, CatchupPolicy, Ended, InlineSchedule, OverlapPolicy,
     OverlapRecord, OverlapRun, RecordError, RunRecord, RunStatus, ScheduleRecord, ScheduleSource,

@@ -6,7 +6,10 @@ use thiserror::Error;
 
 use super::error::shorten;
 use super::time::{rfc3339, rfc3339_opt};
-use super::{schedule_id, split_schedule_kv_key};
+use std::borrow::Cow;
+
+use super::key::split_schedule_kv_key_cow;
+use super::schedule_id;
 
 /// Who owns a schedule record: the API (users) or a worker's inline declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -278,13 +281,97 @@ impl ScheduleRecord {
     /// [`ScheduleRecord::from_kv`] with the same validation and errors, but `schedule_id` is
     /// left empty unless the value carries one (then it is checked as usual). The SHA-256
     /// behind the id is a large share of parsing a schedule, and a reader that derives the id
-    /// on demand (the ticker, for a million schedules at cold start) need not pay it per key.
+    /// on demand need not pay it per key.
     pub fn from_kv_without_id(kv_key: &str, value: &[u8]) -> Result<Self, RecordError> {
+        ScheduleRecordRef::from_kv(kv_key, value).map(ScheduleRecordRef::into_owned)
+    }
+}
+
+/// A stored schedule value read without copying its strings: the same fields, defaults and
+/// errors as [`ScheduleRecord`], its text borrowed from the value (copied only where JSON
+/// escapes it). [`ScheduleRecord::from_kv`] is built on it, so there is one reading of a
+/// stored value; the ticker reads a million of them at a cold start and keeps only a few
+/// fields, so the `String`s it would allocate and free were a fifth of its work there
+/// (BENCHMARKS.md). `tests::the_borrowed_view_reads_like_the_record` holds the two derive
+/// lists together.
+#[derive(Debug, Deserialize)]
+// Errors name the type a stored value is ("… expected struct ScheduleRecord …").
+#[serde(rename = "ScheduleRecord", expecting = "struct ScheduleRecord")]
+pub(crate) struct ScheduleRecordRef<'a> {
+    /// As [`ScheduleRecord::schedule_id`]; after [`ScheduleRecordRef::from_kv`] it is empty,
+    /// or checked against the KV key.
+    #[serde(default, borrow)]
+    pub schedule_id: Cow<'a, str>,
+    /// As [`ScheduleRecord::workflow`]; after `from_kv` the KV key's.
+    #[serde(default, borrow)]
+    pub workflow: Cow<'a, str>,
+    /// As [`ScheduleRecord::key`]; after `from_kv` the KV key's.
+    #[serde(default, borrow)]
+    pub key: Cow<'a, str>,
+    /// As [`ScheduleRecord::cron`].
+    #[serde(borrow)]
+    pub cron: Cow<'a, str>,
+    /// As [`ScheduleRecord::timezone`].
+    #[serde(default = "utc", borrow)]
+    pub timezone: Cow<'a, str>,
+    /// As [`ScheduleRecord::paused`].
+    #[serde(default)]
+    pub paused: bool,
+    /// As [`ScheduleRecord::note`].
+    #[serde(default, borrow)]
+    pub note: Option<Cow<'a, str>>,
+    /// As [`ScheduleRecord::source`].
+    #[serde(default)]
+    pub source: ScheduleSource,
+    /// As [`ScheduleRecord::created_at`].
+    #[serde(default, with = "rfc3339_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// As [`ScheduleRecord::updated_at`].
+    #[serde(default, with = "rfc3339_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// As [`ScheduleRecord::catchup`].
+    #[serde(default)]
+    pub catchup: Option<CatchupPolicy>,
+    /// As [`ScheduleRecord::catchup_window_secs`].
+    #[serde(default)]
+    pub catchup_window_secs: Option<u64>,
+    /// As [`ScheduleRecord::overlap`].
+    #[serde(default)]
+    pub overlap: Option<OverlapPolicy>,
+    /// As [`ScheduleRecord::pause_on_failure`].
+    #[serde(default)]
+    pub pause_on_failure: Option<bool>,
+    /// As [`ScheduleRecord::jitter_secs`].
+    #[serde(default)]
+    pub jitter_secs: Option<u64>,
+    /// As [`ScheduleRecord::start_at`].
+    #[serde(default, with = "rfc3339_opt")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// As [`ScheduleRecord::end_at`].
+    #[serde(default, with = "rfc3339_opt")]
+    pub end_at: Option<DateTime<Utc>>,
+    /// As [`ScheduleRecord::max_runs`].
+    #[serde(default)]
+    pub max_runs: Option<u64>,
+    /// As [`ScheduleRecord::backfills`].
+    #[serde(default)]
+    pub backfills: Vec<Backfill>,
+}
+
+fn utc() -> Cow<'static, str> {
+    Cow::Borrowed("UTC")
+}
+
+impl<'a> ScheduleRecordRef<'a> {
+    /// Reads a stored value the way [`ScheduleRecord::from_kv_without_id`] does (same checks,
+    /// same errors): workflow and key come from the KV key, a value naming others is refused,
+    /// `schedule_id` is empty unless the value carries one (then it is checked).
+    pub fn from_kv(kv_key: &'a str, value: &'a [u8]) -> Result<Self, RecordError> {
         let (workflow, key) =
-            split_schedule_kv_key(kv_key).ok_or_else(|| RecordError::BadKvKey {
+            split_schedule_kv_key_cow(kv_key).ok_or_else(|| RecordError::BadKvKey {
                 kv_key: kv_key.to_string(),
             })?;
-        let mut record: ScheduleRecord =
+        let mut record: ScheduleRecordRef<'a> =
             serde_json::from_slice(value).map_err(|source| RecordError::BadJson {
                 kv_key: kv_key.to_string(),
                 what: "schedule",
@@ -294,12 +381,12 @@ impl ScheduleRecord {
         let id = if record.schedule_id.is_empty() {
             String::new()
         } else {
-            schedule_id(&workflow, &key)
+            schedule_id(workflow, &key)
         };
         for (field, found, expected) in [
-            ("workflow", &record.workflow, &workflow),
-            ("key", &record.key, &key),
-            ("schedule_id", &record.schedule_id, &id),
+            ("workflow", &*record.workflow, workflow),
+            ("key", &*record.key, &*key),
+            ("schedule_id", &*record.schedule_id, id.as_str()),
         ] {
             if !found.is_empty() && found != expected {
                 return Err(RecordError::Mismatch {
@@ -308,14 +395,39 @@ impl ScheduleRecord {
                     // The value may be up to a NATS message long; the error is stored in a
                     // state record and must fit in one.
                     found: shorten(found, 120),
-                    expected: expected.clone(),
+                    expected: expected.to_string(),
                 });
             }
         }
-        record.workflow = workflow;
+        record.workflow = Cow::Borrowed(workflow);
         record.key = key;
-        record.schedule_id = id;
+        record.schedule_id = Cow::Owned(id);
         Ok(record)
+    }
+
+    /// The owned record.
+    pub fn into_owned(self) -> ScheduleRecord {
+        ScheduleRecord {
+            schedule_id: self.schedule_id.into_owned(),
+            workflow: self.workflow.into_owned(),
+            key: self.key.into_owned(),
+            cron: self.cron.into_owned(),
+            timezone: self.timezone.into_owned(),
+            paused: self.paused,
+            note: self.note.map(Cow::into_owned),
+            source: self.source,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            catchup: self.catchup,
+            catchup_window_secs: self.catchup_window_secs,
+            overlap: self.overlap,
+            pause_on_failure: self.pause_on_failure,
+            jitter_secs: self.jitter_secs,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            max_runs: self.max_runs,
+            backfills: self.backfills,
+        }
     }
 }
 
@@ -617,6 +729,79 @@ pub struct StepRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ScheduleRecordRef` (the one reader of stored values) against the serde derive of
+    /// `ScheduleRecord`, an independent decoder of the same contract: same record for every
+    /// value the derive accepts (identity fields filled from the KV key), the same JSON error
+    /// for every value it refuses. Fails when a field, default, type or instant format of one
+    /// list drifts from the other.
+    #[test]
+    fn the_borrowed_view_reads_like_the_record() {
+        let kv_key = "wf.user_1";
+        let id = schedule_id("wf", "user_1");
+        let values = [
+            r#"{"cron":"0 8 * * *"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","timezone":"Europe/Berlin"}"#.to_string(),
+            // Escapes: the view copies these instead of borrowing.
+            r#"{"cron":"0 8 * * \u002a","timezone":"Europe\/Berlin","note":"line\nbreak \"q\""}"#.to_string(),
+            format!(
+                r#"{{"schedule_id":"{id}","workflow":"wf","key":"user_1","cron":"*/5 * * * *","timezone":"UTC","paused":true,"note":"n","source":"inline","created_at":"2026-05-01T08:00:00Z","updated_at":"2026-05-01T10:00:00+02:00","catchup":"all","catchup_window_secs":60,"overlap":"buffer_all","pause_on_failure":true,"jitter_secs":30,"start_at":"2026-05-01T00:00:00Z","end_at":"2026-06-01T00:00:00.5Z","max_runs":7,"backfills":[{{"seq":1,"from":"2026-04-01T00:00:00Z","to":"2026-04-02T00:00:00Z"}}],"unknown":{{"x":[1,2]}}}}"#
+            ),
+            r#"{"cron":"0 8 * * *","note":null,"created_at":null,"catchup":null,"start_at":null}"#.to_string(),
+            // Refused, each for one field.
+            r#"{"timezone":"UTC"}"#.to_string(),
+            r#"{"cron":5}"#.to_string(),
+            r#"{"cron":"0 8 * * *","timezone":null}"#.to_string(),
+            r#"{"cron":"0 8 * * *","timezone":7}"#.to_string(),
+            r#"{"cron":"0 8 * * *","paused":"yes"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","note":["x"]}"#.to_string(),
+            r#"{"cron":"0 8 * * *","source":"robot"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","created_at":"yesterday"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","updated_at":1777000000}"#.to_string(),
+            r#"{"cron":"0 8 * * *","start_at":"2026-13-01T00:00:00Z"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","end_at":{}}"#.to_string(),
+            r#"{"cron":"0 8 * * *","catchup":"sometimes"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","catchup_window_secs":-1}"#.to_string(),
+            r#"{"cron":"0 8 * * *","overlap":"queue"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","jitter_secs":1.5}"#.to_string(),
+            r#"{"cron":"0 8 * * *","max_runs":"3"}"#.to_string(),
+            r#"{"cron":"0 8 * * *","backfills":[{"seq":1,"from":"x","to":"2026-04-02T00:00:00Z"}]}"#.to_string(),
+            r#"{"cron":"0 8 * * *","cron":"0 9 * * *"}"#.to_string(),
+            r#"{"cron":"0 8 * * *""#.to_string(),
+            r#"["0 8 * * *"]"#.to_string(),
+            "null".to_string(),
+        ];
+        for value in &values {
+            let view = ScheduleRecordRef::from_kv(kv_key, value.as_bytes());
+            match serde_json::from_str::<ScheduleRecord>(value) {
+                Ok(mut expected) => {
+                    expected.workflow = "wf".into();
+                    expected.key = "user_1".into();
+                    let view = view.unwrap_or_else(|e| panic!("{value}: {e}"));
+                    if expected.schedule_id.is_empty() {
+                        assert_eq!(view.schedule_id, "", "{value}");
+                    }
+                    expected.schedule_id = view.schedule_id.to_string();
+                    assert_eq!(view.into_owned(), expected, "{value}");
+                }
+                Err(e) => {
+                    let view = view.err().unwrap_or_else(|| panic!("{value} was read"));
+                    // The one difference: an array in place of the object is refused without
+                    // the derive's field count.
+                    let e = e.to_string().replace(" with 19 elements", "");
+                    assert!(
+                        view.to_string().contains(&e),
+                        "{value}: {view} does not carry {e}"
+                    );
+                }
+            }
+        }
+        // Borrowed where the JSON does not escape: no copy of the text.
+        let plain = br#"{"cron":"0 8 * * *","timezone":"Asia/Tokyo"}"#;
+        let view = ScheduleRecordRef::from_kv(kv_key, plain).unwrap();
+        assert!(matches!(view.cron, Cow::Borrowed(_)));
+        assert!(matches!(view.timezone, Cow::Borrowed(_)));
+    }
 
     #[test]
     fn hand_written_value_gets_defaults_and_identity() {

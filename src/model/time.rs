@@ -75,7 +75,7 @@ pub fn now_seconds() -> DateTime<Utc> {
 /// serde for a required instant.
 pub mod rfc3339 {
     use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serializes as `YYYY-MM-DDTHH:MM:SSZ`.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -84,20 +84,36 @@ pub mod rfc3339 {
 
     /// Accepts any RFC 3339 instant.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_instant(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z",
-                crate::model::error::shorten(&text, 60)
-            ))
-        })
+        d.deserialize_str(InstantVisitor)
+    }
+
+    /// Parses the instant straight from the decoder's text: no `String` per instant (a cold
+    /// start reads two or three per schedule, a million schedules at once).
+    pub(super) struct InstantVisitor;
+
+    impl serde::de::Visitor<'_> for InstantVisitor {
+        type Value = DateTime<Utc>;
+
+        // The same words a `String` field uses, so errors read as before.
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            super::parse_instant(text).map_err(|e| {
+                E::custom(format!(
+                    "{:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z",
+                    crate::model::error::shorten(text, 60)
+                ))
+            })
+        }
     }
 }
 
 /// serde for a nullable instant.
 pub mod rfc3339_opt {
     use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serializes `None` as `null`.
     pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
@@ -109,14 +125,28 @@ pub mod rfc3339_opt {
 
     /// Accepts `null`, a missing field (with `#[serde(default)]`) or an RFC 3339 instant.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(text) => super::parse_instant(&text).map(Some).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{:?} is not an RFC 3339 instant ({e}); write e.g. 2026-11-26T16:00:00Z",
-                    crate::model::error::shorten(&text, 60)
-                ))
-            }),
+        d.deserialize_option(OptionVisitor)
+    }
+
+    struct OptionVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for OptionVisitor {
+        type Value = Option<DateTime<Utc>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("option")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(super::rfc3339::InstantVisitor).map(Some)
         }
     }
 }

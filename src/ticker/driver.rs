@@ -45,7 +45,7 @@ use super::clock::Clock;
 use super::error::TickerError;
 use super::fence::Leadership;
 use super::index::{due_at, Entry, Index, DEFAULT_WINDOW};
-use super::loader::{self, Backoff, Change};
+use super::loader::{self, Backoff, Change, Schedule, SchedulePolicy};
 use super::phase::{Action, Event, Phase};
 use super::publisher::{Batch, Outgoing, Published, Publisher};
 use super::rate::Rate;
@@ -56,8 +56,8 @@ use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 use crate::model::{
     jitter_seed, names::runs_subject, next_backfill, previous_instant, push_schedule_id,
-    split_schedule_kv_key, BackfillProgress, Ended, FireEncoder, PayloadRef, ScheduleRecord,
-    ScheduleState, Trigger,
+    split_schedule_kv_key, BackfillProgress, Ended, FireEncoder, PayloadRef, ScheduleState,
+    Trigger,
 };
 
 /// Most fires handed to the publisher and not yet answered. Bounds what a round of a million
@@ -608,12 +608,12 @@ impl Loop {
     fn compile(
         &mut self,
         kv_key: &str,
-        record: Result<ScheduleRecord, String>,
-    ) -> Result<(ScheduleRecord, Arc<CronSchedule>), String> {
+        record: Result<Schedule, String>,
+    ) -> Result<(Schedule, Arc<CronSchedule>), String> {
         let record = record?;
         let cron = self
             .index
-            .cron(&record.cron, &record.timezone)
+            .cron(record.cron.as_str(), record.timezone.as_str())
             .map_err(|e| format!("{e} (schedule {kv_key})"))?;
         Ok((record, cron))
     }
@@ -624,10 +624,12 @@ impl Loop {
         kv_key: Arc<str>,
         revision: u64,
         written_at: DateTime<Utc>,
-        record: ScheduleRecord,
+        record: Schedule,
         cron: Arc<CronSchedule>,
     ) {
-        let workflow = self.index.intern(&record.workflow);
+        // A readable value's KV key is `<workflow>.<key>` (`Schedule::read` checked it).
+        let workflow = kv_key.split_once('.').map_or("", |(workflow, _)| workflow);
+        let workflow = self.index.intern(workflow);
         let slot = match slot {
             Some(slot) => {
                 let Some(e) = self.index.get_mut(slot) else {
@@ -1474,24 +1476,21 @@ fn window_secs(secs: Option<u64>) -> u32 {
 
 /// Takes a record's bounds, jitter and back-fill requests into the entry's policy, keeping what
 /// the scheduler knows of them (progress, counts); the box goes when nothing is left in it.
-fn apply_policy(e: &mut Entry, record: &ScheduleRecord) {
-    let wanted = record.jitter_secs.is_some()
-        || record.start_at.is_some()
-        || record.end_at.is_some()
-        || record.max_runs.is_some_and(|m| m > 0)
-        || !record.backfills.is_empty();
-    if !wanted && e.policy.is_none() {
+fn apply_policy(e: &mut Entry, record: &Schedule) {
+    if record.policy.is_none() && e.policy.is_none() {
         return;
     }
+    let none = SchedulePolicy::default();
+    let wanted = record.policy.as_deref().unwrap_or(&none);
     let p = e.policy_mut();
-    p.jitter_secs = record
+    p.jitter_secs = wanted
         .jitter_secs
         .map(|s| u32::try_from(s.min(crate::model::MAX_JITTER_SECS)).unwrap_or(u32::MAX));
-    p.start_at = record.start_at;
-    p.end_at = record.end_at;
+    p.start_at = wanted.start_at;
+    p.end_at = wanted.end_at;
     // 0 is "no limit", as the API's way to remove one.
-    p.max_runs = record.max_runs.filter(|m| *m > 0);
-    p.backfills = record.backfills.clone();
+    p.max_runs = wanted.max_runs.filter(|m| *m > 0);
+    p.backfills = wanted.backfills.clone();
     p.backfills.sort_by_key(|b| b.seq);
     if p.is_empty() {
         e.policy = None;

@@ -7,6 +7,7 @@
 //! an entry with `delta == 0` (nothing pending) or `revision >= last_sequence` is the moment we
 //! have caught up.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +22,9 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::error::TickerError;
-use crate::model::{Limits, ScheduleRecord};
+use chrono::{DateTime, Utc};
+
+use crate::model::{Backfill, CatchupPolicy, Limits, ScheduleRecordRef};
 use crate::store::{is_tombstone, ReadError};
 
 /// One change of a bucket, in revision order.
@@ -35,9 +38,10 @@ pub(crate) enum Change {
         kv_key: Arc<str>,
         /// Its revision (stream sequence).
         revision: u64,
-        /// The value read as a schedule record (parsed here, on the loader's task, so a cold
-        /// start parses in parallel with the ticker building its table), or why it is not one.
-        record: Result<ScheduleRecord, String>,
+        /// What the ticker keeps of the value (read here, on the loader's task, so a cold
+        /// start parses in parallel with the ticker building its table), or why it is not a
+        /// schedule.
+        record: Result<Schedule, String>,
         /// When the server stored it. The ticker turns it into an age when it *applies* the
         /// change (not when it was read), to place "written a moment before its instant" on its
         /// own clock however long the change waited in between.
@@ -53,6 +57,101 @@ pub(crate) enum Change {
     Expect(usize),
     /// Every value that existed when the watch started has been delivered.
     CaughtUp,
+}
+
+/// What the ticker keeps of a stored schedule value: a few fields, its text shared with the
+/// message rather than copied (a `Change` of a million-key cold start is built, queued and
+/// dropped a million times).
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    /// The cron expression.
+    pub cron: Text,
+    /// Its IANA zone.
+    pub timezone: Text,
+    /// Paused: stays in the table, off the timeline.
+    pub paused: bool,
+    /// Per-schedule catch-up policy.
+    pub catchup: Option<CatchupPolicy>,
+    /// Per-schedule catch-up window, seconds.
+    pub catchup_window_secs: Option<u64>,
+    /// Jitter override, bounds and back-fills; `None` when the value sets none of them (most
+    /// schedules).
+    pub policy: Option<Box<SchedulePolicy>>,
+}
+
+/// The rarely used fields of a schedule value (see [`Schedule::policy`]).
+#[derive(Debug, Default)]
+pub(crate) struct SchedulePolicy {
+    /// `jitter_secs`.
+    pub jitter_secs: Option<u64>,
+    /// `start_at`.
+    pub start_at: Option<DateTime<Utc>>,
+    /// `end_at`.
+    pub end_at: Option<DateTime<Utc>>,
+    /// `max_runs`.
+    pub max_runs: Option<u64>,
+    /// `backfills`.
+    pub backfills: Vec<Backfill>,
+}
+
+impl Schedule {
+    /// Reads `value` (stored at `kv_key`) with the checks every reader applies
+    /// ([`ScheduleRecordRef::from_kv`], then the record limits).
+    pub fn read(kv_key: &str, value: &Bytes, limits: &Limits) -> Result<Schedule, String> {
+        let record = ScheduleRecordRef::from_kv(kv_key, value).map_err(|e| e.to_string())?;
+        limits
+            .check_stored(&record.key, &record.cron, record.note.as_deref())
+            .map_err(|e| format!("value at {kv_key:?} cannot fire: {e}"))?;
+        let policy = (record.jitter_secs.is_some()
+            || record.start_at.is_some()
+            || record.end_at.is_some()
+            || record.max_runs.is_some()
+            || !record.backfills.is_empty())
+        .then(|| {
+            Box::new(SchedulePolicy {
+                jitter_secs: record.jitter_secs,
+                start_at: record.start_at,
+                end_at: record.end_at,
+                max_runs: record.max_runs,
+                backfills: record.backfills,
+            })
+        });
+        Ok(Schedule {
+            cron: Text::of(value, record.cron),
+            timezone: Text::of(value, record.timezone),
+            paused: record.paused,
+            catchup: record.catchup,
+            catchup_window_secs: record.catchup_window_secs,
+            policy,
+        })
+    }
+}
+
+/// Text read from a message: a slice of its buffer when the JSON did not escape it (most), a
+/// copy otherwise. Always UTF-8 (it is made from a `str`).
+#[derive(Debug, Clone)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    fn of(value: &Bytes, text: Cow<'_, str>) -> Text {
+        match text {
+            Cow::Borrowed(s) if within(value, s.as_bytes()) => Text(value.slice_ref(s.as_bytes())),
+            Cow::Borrowed(s) => Text(Bytes::copy_from_slice(s.as_bytes())),
+            Cow::Owned(s) => Text(Bytes::from(s)),
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Made from a `str`, so never empty for a non-empty text.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Whether `part` lies inside `whole`'s buffer (a default such as `"UTC"` does not).
+fn within(whole: &Bytes, part: &[u8]) -> bool {
+    let (outer, inner) = (whole.as_ptr_range(), part.as_ptr_range());
+    outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// The bucket's last stream sequence, whether it holds any message, and how many keys.
@@ -154,13 +253,7 @@ fn to_change(raw: Raw, limits: &Limits) -> Change {
             value,
             written,
         } => Change::Put {
-            // The ticker derives schedule ids on demand: skip the per-key SHA-256.
-            record: ScheduleRecord::from_kv_without_id(&kv_key, &value)
-                .map_err(|e| e.to_string())
-                .and_then(|record| match limits.check_record(&record) {
-                    Ok(()) => Ok(record),
-                    Err(e) => Err(format!("value at {kv_key:?} cannot fire: {e}")),
-                }),
+            record: Schedule::read(&kv_key, &value, limits),
             kv_key,
             revision,
             written,
