@@ -138,6 +138,9 @@ impl IdText {
     }
 }
 
+/// How often the status and metrics show the count of schedules while they are loading.
+const LOADING_STATUS: Duration = Duration::from_millis(100);
+
 /// A background read of every state record for the takeover of one term.
 struct StateRead {
     /// The term it is for.
@@ -231,6 +234,8 @@ pub(super) struct Loop {
     round: Round,
     /// Where [`TickerStatus`] snapshots go.
     status: watch::Sender<TickerStatus>,
+    /// When the status last changed while loading (see [`Loop::publish_status`]).
+    status_at: Instant,
     /// Where fires, misses, leadership and schedules are counted (`/metrics`).
     metrics: Metrics,
 }
@@ -262,6 +267,7 @@ impl Loop {
             subject: None,
             round: Round::default(),
             status: w.status,
+            status_at: Instant::now(),
             metrics: w.metrics,
         }
     }
@@ -326,12 +332,15 @@ impl Loop {
                         });
                     };
                     let mut applied = batch.len();
-                    batch.into_iter().for_each(|c| self.apply(c));
+                    // Both clocks once per batch (a batch is applied in well under a
+                    // millisecond): two clock reads per schedule showed in a cold start.
+                    let now = (SystemTime::now(), self.clock.now());
+                    batch.into_iter().for_each(|c| self.apply(c, now));
                     while applied < CHANGE_BATCH {
                         match changes.try_recv() {
                             Ok(batch) => {
                                 applied += batch.len();
-                                batch.into_iter().for_each(|c| self.apply(c));
+                                batch.into_iter().for_each(|c| self.apply(c, now));
                             }
                             Err(_) => break,
                         }
@@ -451,10 +460,18 @@ impl Loop {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let active = self.phase.firing();
         let loaded = self.phase != Phase::Loading;
         let schedules = self.index.len();
+        // While loading, only the count moves, a thousand times a second at a cold start, and
+        // every change wakes each status watcher: count at most every `LOADING_STATUS`.
+        if !loaded {
+            if self.status_at.elapsed() < LOADING_STATUS {
+                return;
+            }
+            self.status_at = Instant::now();
+        }
         self.metrics.schedules_loaded(schedules);
         let next_fire = self.index.earliest().filter(|_| active);
         self.status.send_if_modified(|s| {
@@ -563,7 +580,9 @@ impl Loop {
     }
 
     /// Applies one change of `polos_schedules`.
-    fn apply(&mut self, change: Change) {
+    /// Applies one change; `now` is the system clock and the ticker's clock, read once for a
+    /// batch of changes.
+    fn apply(&mut self, change: Change, now: (SystemTime, DateTime<Utc>)) {
         match change {
             Change::CaughtUp => self.transition(Event::Loaded),
             Change::Expect(keys) => self.index.reserve(keys),
@@ -590,11 +609,8 @@ impl Loop {
                     }
                 }
                 // The server's timestamp, placed on our clock as of now (see `Change::Put`).
-                let age = SystemTime::now()
-                    .duration_since(written)
-                    .unwrap_or(Duration::ZERO);
-                let written_at =
-                    self.clock.now() - chrono::Duration::from_std(age).unwrap_or_default();
+                let age = now.0.duration_since(written).unwrap_or(Duration::ZERO);
+                let written_at = now.1 - chrono::Duration::from_std(age).unwrap_or_default();
                 match self.compile(&kv_key, record) {
                     Ok((record, cron)) => {
                         self.upsert(slot, kv_key, revision, written_at, record, cron)

@@ -7,7 +7,6 @@
 //! an entry with `delta == 0` (nothing pending) or `revision >= last_sequence` is the moment we
 //! have caught up.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -59,9 +58,9 @@ pub(crate) enum Change {
     CaughtUp,
 }
 
-/// What the ticker keeps of a stored schedule value: a few fields, its text shared with the
-/// message rather than copied (a `Change` of a million-key cold start is built, queued and
-/// dropped a million times).
+/// What the ticker keeps of a stored schedule value: a few fields, small and without
+/// allocations (a `Change` of a million-key cold start is built, queued and dropped a million
+/// times).
 #[derive(Debug)]
 pub(crate) struct Schedule {
     /// The cron expression.
@@ -97,7 +96,7 @@ pub(crate) struct SchedulePolicy {
 impl Schedule {
     /// Reads `value` (stored at `kv_key`) with the checks every reader applies
     /// ([`ScheduleRecordRef::from_kv`], then the record limits).
-    pub fn read(kv_key: &str, value: &Bytes, limits: &Limits) -> Result<Schedule, String> {
+    pub fn read(kv_key: &str, value: &[u8], limits: &Limits) -> Result<Schedule, String> {
         let record = ScheduleRecordRef::from_kv(kv_key, value).map_err(|e| e.to_string())?;
         limits
             .check_stored(&record.key, &record.cron, record.note.as_deref())
@@ -117,8 +116,8 @@ impl Schedule {
             })
         });
         Ok(Schedule {
-            cron: Text::of(value, record.cron),
-            timezone: Text::of(value, record.timezone),
+            cron: Text::of(&record.cron),
+            timezone: Text::of(&record.timezone),
             paused: record.paused,
             catchup: record.catchup,
             catchup_window_secs: record.catchup_window_secs,
@@ -127,31 +126,43 @@ impl Schedule {
     }
 }
 
-/// Text read from a message: a slice of its buffer when the JSON did not escape it (most), a
-/// copy otherwise. Always UTF-8 (it is made from a `str`).
+/// Text of a schedule value (its cron, its zone) held inline when short, as nearly all are: no
+/// allocation, and nothing shared with the message, whose buffer would otherwise be released
+/// (an atomic count shared by every message of a read) on the ticker's thread, once per
+/// schedule.
 #[derive(Debug, Clone)]
-pub(crate) struct Text(Bytes);
+pub(crate) enum Text {
+    /// Up to [`INLINE_TEXT`] bytes: length and bytes.
+    Inline(u8, [u8; INLINE_TEXT]),
+    /// Longer text.
+    Heap(Box<str>),
+}
+
+/// The longest [`Text`] held inline (`"America/Argentina/ComodRivadavia"` is 32 bytes).
+const INLINE_TEXT: usize = 38;
 
 impl Text {
-    fn of(value: &Bytes, text: Cow<'_, str>) -> Text {
-        match text {
-            Cow::Borrowed(s) if within(value, s.as_bytes()) => Text(value.slice_ref(s.as_bytes())),
-            Cow::Borrowed(s) => Text(Bytes::copy_from_slice(s.as_bytes())),
-            Cow::Owned(s) => Text(Bytes::from(s)),
+    fn of(text: &str) -> Text {
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE_TEXT => {
+                let mut bytes = [0; INLINE_TEXT];
+                bytes[..text.len()].copy_from_slice(text.as_bytes());
+                Text::Inline(len, bytes)
+            }
+            _ => Text::Heap(text.into()),
         }
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        // Made from a `str`, so never empty for a non-empty text.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        match self {
+            // Copied from a `str` whole, so always UTF-8.
+            Text::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Text::Heap(text) => text,
+        }
     }
-}
-
-/// Whether `part` lies inside `whole`'s buffer (a default such as `"UTC"` does not).
-fn within(whole: &Bytes, part: &[u8]) -> bool {
-    let (outer, inner) = (whole.as_ptr_range(), part.as_ptr_range());
-    outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// The bucket's last stream sequence, whether it holds any message, and how many keys.
