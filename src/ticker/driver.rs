@@ -802,6 +802,7 @@ impl Loop {
         // back-fill, no pending fire) and no default jitter share it; a million such schedules
         // of one cron then cost one plan, not a million.
         let mut known: Option<(Arc<CronSchedule>, DateTime<Utc>, DateTime<Utc>)> = None;
+        self.index.begin_arming_all();
         for slot in self.index.slots() {
             let Some(e) = self.index.get(slot) else {
                 continue;
@@ -896,6 +897,7 @@ impl Loop {
                 }
             }
         }
+        self.index.end_arming_all();
         self.status.send_modify(|s| s.takeovers += 1);
         info!(
             schedules = self.index.len(),

@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -212,6 +215,16 @@ pub(crate) fn due_at(instant: DateTime<Utc>, offset_ms: u32) -> DateTime<Utc> {
     instant + chrono::Duration::milliseconds(i64::from(offset_ms))
 }
 
+/// The KV key of the entry in `slot`.
+fn key_of(slots: &[Option<Entry>], slot: usize) -> Option<&str> {
+    slots.get(slot).and_then(Option::as_ref).map(|e| &*e.kv_key)
+}
+
+/// The hash `Index::by_key` files `slot` under (its entry's KV key).
+fn hash_slot(hasher: &RandomState, slots: &[Option<Entry>], slot: usize) -> u64 {
+    hasher.hash_one(key_of(slots, slot).unwrap_or_default())
+}
+
 /// The table, the timeline and the cron interner.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -219,10 +232,18 @@ pub(crate) struct Index {
     slots: Vec<Option<Entry>>,
     /// Free slots to reuse.
     free: Vec<usize>,
-    /// Slot by KV key.
-    by_key: HashMap<Arc<str>, usize>,
+    /// Slot by KV key: slots hashed by their entry's KV key, so the key is held once (by the
+    /// entry) and the table costs 8 bytes per schedule instead of 24. Hashed with std's keyed
+    /// SipHash ([`RandomState`]): keys are user input, and a per-process random key keeps
+    /// crafted colliding keys from degrading the table.
+    by_key: HashTable<usize>,
+    /// The key of `by_key`'s hash.
+    hasher: RandomState,
     /// Armed schedules ordered by their next instant.
     timeline: BTreeSet<(DateTime<Utc>, usize)>,
+    /// Between [`Index::begin_arming_all`] and [`Index::end_arming_all`]: arming only sets the
+    /// entries, and the timeline is built from them at the end.
+    arming_all: bool,
     /// Compiled crons by zone, then expression (two levels so a lookup borrows, never allocates).
     crons: HashMap<Box<str>, HashMap<Box<str>, Arc<CronSchedule>>>,
     /// Interned workflow ids and zone names.
@@ -278,12 +299,19 @@ impl Index {
     /// Makes room for `schedules` more entries at once (a cold start knows how many come).
     pub fn reserve(&mut self, schedules: usize) {
         self.slots.reserve(schedules);
-        self.by_key.reserve(schedules);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_key
+            .reserve(schedules, |slot| hash_slot(hasher, slots, *slot));
     }
 
     /// The slot of `kv_key`.
     pub fn slot(&self, kv_key: &str) -> Option<usize> {
-        self.by_key.get(kv_key).copied()
+        let slots = &self.slots;
+        self.by_key
+            .find(self.hasher.hash_one(kv_key), |slot| {
+                key_of(slots, *slot) == Some(kv_key)
+            })
+            .copied()
     }
 
     /// The entry in `slot`.
@@ -298,7 +326,7 @@ impl Index {
 
     /// Inserts a new entry (its `next` must be `None`) and returns its slot.
     pub fn insert(&mut self, entry: Entry) -> usize {
-        let key = entry.kv_key.clone();
+        let hash = self.hasher.hash_one(&*entry.kv_key);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = Some(entry);
@@ -309,13 +337,22 @@ impl Index {
                 self.slots.len() - 1
             }
         };
-        self.by_key.insert(key, slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_key
+            .insert_unique(hash, slot, |slot| hash_slot(hasher, slots, *slot));
         slot
     }
 
     /// Removes the entry of `kv_key`, disarming it.
     pub fn remove(&mut self, kv_key: &str) -> Option<Entry> {
-        let slot = self.by_key.remove(kv_key)?;
+        let slots = &self.slots;
+        let (slot, _) = self
+            .by_key
+            .find_entry(self.hasher.hash_one(kv_key), |slot| {
+                key_of(slots, *slot) == Some(kv_key)
+            })
+            .ok()?
+            .remove();
         self.arm(slot, None);
         let entry = self.slots.get_mut(slot).and_then(Option::take);
         self.free.push(slot);
@@ -363,9 +400,32 @@ impl Index {
         entry.firing = false;
         entry.next = next;
         entry.offset_ms = if next.is_some() { offset_ms } else { 0 };
-        if let Some(new) = next {
+        if let (Some(new), false) = (next, self.arming_all) {
             self.timeline.insert((due_at(new, offset_ms), slot));
         }
+    }
+
+    /// Starts arming every schedule at once (a takeover): until [`Index::end_arming_all`],
+    /// the timeline is left alone and must not be read.
+    pub fn begin_arming_all(&mut self) {
+        self.arming_all = true;
+    }
+
+    /// Builds the timeline from the entries' armed instants: sorting them once and building
+    /// the tree from the sorted run costs a fraction of a million single inserts.
+    pub fn end_arming_all(&mut self) {
+        self.arming_all = false;
+        let mut armed: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| {
+                let e = e.as_ref().filter(|e| !e.firing)?;
+                e.next.map(|next| (due_at(next, e.offset_ms), slot))
+            })
+            .collect();
+        armed.sort_unstable();
+        self.timeline = BTreeSet::from_iter(armed);
     }
 
     /// Takes `slot` off the timeline while its fire at `instant` is being published.
