@@ -107,6 +107,13 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // One failover measurement at N schedules (the 1M point of `growth`, alone).
+    if let Some(n) = flag_value(&args, "--failover-one") {
+        let b = Bench::start().await?;
+        let samples = failover::failover(&b, 1, n.parse()?, 2).await?;
+        println!("FAILOVER-ONE {samples:?} s (TTL 1 s)");
+        return Ok(());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let json = flag_value(&args, "--json")
         .map(PathBuf::from)

@@ -115,6 +115,36 @@ pub async fn kv_load(
     Ok(start.elapsed())
 }
 
+/// Reads every key of a bucket the way the ticker's loader does (an ordered *pull* consumer,
+/// latest value per key), doing nothing with the values: what the read mechanism alone costs
+/// the server and the client, to tell it apart from the ticker's own work.
+pub async fn kv_load_pull(
+    js: &jetstream::Context,
+    bucket: &str,
+    expected: usize,
+) -> anyhow::Result<Duration> {
+    let stream = js.get_stream(format!("KV_{bucket}")).await?;
+    let start = Instant::now();
+    let mut messages = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("$KV.{bucket}.>"),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?
+        .messages()
+        .await?;
+    let mut bytes = 0usize;
+    for seen in 0..expected {
+        match messages.next().await {
+            Some(message) => bytes += message?.payload.len(),
+            None => anyhow::bail!("the consumer ended after {seen} of {expected}"),
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(start.elapsed())
+}
+
 /// A hand-written worker loop: for each message, 3 KV writes (run running, a step, run completed)
 /// and an ack, with `in_flight` messages processed concurrently. Returns runs per second.
 pub async fn worker_loop(
