@@ -3,18 +3,19 @@
 //! JetStream cannot count the live keys under a prefix: a stream's per-subject state (stream
 //! info with a subjects filter) and a last-per-subject consumer's pending count both include
 //! deleted keys, whose tombstones stay in `polos_schedules`, and both cost a request per create
-//! that grows with the workflow. So the service keeps the count itself: a headers-only ordered
+//! that grows with the workflow. So the service keeps the count itself: a headers-only pull
 //! consumer reads the latest message of every key once (subjects and headers, no values), then
-//! follows every change (pulled in batches), and a set of key hashes per workflow says what is live.
+//! follows every change (pulled in batches), and a set of key hashes per workflow says what is
+//! live.
 //!
 //! How exact it is:
 //! - **One replica: exact.** The check and the reservation of an in-flight create happen under
 //!   one lock, and a create counts from the moment it is admitted until the follower sees it,
 //!   so N concurrent creates at one below the limit admit exactly one. An update of an existing
 //!   schedule is never refused (when the view does not know the key, the handler reads it).
-//! - **Several replicas:** each one sees the others' creates within about 10 ms (the follower's
-//!   pull interval) after they are stored, so a workflow may end above its limit by the creates other replicas admitted in
-//!   that moment — at most the concurrent creates of that workflow on the other replicas.
+//! - **Several replicas:** each one sees the others' creates within about 10 ms (the
+//!   follower's pull interval) after they are stored, so a workflow may end above its limit by
+//!   the creates other replicas admitted in that moment — at most the concurrent creates of that workflow on the other replicas.
 //! - Values written straight into KV count as soon as they are seen; they are never refused
 //!   (KV writers are trusted roles; the API is the admission point).
 //! - Keys are held as 64-bit hashes with a per-process random key (8 bytes each instead of the
@@ -233,12 +234,12 @@ async fn follow(stream: Stream, table: Arc<Mutex<Table>>, loaded: watch::Sender<
 
 /// One consumer's worth of [`follow`]: returns when pulling fails or a message was lost.
 ///
-/// Messages are pulled in batches rather than streamed: a streamed consumer costs a task wake-up,
-/// a heartbeat timer reset and a server flush for every write of the bucket, which measured
-/// about as much CPU as the API's own work per upsert (BENCHMARKS.md, "API"). While writes come
-/// in, one pull every [`PULL_EVERY`] takes everything stored since the last one; when a pull
-/// finds nothing, one waiting pull of a single message ([`IDLE_WAIT`]) holds until the next
-/// write, so an idle service sends one request per [`IDLE_WAIT`].
+/// Messages are pulled in batches rather than streamed: a streamed consumer costs a task
+/// wake-up, a heartbeat timer reset and a server flush for every write of the bucket, which
+/// measured about as much CPU as the API's own work per upsert (BENCHMARKS.md, "API"). While
+/// writes come in, one pull every [`PULL_EVERY`] takes what the last message said was left;
+/// when nothing is left, one waiting pull of a single message ([`IDLE_WAIT`]) holds until the
+/// next write, so an idle service sends one request per [`IDLE_WAIT`].
 async fn read(
     stream: &Stream,
     prefix: &str,
@@ -256,25 +257,23 @@ async fn read(
     // The consumer sequence of the last message applied: a jump means a message was lost on
     // the way (a slow-consumer drop), and the count would drift; the caller starts over.
     let mut delivered = 0u64;
-    let mut idle = false;
+    // What the consumer had left after the last message applied (`None` before the first).
+    let mut left: Option<u64> = None;
     loop {
-        let batch = if idle {
-            consumer
-                .batch()
-                .max_messages(1)
-                .expires(IDLE_WAIT)
-                .messages()
-                .await
-        } else {
-            // `expires` only bounds a pull the server would otherwise never end.
-            consumer
-                .fetch()
-                .max_messages(BATCH)
-                .expires(IDLE_WAIT)
-                .messages()
-                .await
+        // A pull asks for no more than is known to be there, so the server fills it at once
+        // and it ends by itself: a pull left open would take later messages to an inbox
+        // nobody reads any more. With nothing known to be there, it waits for one message.
+        let want = match left {
+            Some(0) | None => 1,
+            Some(n) => usize::try_from(n).unwrap_or(BATCH).min(BATCH),
         };
-        let mut batch = batch.map_err(|e| e.to_string())?;
+        let mut batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(IDLE_WAIT)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
         let mut got = 0usize;
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| e.to_string())?;
@@ -287,6 +286,7 @@ async fn read(
                 ));
             }
             delivered = info.consumer_sequence;
+            left = Some(pending);
             got += 1;
             let kv_key = message.subject.as_str().strip_prefix(prefix).unwrap_or("");
             let workflow = kv_key.split_once('.').map_or("", |(w, _)| w);
@@ -306,19 +306,10 @@ async fn read(
                 *from = last.max(revision) + 1;
                 loaded.send_replace(true);
             }
-            // Everything stored so far is here: the server does not always end a no-wait
-            // pull that it filled only in part.
-            if pending == 0 {
-                break;
-            }
         }
-        if !idle && got < BATCH && !*loaded.borrow() {
-            // A no-wait pull that came back short has taken everything there was.
-            *from = (*from).max(last + 1);
-            loaded.send_replace(true);
-        }
-        idle = got == 0;
-        if !idle && got < BATCH {
+        // While writes come in, gather them for a moment instead of pulling each one; a
+        // backlog (the first read, a burst) is pulled without pause.
+        if got > 0 && got < BATCH && *loaded.borrow() {
             tokio::time::sleep(PULL_EVERY).await;
         }
     }
