@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 
-use crate::support::Bench;
+use crate::support::{profile, Bench};
 
 /// `n` upserts of distinct schedules through the API (served in-process on its own
 /// connection, like `polos scheduler`), `concurrency` requests in flight; upserts per second,
@@ -47,6 +47,7 @@ pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<
         }
     }
     let ready = ready.elapsed().as_secs_f64() + 0.5;
+    profile(true);
     let start = std::time::Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -63,6 +64,7 @@ pub async fn upserts(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<
         })
         .await;
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    profile(false);
     let _ = stop.send(());
     serving.await??;
     Ok((rate, ready))

@@ -3,18 +3,19 @@
 //! JetStream cannot count the live keys under a prefix: a stream's per-subject state (stream
 //! info with a subjects filter) and a last-per-subject consumer's pending count both include
 //! deleted keys, whose tombstones stay in `polos_schedules`, and both cost a request per create
-//! that grows with the workflow. So the service keeps the count itself: a headers-only ordered
+//! that grows with the workflow. So the service keeps the count itself: a headers-only pull
 //! consumer reads the latest message of every key once (subjects and headers, no values), then
-//! follows every change, and a set of key hashes per workflow says what is live.
+//! follows every change (pulled in batches), and a set of key hashes per workflow says what is
+//! live.
 //!
 //! How exact it is:
 //! - **One replica: exact.** The check and the reservation of an in-flight create happen under
 //!   one lock, and a create counts from the moment it is admitted until the follower sees it,
 //!   so N concurrent creates at one below the limit admit exactly one. An update of an existing
 //!   schedule is never refused (when the view does not know the key, the handler reads it).
-//! - **Several replicas:** each one sees the others' creates a few milliseconds after they are
-//!   stored, so a workflow may end above its limit by the creates other replicas admitted in
-//!   that moment — at most the concurrent creates of that workflow on the other replicas.
+//! - **Several replicas:** each one sees the others' creates within about 10 ms (the
+//!   follower's pull interval) after they are stored, so a workflow may end above its limit by
+//!   the creates other replicas admitted in that moment — at most the concurrent creates of that workflow on the other replicas.
 //! - Values written straight into KV count as soon as they are seen; they are never refused
 //!   (KV writers are trusted roles; the API is the admission point).
 //! - Keys are held as 64-bit hashes with a per-process random key (8 bytes each instead of the
@@ -27,8 +28,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -42,6 +42,16 @@ use crate::store::is_tombstone;
 const LOAD_WAIT: Duration = Duration::from_secs(4);
 /// The longest pause between attempts to read the bucket after an error.
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Most messages one pull takes (headers only: about 100 bytes each).
+const BATCH: usize = 5_000;
+/// How long the follower waits between pulls while the bucket is being written: another
+/// replica's create counts here at most this much later (plus a round trip).
+const PULL_EVERY: Duration = Duration::from_millis(10);
+/// How long a pull waits for the next write when the bucket is quiet.
+const IDLE_WAIT: Duration = Duration::from_secs(2);
+/// How long the server keeps the consumer after its last pull (the service stopped or lost its
+/// connection); far above [`IDLE_WAIT`].
+const INACTIVE: Duration = Duration::from_secs(60);
 
 /// The live schedules of every workflow, followed from `polos_schedules`.
 #[derive(Debug)]
@@ -222,7 +232,14 @@ async fn follow(stream: Stream, table: Arc<Mutex<Table>>, loaded: watch::Sender<
     }
 }
 
-/// One subscription's worth of [`follow`]: returns when the consumer fails.
+/// One consumer's worth of [`follow`]: returns when pulling fails or a message was lost.
+///
+/// Messages are pulled in batches rather than streamed: a streamed consumer costs a task
+/// wake-up, a heartbeat timer reset and a server flush for every write of the bucket, which
+/// measured about as much CPU as the API's own work per upsert (BENCHMARKS.md, "API"). While
+/// writes come in, one pull every [`PULL_EVERY`] takes what the last message said was left;
+/// when nothing is left, one waiting pull of a single message ([`IDLE_WAIT`]) holds until the
+/// next write, so an idle service sends one request per [`IDLE_WAIT`].
 async fn read(
     stream: &Stream,
     prefix: &str,
@@ -236,34 +253,75 @@ async fn read(
     if !*loaded.borrow() && messages == 0 {
         loaded.send_replace(true);
     }
-    let mut messages = subscribe(stream, prefix, *from).await?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
-        let info = message.info().map_err(|e| e.to_string())?;
-        let (revision, pending) = (info.stream_sequence, info.pending);
-        let kv_key = message.subject.as_str().strip_prefix(prefix).unwrap_or("");
-        let workflow = kv_key.split_once('.').map_or("", |(w, _)| w);
-        if validate_workflow(workflow).is_ok() {
-            let deleted = is_tombstone(message.headers.as_ref());
-            let mut table = lock(table);
-            let hash = table.hash(kv_key);
-            if deleted {
-                table.remove(workflow, hash);
-            } else {
-                table.put(workflow, hash);
+    let consumer = create(stream, prefix, *from).await?;
+    // The consumer sequence of the last message applied: a jump means a message was lost on
+    // the way (a slow-consumer drop), and the count would drift; the caller starts over.
+    let mut delivered = 0u64;
+    // What the consumer had left after the last message applied (`None` before the first).
+    let mut left: Option<u64> = None;
+    loop {
+        // A pull asks for no more than is known to be there, so the server fills it at once
+        // and it ends by itself: a pull left open would take later messages to an inbox
+        // nobody reads any more. With nothing known to be there, it waits for one message.
+        let want = match left {
+            Some(0) | None => 1,
+            Some(n) => usize::try_from(n).unwrap_or(BATCH).min(BATCH),
+        };
+        let mut batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(IDLE_WAIT)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut got = 0usize;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            let info = message.info().map_err(|e| e.to_string())?;
+            let (revision, pending) = (info.stream_sequence, info.pending);
+            if info.consumer_sequence != delivered + 1 {
+                return Err(format!(
+                    "message {} of the consumer arrived after {delivered}: one was lost",
+                    info.consumer_sequence
+                ));
+            }
+            delivered = info.consumer_sequence;
+            left = Some(pending);
+            got += 1;
+            let kv_key = message.subject.as_str().strip_prefix(prefix).unwrap_or("");
+            let workflow = kv_key.split_once('.').map_or("", |(w, _)| w);
+            if validate_workflow(workflow).is_ok() {
+                let deleted = is_tombstone(message.headers.as_ref());
+                let mut table = lock(table);
+                let hash = table.hash(kv_key);
+                if deleted {
+                    table.remove(workflow, hash);
+                } else {
+                    table.put(workflow, hash);
+                }
+            }
+            if *loaded.borrow() {
+                *from = revision + 1;
+            } else if pending == 0 || revision >= last {
+                *from = last.max(revision) + 1;
+                loaded.send_replace(true);
             }
         }
-        if *loaded.borrow() {
-            *from = revision + 1;
-        } else if pending == 0 || revision >= last {
-            *from = last.max(revision) + 1;
-            loaded.send_replace(true);
+        // While writes come in, gather them for a moment instead of pulling each one; a
+        // backlog (the first read, a burst) is pulled without pause.
+        if got > 0 && got < BATCH && *loaded.borrow() {
+            tokio::time::sleep(PULL_EVERY).await;
         }
     }
-    Err("the consumer ended".to_string())
 }
 
-async fn subscribe(stream: &Stream, prefix: &str, from: u64) -> Result<Ordered, String> {
+/// An ephemeral pull consumer of every key's headers (no values), from `from` (`0`: the latest
+/// message of every key first). The server removes it when the service is gone.
+async fn create(
+    stream: &Stream,
+    prefix: &str,
+    from: u64,
+) -> Result<Consumer<pull::Config>, String> {
     let deliver_policy = if from == 0 {
         DeliverPolicy::LastPerSubject
     } else {
@@ -272,16 +330,18 @@ async fn subscribe(stream: &Stream, prefix: &str, from: u64) -> Result<Ordered, 
         }
     };
     stream
-        .create_consumer(OrderedConfig {
+        .create_consumer(pull::Config {
             filter_subject: format!("{prefix}>"),
             description: Some("polos: schedules per workflow".to_string()),
             headers_only: true,
             deliver_policy,
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: INACTIVE,
             ..Default::default()
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .messages()
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,5 +1,8 @@
 //! One function per endpoint: decode, validate everything, then read or write the store.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_nats::jetstream;
 use chrono::Utc;
 
@@ -12,7 +15,7 @@ use super::types::{
     ListRequest, PauseRequest, RecentRun, ScheduleCounters, ScheduleView, TriggerReply,
     UpsertReply, UpsertRequest, WorkflowsReply, WorkflowsRequest, MAX_LIST_PAGE,
 };
-use crate::cron::CronSchedule;
+use crate::cron::{CronError, CronSchedule};
 use crate::metrics::Metrics;
 use crate::model::time::{format_instant, now_seconds, parse_instant};
 use crate::model::{
@@ -53,6 +56,44 @@ pub(crate) struct Handlers {
     pub cancels: CancelStore,
     /// `polos_overlap`: skipped count, active and waiting runs in `get`.
     pub overlap: OverlapStore,
+    /// Crons already parsed by upserts.
+    pub crons: Crons,
+}
+
+/// The parsed crons of one zone, by expression.
+type ByExpression = HashMap<Box<str>, Arc<CronSchedule>>;
+
+/// Most crons [`Crons`] keeps; past it, it starts over (a cache, never a limit).
+const MAX_CACHED_CRONS: usize = 1024;
+
+/// Parsed crons by zone and expression. Most upserts repeat a few crons (every user's
+/// `0 8 * * *`), and parsing one (fields, compiled form, zone lookup) was about 5 % of the
+/// service's CPU per upsert (BENCHMARKS.md, "API"). Only valid crons are kept: a refusal is
+/// parsed again, so its message is always the parser's own.
+#[derive(Debug, Default)]
+pub(crate) struct Crons {
+    /// By zone, then expression (nested so that lookups need no key built per request).
+    parsed: std::sync::Mutex<HashMap<Box<str>, ByExpression>>,
+}
+
+impl Crons {
+    /// [`CronSchedule::parse`], from the cache when this cron was parsed before.
+    fn parse(&self, expr: &str, timezone: &str) -> Result<Arc<CronSchedule>, CronError> {
+        let lock = || self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cron) = lock().get(timezone).and_then(|m| m.get(expr)) {
+            return Ok(cron.clone());
+        }
+        let cron = Arc::new(CronSchedule::parse(expr, timezone)?);
+        let mut parsed = lock();
+        if parsed.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_CRONS {
+            parsed.clear();
+        }
+        parsed
+            .entry(timezone.into())
+            .or_default()
+            .insert(expr.into(), cron.clone());
+        Ok(cron)
+    }
 }
 
 /// Checks a key against the contract and the configured limit.
@@ -179,7 +220,7 @@ impl Handlers {
         check_key(&self.limits, &request.key)?;
         self.limits.check_note(request.note.as_deref())?;
         self.limits.check_cron(&request.cron)?;
-        let cron = CronSchedule::parse(&request.cron, &request.timezone)?;
+        let cron = self.crons.parse(&request.cron, &request.timezone)?;
         if let Some(jitter) = request.jitter_secs.filter(|j| *j > MAX_JITTER_SECS) {
             return Err(ApiError::invalid_request(format!(
                 "field \"jitter_secs\" is {jitter}, the limit is {MAX_JITTER_SECS} (a day); a fire is never delayed past the schedule's next instant anyway"
@@ -723,5 +764,49 @@ impl Handlers {
                 "the stored value is not a valid schedule: {e}; overwrite it with an upsert or delete it"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cron_cache_gives_the_parsers_answers_and_stays_bounded() {
+        let crons = Crons::default();
+        let first = crons.parse("0 8 * * *", "America/New_York").unwrap();
+        let again = crons.parse("0 8 * * *", "America/New_York").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "parsed once");
+        assert_eq!(
+            *first,
+            CronSchedule::parse("0 8 * * *", "America/New_York").unwrap()
+        );
+        // One expression in two zones is two schedules.
+        let utc = crons.parse("0 8 * * *", "UTC").unwrap();
+        assert_ne!(*utc, *first);
+        // A refusal is never cached: the same text every time, from the parser itself.
+        for _ in 0..2 {
+            assert_eq!(
+                crons.parse("0 0 * * 8", "UTC").unwrap_err().to_string(),
+                CronSchedule::parse("0 0 * * 8", "UTC")
+                    .unwrap_err()
+                    .to_string()
+            );
+        }
+        for minute in 0..60 {
+            for hour in 0..24 {
+                crons
+                    .parse(&format!("{minute} {hour} * * *"), "UTC")
+                    .unwrap();
+            }
+        }
+        let held: usize = crons
+            .parsed
+            .lock()
+            .unwrap()
+            .values()
+            .map(HashMap::len)
+            .sum();
+        assert!(held <= MAX_CACHED_CRONS, "{held}");
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use async_nats::service::{Request, Service, ServiceExt};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::stream::{select_all, BoxStream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -215,6 +216,7 @@ pub async fn start_metered(
             runs,
             cancels,
             overlap,
+            crons: Default::default(),
         }),
         client,
         refusals,
@@ -257,13 +259,18 @@ impl ApiServer {
             let handlers = handlers.clone();
             tasks.spawn(async move {
                 while let Some((op, request)) = rx.recv().await {
-                    // Each request in its own task, awaited in order: a bug that panics in one
-                    // handler then fails that request, not every later write of this worker.
-                    let handlers = handlers.clone();
-                    let handled =
-                        tokio::spawn(async move { handle(&handlers, op, request).await }).await;
-                    if let Err(e) = handled {
-                        tracing::error!(error = %e, "a schedules API handler failed");
+                    // A bug that panics in one handler fails that request, not every later
+                    // write of this worker. Caught in place rather than by a task per request:
+                    // spawning copied the handler's large future twice per write (BENCHMARKS.md,
+                    // "API").
+                    let handled = AssertUnwindSafe(handle(&handlers, op, request))
+                        .catch_unwind()
+                        .await;
+                    if handled.is_err() {
+                        tracing::error!(
+                            endpoint = op.name(),
+                            "a schedules API handler panicked; its request is not answered"
+                        );
                     }
                 }
             });
@@ -293,10 +300,12 @@ impl ApiServer {
                     break;
                 };
                 let handlers = handlers.clone();
-                tasks.spawn(async move {
+                // Boxed: the handler's future is large, and a task moves what it is given.
+                let handled = Box::pin(async move {
                     handle(&handlers, op, request).await;
                     drop(permit);
                 });
+                tasks.spawn(handled);
             }
         }
         drop(requests);

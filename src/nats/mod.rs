@@ -10,6 +10,7 @@
 //! | `permissions.rs` | least-privilege subjects per role, `polos permissions`, `deploy/nats/` |
 //! | `streams.rs` | the JetStream definitions of `streams/` and `polos streams apply` |
 //! | `server.rs` | a `nats-server` child process (dev, tests, benchmarks; feature `server`) |
+//! | `writer.rs` | [`Writer`]: JetStream publishes of many concurrent callers, acks matched on one subscription |
 
 mod connect;
 mod denied;
@@ -18,7 +19,9 @@ pub mod permissions;
 pub mod server;
 pub mod streams;
 mod url;
+mod writer;
 
 pub use connect::{connect, inbox_prefix, ConnectError, DEFAULT_INBOX};
 pub use denied::{subject_matches, Action, Denials, PermissionDenied, Refusals};
 pub use url::{redact, redact_all, split_credentials, BadUrl, UrlAuth};
+pub use writer::{WriteError, Writer, ACK_TIMEOUT, WRONG_LAST_SEQUENCE};

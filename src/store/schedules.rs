@@ -1,20 +1,24 @@
 //! [`ScheduleStore`]: the typed view of the three buckets the schedules API works on.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{DeleteErrorKind, Store, UpdateErrorKind};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use tokio::sync::OnceCell;
 
 use super::read::{is_live, scan, RawEntry, ReadError};
 use super::StoreError;
 use crate::model::names::{SCHEDULES_BUCKET, SCHEDULE_STATE_BUCKET, WORKFLOWS_BUCKET};
 use crate::model::{schedule_kv_key, RecordError, ScheduleRecord, ScheduleState, WorkflowRecord};
 use crate::nats::permissions::{direct_get, kv_write, stream_info};
-use crate::nats::Denials;
+use crate::nats::{Denials, Writer};
 
 /// How many compare-and-swap rounds one write may lose before giving up. Every lost round means
 /// another writer succeeded, so with N concurrent writers of one key N rounds always suffice.
@@ -40,6 +44,9 @@ pub struct ScheduleStore {
     /// Refusals of this connection's reads and writes, so a missing permission fails the call
     /// within a second instead of timing out (see `nats::denied`).
     denials: Denials,
+    /// The compare-and-swap writes of `polos_schedules`, made on first use (a store that only
+    /// reads never subscribes for acks).
+    writer: Arc<OnceCell<Writer>>,
 }
 
 impl std::fmt::Debug for ScheduleStore {
@@ -136,6 +143,7 @@ impl ScheduleStore {
             state_stream: open_stream(SCHEDULE_STATE_BUCKET).await?,
             workflows: open_kv(WORKFLOWS_BUCKET).await?,
             workflows_stream: open_stream(WORKFLOWS_BUCKET).await?,
+            writer: Arc::default(),
         })
     }
 
@@ -532,30 +540,62 @@ impl ScheduleStore {
 
     /// Writes `record` if the key's last revision is still `expected`; `Ok(None)` when another
     /// writer got there first.
+    ///
+    /// Through the store's [`Writer`] (acks of every concurrent write on one subscription): the
+    /// same message a KV `update` publishes (the value to `$KV.<bucket>.<key>` with
+    /// `Nats-Expected-Last-Subject-Sequence`), without its per-write inbox, timer and boxed
+    /// future. A bucket reached through a JetStream domain prefix, or a key the KV rules refuse,
+    /// takes the KV call itself (which reports the key).
     async fn cas(
         &self,
         kv_key: &str,
         record: &ScheduleRecord,
         expected: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let bytes = Bytes::from(serde_json::to_vec(record).map_err(|e| StoreError::Write {
+        let fail = |source: async_nats::Error| StoreError::Write {
             bucket: SCHEDULES_BUCKET,
             kv_key: kv_key.to_string(),
-            source: e.into(),
-        })?);
+            source,
+        };
+        let bytes = Bytes::from(serde_json::to_vec(record).map_err(|e| fail(e.into()))?);
         let write = kv_write(SCHEDULES_BUCKET, kv_key);
+        if self.schedules.use_jetstream_prefix || !is_valid_kv_key(kv_key) {
+            return match self
+                .denials
+                .guard(&[&write], self.schedules.update(kv_key, bytes, expected))
+                .await?
+            {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(fail(e.into())),
+            };
+        }
+        let writer = self
+            .writer
+            .get_or_try_init(|| Writer::new(self.client.clone()))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let prefix = self
+            .schedules
+            .put_prefix
+            .as_ref()
+            .unwrap_or(&self.schedules.prefix);
+        let mut subject = String::with_capacity(prefix.len() + kv_key.len());
+        subject.push_str(prefix);
+        subject.push_str(kv_key);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            HeaderValue::from(expected),
+        );
         match self
             .denials
-            .guard(&[&write], self.schedules.update(kv_key, bytes, expected))
+            .guard(&[&write], writer.publish(&subject, headers, bytes))
             .await?
         {
             Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(StoreError::Write {
-                bucket: SCHEDULES_BUCKET,
-                kv_key: kv_key.to_string(),
-                source: e.into(),
-            }),
+            Err(e) if e.is_wrong_last_sequence() => Ok(None),
+            Err(e) => Err(fail(e.into())),
         }
     }
 
@@ -596,6 +636,17 @@ async fn backoff(attempt: u32) {
         .map_or(0, |d| d.subsec_nanos());
     let ceiling_micros = 200 * u64::from(attempt.min(10) + 1);
     tokio::time::sleep(Duration::from_micros(u64::from(nanos) % ceiling_micros)).await;
+}
+
+/// The KV rule for keys (async-nats checks it before a KV write): `[-/_=.a-zA-Z0-9]+`, not
+/// starting or ending with `.`.
+fn is_valid_kv_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
 }
 
 fn parse_logged<T: serde::de::DeserializeOwned>(

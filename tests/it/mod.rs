@@ -4,6 +4,7 @@ mod cron_cli;
 mod dev;
 mod endpoints;
 mod faults;
+mod kv_writer;
 mod limits;
 mod observe;
 mod permissions;
