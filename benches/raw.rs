@@ -115,9 +115,9 @@ pub async fn kv_load(
     Ok(start.elapsed())
 }
 
-/// Reads every key of a bucket the way the ticker's loader does (an ordered *pull* consumer,
-/// latest value per key), doing nothing with the values: what the read mechanism alone costs
-/// the server and the client, to tell it apart from the ticker's own work.
+/// Reads every key of a bucket with async-nats' ordered *pull* consumer (latest value per key,
+/// 500 messages per pull), doing nothing with the values: the read mechanism the ticker's
+/// loader used before it pulled 10,000 at a time on a consumer of its own (BENCHMARKS.md).
 pub async fn kv_load_pull(
     js: &jetstream::Context,
     bucket: &str,
