@@ -1,7 +1,7 @@
 //! Reading a KV bucket completely, then following it live (ARCHITECTURE.md, "The scheduler").
 //!
-//! A last-per-subject read (`watch_with_history(">")`, or the ordered pull consumer `follow`
-//! uses for the schedules) first delivers the latest value of every key (tombstones too) and
+//! A last-per-subject read (`watch_with_history(">")`, or the pull consumer [`subscribe`]
+//! makes) first delivers the latest value of every key (tombstones too) and
 //! then every change, but says nothing when the initial data ends. So the bucket stream's last
 //! sequence is read *before* reading: an empty bucket delivers nothing (caught up at once), and
 //! an entry with `delta == 0` (nothing pending) or `revision >= last_sequence` is the moment we
@@ -258,10 +258,9 @@ struct AckFields {
 /// The stream sequence, stored time (ns since the epoch) and pending count of a JetStream
 /// message, read from its reply subject (ADR-15: `$JS.ACK.[<domain>.<account hash>.]<stream>.
 /// <consumer>.<delivered>.<stream seq>.<consumer seq>.<nanos>.<pending>[.<token>]`, the same
-/// token rules as async-nats' `Message::info`) without building that `Info`: the ordered
-/// consumer already parses every reply subject once, and a second full parse (its timestamp as
-/// an i128 turned into a date) was ≈ 2.5 % of the process's CPU in the cold start of a million
-/// schedules (BENCHMARKS.md). `None` for anything else.
+/// token rules as async-nats' `Message::info`) without building that `Info`: a full parse (its
+/// timestamp as an i128 turned into a date) was ≈ 2.5 % of the process's CPU in the cold start
+/// of a million schedules (BENCHMARKS.md). `None` for anything else.
 fn ack_fields(reply: &str) -> Option<AckFields> {
     let mut tokens = [""; 10];
     let mut n = 0;
@@ -373,8 +372,9 @@ fn gap(last: u64, delivered: u64) -> Option<ReadError> {
 /// Why a pull consumer rather than `watch_with_history`: the watch is a push consumer, and at a
 /// million keys it delivers faster than values can be parsed, so the client drops messages as a
 /// slow consumer and the ordered consumer restarts and re-sends them (≈20,000 times per cold
-/// start on 2 cores). A pull consumer only receives what was asked for. Parsing runs on its own
-/// task so reading the next batch overlaps it.
+/// start on 2 cores; 3,600–13,500 again when tried with today's faster parse). A pull consumer
+/// only receives what was asked for. Parsing runs on its own task so reading the next batch
+/// overlaps it.
 ///
 /// A value beyond one of the `limits` (key, cron or note size) is passed on as invalid.
 pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Limits) {
