@@ -317,6 +317,16 @@ const RAW_BATCHES: usize = 16;
 /// inside the client's subscription buffer, so the client never drops one as a slow consumer.
 const PULL_BATCH: usize = 10_000;
 
+/// Bytes asked for per pull at most: nats-server's largest `max_payload`, so any one value
+/// fits, while a bucket of oversized values (written by hand) cannot buffer 10,000 of them.
+const PULL_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often the server says an open pull is still alive: a consumer lost with a restarted
+/// server (it lives in memory) shows as two missed heartbeats, and the read resumes on a new
+/// one. (The ordered consumer used 15 s; a read that waits for a schedule change should notice
+/// sooner.)
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// How long the server keeps a reader's consumer after the reader went away (a crash, a lost
 /// connection): the loader makes a new one when it resumes.
 const CONSUMER_IDLE: Duration = Duration::from_secs(60);
@@ -350,6 +360,8 @@ async fn subscribe(kv: &Store, from: u64) -> Result<pull::Stream, ReadError> {
     consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
+        .max_bytes_per_batch(PULL_BYTES)
+        .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(ReadError::consumer)
@@ -473,17 +485,24 @@ pub(crate) async fn follow(kv: Store, tx: mpsc::Sender<Vec<Change>>, limits: Lim
         if raw_tx.is_closed() {
             return;
         }
-        tokio::time::sleep(delay.next()).await;
         // Before the initial data is complete, start over from the latest values (the revision
         // order of a last-per-subject read is not a resumable position); after it, continue.
+        // The failed read is not read again: its consumer may be gone (a restarted server
+        // keeps no in-memory consumer), and it would say so only at its next heartbeat.
         let from = if caught_up { seen + 1 } else { 0 };
-        match subscribe(&kv, from).await {
-            Ok(m) => {
-                messages = m;
-                delivered = 0;
+        messages = loop {
+            tokio::time::sleep(delay.next()).await;
+            match subscribe(&kv, from).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    warn!(bucket = %kv.name, error = %e, "cannot resume reading the bucket yet");
+                    if raw_tx.is_closed() {
+                        return;
+                    }
+                }
             }
-            Err(e) => warn!(bucket = %kv.name, error = %e, "cannot resume reading the bucket yet"),
-        }
+        };
+        delivered = 0;
     }
 }
 

@@ -405,6 +405,55 @@ async fn payload_fields_across_three_consecutive_fires() {
     t.stop().await;
 }
 
+/// The ticker's read of `polos_schedules` lives in the server's memory: after a server restart
+/// the loader must notice it is gone and read again, so a schedule written after the restart
+/// fires. Checked from the stream.
+#[tokio::test]
+async fn a_schedule_written_after_a_server_restart_fires() {
+    let (mut env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
+    let cfg = config(&env);
+    put(
+        &env,
+        "sync",
+        "before",
+        serde_json::json!({"cron": "0 9 * * *"}),
+    )
+    .await;
+    let mut a = Running::start(env.connect().await, &cfg, Arc::new(clock.clone()));
+    a.wait_active().await;
+    a.wait("the first schedule armed", |s| s.schedules == 1)
+        .await;
+    env.server.restart().unwrap();
+    // Written once the server is back (the test's own connection reconnects too).
+    within("the schedule written after the restart", async {
+        loop {
+            let written = async {
+                env.js
+                    .get_key_value("polos_schedules")
+                    .await?
+                    .put("sync.after", r#"{"cron":"0 9 * * *"}"#.into())
+                    .await?;
+                anyhow::Ok(())
+            };
+            if written.await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    a.wait("the schedule written after the restart is loaded", |s| {
+        s.schedules == 2 && s.active
+    })
+    .await;
+    clock.set(at("2026-05-01T09:00:00Z"));
+    let fires = log.wait_for(2).await;
+    let mut keys: Vec<_> = fires.iter().map(|r| r.fire.payload.key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["after", "before"]);
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn restart_mid_series_loses_and_doubles_nothing() {
     let (env, mut log, clock) = frozen_at("2026-05-01T08:59:00Z").await;
