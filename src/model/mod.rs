@@ -38,6 +38,8 @@ pub use key::{
 };
 pub use limits::{InvalidLimit, Limit, LimitError, Limits};
 pub use payload::SchedulePayload;
+// The ticker's reader (the rest of the crate reads through `ScheduleRecord::from_kv`).
+#[cfg(feature = "scheduler")]
 pub(crate) use records::ScheduleRecordRef;
 pub use records::{
     Backfill, BackfillProgress, CancelRecord, CatchupPolicy, Ended, InlineSchedule, OverlapPolicy,
